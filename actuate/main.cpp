@@ -1,0 +1,13 @@
+// meterpipe-actuate worker (placeholder until its component lands: heartbeats only).
+#include <unistd.h>
+
+#include "bus/worker.h"
+
+int main(int argc, char** argv) {
+  mp::Worker w(argc, argv, "actuate");
+  while (w.running()) {
+    usleep(w.wait_ms() * 1000);
+    w.tick();
+  }
+  return 0;
+}

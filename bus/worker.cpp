@@ -1,0 +1,142 @@
+#include "bus/worker.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+namespace mp {
+
+std::atomic<bool> g_stop{false};
+
+namespace {
+void on_stop(int) { g_stop = true; }
+}  // namespace
+
+void install_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+Worker::Worker(int argc, char** argv, const std::string& name) : name_(name) {
+  log::init(name_);
+  std::string file;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if ((a == "--config" || a == "-c") && i + 1 < argc) file = argv[++i];
+    else if (a == "--help" || a == "-h") {
+      std::printf("usage: meterpipe-%s --config FILE\n"
+                  "A meterpipe worker; normally started by `meterpipe run`.\n",
+                  name_.c_str());
+      std::exit(0);
+    } else {
+      log::error("unknown argument %s (usage: meterpipe-%s --config FILE)", a.c_str(),
+                 name_.c_str());
+      std::exit(2);
+    }
+  }
+  if (file.empty()) {
+    log::error("no config file given (usage: meterpipe-%s --config FILE)", name_.c_str());
+    std::exit(2);
+  }
+  auto res = config::load_file(file);
+  if (!res.config) {
+    for (const auto& e : res.errors) log::error("%s", e.str().c_str());
+    std::exit(2);
+  }
+  cfg_ = std::move(*res.config);
+  log::Level lv;
+  if (log::parse_level(cfg_.general.log_level, lv) && !std::getenv("MP_LOG_LEVEL"))
+    log::set_level(lv);
+  install_stop_signals();
+  try {
+    bus::Publisher::Options opt;
+    opt.ring_size = size_t(cfg_.general.replay_ring);
+    pub_ = std::make_unique<bus::Publisher>(cfg_.general.run_dir, name_, opt);
+  } catch (const std::exception& e) {
+    log::error("%s", e.what());
+    std::exit(1);
+  }
+  start_mono_ = clock::mono_ns();
+  next_health_mono_ = start_mono_;
+}
+
+Worker::~Worker() = default;
+
+bool Worker::running() const { return !g_stop.load(); }
+
+int Worker::wait_ms() const {
+  int64_t left = next_health_mono_ - clock::mono_ns();
+  if (left <= 0) return 0;
+  return int(std::min<int64_t>(1000, left / 1000000 + 1));
+}
+
+void Worker::count(const std::string& c, uint64_t n) {
+  std::lock_guard<std::mutex> l(mutex_);
+  counters_[c] += n;
+}
+void Worker::set_counter(const std::string& c, uint64_t v) {
+  std::lock_guard<std::mutex> l(mutex_);
+  counters_[c] = v;
+}
+void Worker::gauge(const std::string& n, double v) {
+  std::lock_guard<std::mutex> l(mutex_);
+  gauges_[n] = v;
+}
+void Worker::info(const std::string& k, const std::string& v) {
+  std::lock_guard<std::mutex> l(mutex_);
+  info_[k] = v;
+}
+
+int Worker::add_thread(const std::string& what) {
+  std::lock_guard<std::mutex> l(mutex_);
+  slots_.push_back(std::make_unique<Slot>());
+  slots_.back()->what = what;
+  slots_.back()->last = clock::mono_ns();
+  return int(slots_.size() - 1);
+}
+
+void Worker::progress(int slot) {
+  std::lock_guard<std::mutex> l(mutex_);
+  if (slot >= 0 && size_t(slot) < slots_.size()) slots_[slot]->last = clock::mono_ns();
+}
+
+void Worker::tick() {
+  const int64_t now = clock::mono_ns();
+  if (now < next_health_mono_) return;
+  next_health_mono_ = now + 1000000000;
+  meterpipe::Envelope env;
+  auto* h = env.mutable_health();
+  {
+    std::lock_guard<std::mutex> l(mutex_);
+    // A stuck worker thread must make the whole worker look hung to the supervisor.
+    const int64_t limit = int64_t(cfg_.general.watchdog_s * 1e9) / 2;
+    for (const auto& s : slots_) {
+      if (now - s->last > limit) {
+        if (!stalled_logged_)
+          log::error("thread '%s' made no progress for %.1f s: stopping heartbeats",
+                     s->what.c_str(), double(now - s->last) / 1e9);
+        stalled_logged_ = true;
+        return;
+      }
+    }
+    h->set_worker(name_);
+    h->set_pid(getpid());
+    h->set_uptime_s(double(now - start_mono_) / 1e9);
+    for (const auto& [k, v] : counters_) (*h->mutable_counters())[k] = v;
+    for (const auto& [k, v] : gauges_) (*h->mutable_gauges())[k] = v;
+    for (const auto& [k, v] : info_) (*h->mutable_info())[k] = v;
+  }
+  pub_->publish(bus::topic_health(name_), env);
+}
+
+}  // namespace mp

@@ -1,0 +1,71 @@
+// What every worker process shares: command line (--config FILE), config loading, logging,
+// its bus publisher, signal handling and the health heartbeat the supervisor watches.
+//
+// A worker's main loop waits at most `wait_ms()` for its own work and calls `tick()`; tick
+// publishes health/<worker> once a second. A worker whose loop hangs stops heartbeating and
+// the supervisor restarts it. Threads of a worker report progress with `progress(slot)`;
+// when one of them is stuck for longer than the watchdog, heartbeats stop too.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bus/bus.h"
+#include "config/config.h"
+
+namespace mp {
+
+class Worker {
+ public:
+  // Parses argv (--config FILE), loads the config (exit 2 with every error on stderr),
+  // sets up logging and signals, binds the publisher (exit 1 naming the endpoint).
+  Worker(int argc, char** argv, const std::string& name);
+  ~Worker();
+
+  const config::Config& cfg() const { return cfg_; }
+  bus::Publisher& pub() { return *pub_; }
+  const std::string& name() const { return name_; }
+
+  bool running() const;
+  // Milliseconds until the next heartbeat is due (0..1000).
+  int wait_ms() const;
+  // Publishes health when due.
+  void tick();
+
+  // Health content, thread-safe.
+  void count(const std::string& counter, uint64_t n = 1);
+  void set_counter(const std::string& counter, uint64_t value);
+  void gauge(const std::string& name, double v);
+  void info(const std::string& key, const std::string& value);
+
+  // Progress slots for worker threads (returns the slot id).
+  int add_thread(const std::string& what);
+  void progress(int slot);
+
+ private:
+  std::string name_;
+  config::Config cfg_;
+  std::unique_ptr<bus::Publisher> pub_;
+  int64_t start_mono_;
+  int64_t next_health_mono_ = 0;
+  mutable std::mutex mutex_;
+  std::map<std::string, uint64_t> counters_;
+  std::map<std::string, double> gauges_;
+  std::map<std::string, std::string> info_;
+  struct Slot {
+    std::string what;
+    std::atomic<int64_t> last{0};
+  };
+  std::vector<std::unique_ptr<Slot>> slots_;
+  bool stalled_logged_ = false;
+};
+
+// Set by SIGTERM/SIGINT in any process that calls install_stop_signals().
+extern std::atomic<bool> g_stop;
+void install_stop_signals();
+
+}  // namespace mp

@@ -1,0 +1,1 @@
+// Placeholder translation unit for components that have no library sources yet.

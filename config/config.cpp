@@ -1,0 +1,582 @@
+#include "config/config.h"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace mp::config {
+
+std::string Error::str() const {
+  std::string s = file;
+  if (line > 0) s += ":" + std::to_string(line) + ":" + std::to_string(column);
+  s += ": ";
+  if (!key.empty()) s += key + ": ";
+  s += message;
+  return s;
+}
+
+const Meter* Config::meter(const std::string& name) const {
+  for (const auto& m : meters)
+    if (m.name == name) return &m;
+  return nullptr;
+}
+
+std::vector<std::string> Config::workers() const {
+  std::vector<std::string> w;
+  if (!meters.empty()) {
+    w.push_back("acquire");
+    w.push_back("process");
+  }
+  if (!relays.empty()) w.push_back("actuate");
+  if (upload.enabled && !meters.empty()) w.push_back("upload");
+  if (serve.enabled) w.push_back("serve");
+  return w;
+}
+
+namespace {
+
+const char* type_name(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date/time";
+  }
+}
+
+// Reads keys of one table, remembering which were used, and reports problems.
+class Checker {
+ public:
+  Checker(std::string file, std::vector<Error>& errors) : file_(std::move(file)), errors_(errors) {}
+
+  void error_at(const toml::source_region& src, const std::string& key, const std::string& msg) {
+    errors_.push_back(Error{file_, int(src.begin.line), int(src.begin.column), key, msg});
+  }
+
+  // Table scope: `path` is the key path of the table ("general", "meter[0]").
+  struct Scope {
+    Checker& c;
+    const toml::table& t;
+    std::string path;
+    std::set<std::string> allowed;
+
+    std::string key(const std::string& k) const { return path.empty() ? k : path + "." + k; }
+    const toml::node* node(const std::string& k) {
+      allowed.insert(k);
+      return t.get(k);
+    }
+    void type_error(const toml::node& n, const std::string& k, const char* want) {
+      c.error_at(n.source(), key(k),
+                 std::string("must be ") + want + ", not " + type_name(n.type()));
+    }
+    void missing(const std::string& k, const std::string& what = "") {
+      c.error_at(t.source(), key(k), "required key is missing" + what);
+    }
+
+    bool str(const std::string& k, std::string& out, bool required = false,
+             std::initializer_list<const char*> choices = {}) {
+      const toml::node* n = node(k);
+      if (!n) {
+        if (required) missing(k);
+        return false;
+      }
+      if (!n->is_string()) {
+        type_error(*n, k, "a string");
+        return false;
+      }
+      std::string v = n->as_string()->get();
+      if (choices.size()) {
+        bool ok = false;
+        std::string list;
+        for (const char* ch : choices) {
+          if (v == ch) ok = true;
+          list += list.empty() ? "" : ", ";
+          list += std::string("\"") + ch + "\"";
+        }
+        if (!ok) {
+          c.error_at(n->source(), key(k), "\"" + v + "\" is not one of " + list);
+          return false;
+        }
+      }
+      if (required && v.empty()) {
+        c.error_at(n->source(), key(k), "must not be empty");
+        return false;
+      }
+      out = std::move(v);
+      return true;
+    }
+
+    bool boolean(const std::string& k, bool& out) {
+      const toml::node* n = node(k);
+      if (!n) return false;
+      if (!n->is_boolean()) {
+        type_error(*n, k, "a boolean (true or false)");
+        return false;
+      }
+      out = n->as_boolean()->get();
+      return true;
+    }
+
+    bool integer(const std::string& k, int64_t& out, int64_t lo, int64_t hi,
+                 bool required = false) {
+      const toml::node* n = node(k);
+      if (!n) {
+        if (required) missing(k);
+        return false;
+      }
+      if (!n->is_integer()) {
+        type_error(*n, k, "an integer");
+        return false;
+      }
+      int64_t v = n->as_integer()->get();
+      if (v < lo || v > hi) {
+        c.error_at(n->source(), key(k),
+                   std::to_string(v) + " is out of range " + std::to_string(lo) + ".." +
+                       std::to_string(hi));
+        return false;
+      }
+      out = v;
+      return true;
+    }
+
+    bool number(const std::string& k, double& out, double lo, double hi, bool required = false) {
+      const toml::node* n = node(k);
+      if (!n) {
+        if (required) missing(k);
+        return false;
+      }
+      double v;
+      if (n->is_integer()) v = double(n->as_integer()->get());
+      else if (n->is_floating_point()) v = n->as_floating_point()->get();
+      else {
+        type_error(*n, k, "a number");
+        return false;
+      }
+      if (!(v >= lo && v <= hi)) {
+        std::ostringstream os;
+        os << v << " is out of range " << lo << ".." << hi;
+        c.error_at(n->source(), key(k), os.str());
+        return false;
+      }
+      out = v;
+      return true;
+    }
+
+    bool str_array(const std::string& k, std::vector<std::string>& out) {
+      const toml::node* n = node(k);
+      if (!n) return false;
+      const toml::array* a = n->as_array();
+      if (!a) {
+        type_error(*n, k, "an array of strings");
+        return false;
+      }
+      std::vector<std::string> v;
+      size_t i = 0;
+      for (const auto& e : *a) {
+        if (!e.is_string()) {
+          c.error_at(e.source(), key(k) + "[" + std::to_string(i) + "]",
+                     std::string("must be a string, not ") + type_name(e.type()));
+          return false;
+        }
+        v.push_back(e.as_string()->get());
+        ++i;
+      }
+      out = std::move(v);
+      return true;
+    }
+
+    const toml::table* table(const std::string& k) {
+      const toml::node* n = node(k);
+      if (!n) return nullptr;
+      if (!n->is_table()) {
+        type_error(*n, k, "a table");
+        return nullptr;
+      }
+      return n->as_table();
+    }
+
+    // Every key not read is a typo or a key of another version: an error, never ignored.
+    void finish() {
+      for (const auto& [k, v] : t) {
+        if (allowed.count(std::string(k.str()))) continue;
+        c.error_at(k.source(), key(std::string(k.str())), "unknown key");
+      }
+    }
+  };
+
+  Scope scope(const toml::table& t, std::string path) { return Scope{*this, t, std::move(path), {}}; }
+
+ private:
+  std::string file_;
+  std::vector<Error>& errors_;
+};
+
+bool valid_name(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char ch : s)
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-')) return false;
+  return true;
+}
+
+void read_general(Checker& c, const toml::table* t, General& g) {
+  if (!t) return;
+  auto s = c.scope(*t, "general");
+  s.str("run_dir", g.run_dir);
+  s.str("state_dir", g.state_dir);
+  s.str("log_level", g.log_level, false, {"debug", "info", "warn", "error"});
+  s.number("watchdog_s", g.watchdog_s, 1, 3600);
+  s.integer("replay_ring", g.replay_ring, 0, 10000000);
+  s.str("timezone", g.timezone);
+  s.str("bin_dir", g.bin_dir);
+  s.finish();
+}
+
+void read_meter(Checker& c, const toml::table& t, const std::string& path, Meter& m) {
+  auto s = c.scope(t, path);
+  m.line = int(t.source().begin.line);
+  if (s.str("name", m.name, true) && !valid_name(m.name))
+    c.error_at(t.get("name")->source(), s.key("name"),
+               "\"" + m.name + "\" may hold only letters, digits, '_' and '-' (1-64)");
+  s.str("protocol", m.protocol, false, {"dsmr", "modbus", "mbus", "sunspec"});
+  const bool has_source = s.str("source", m.source, true, {"serial", "tcp", "simulate", "file"});
+  s.str("device", m.device);
+  s.str("preset", m.preset, false, {"dsmr2", "dsmr3", "dsmr4", "dsmr5", "fluvius", "mbus"});
+  s.integer("baud", m.baud, 300, 4000000);
+  s.integer("data_bits", m.data_bits, 5, 8);
+  s.str("parity", m.parity, false, {"none", "even", "odd"});
+  s.integer("stop_bits", m.stop_bits, 1, 2);
+  s.str("host", m.host);
+  s.integer("port", m.port, 1, 65535);
+  s.str("file", m.file);
+  s.number("rate_hz", m.rate_hz, 0.001, 10000);
+  s.number("speed", m.speed, 0.001, 1e6);
+  s.integer("seed", m.seed, 0, INT64_MAX);
+  s.str("key_file", m.key_file);
+  s.integer("unit_id", m.unit_id, 0, 255);
+  s.str("type", m.type);
+  s.integer("interval_ms", m.interval_ms, 10, 3600000);
+  s.integer("timeout_ms", m.timeout_ms, 10, 60000);
+  s.integer("address", m.address, 0, 250);
+  s.finish();
+
+  if (!has_source) return;
+  if (m.source == "serial" && m.device.empty()) s.missing("device", " (source = \"serial\")");
+  if (m.source == "tcp") {
+    if (m.host.empty()) s.missing("host", " (source = \"tcp\")");
+    if (m.port == 0) s.missing("port", " (source = \"tcp\")");
+  }
+  if (m.source == "file" && m.file.empty()) s.missing("file", " (source = \"file\")");
+  if (m.source == "simulate" && m.protocol != "dsmr")
+    c.error_at(t.get("source")->source(), s.key("source"),
+               "\"simulate\" exists only for protocol = \"dsmr\"");
+  if ((m.protocol == "modbus") && m.type.empty()) s.missing("type", " (protocol = \"modbus\")");
+}
+
+void read_upload(Checker& c, const toml::table* t, Upload& u) {
+  if (!t) return;
+  auto s = c.scope(*t, "upload");
+  s.boolean("enabled", u.enabled);
+  s.str("target", u.target, false, {"file", "influxdb1", "influxdb2"});
+  s.str("url", u.url);
+  s.str("database", u.database);
+  s.str("retention_policy", u.retention_policy);
+  s.str("username", u.username);
+  s.str("password_file", u.password_file);
+  s.str("password_env", u.password_env);
+  s.str("org", u.org);
+  s.str("bucket", u.bucket);
+  s.str("token_file", u.token_file);
+  s.str("token_env", u.token_env);
+  s.str("precision", u.precision, false, {"s", "ms", "us", "ns"});
+  s.boolean("gzip", u.gzip);
+  s.boolean("tls_verify", u.tls_verify);
+  s.str("ca_file", u.ca_file);
+  s.str("measurement", u.measurement);
+  s.str("spool_dir", u.spool_dir);
+  s.integer("spool_max_mb", u.spool_max_mb, 1, 1 << 20);
+  s.integer("batch_size", u.batch_size, 1, 1000000);
+  s.number("batch_age_s", u.batch_age_s, 0.01, 3600);
+  s.number("timeout_s", u.timeout_s, 0.1, 3600);
+  s.str("data_dir", u.data_dir);
+  for (const char* secret : {"token", "password"}) {
+    if (const toml::node* n = t->get(secret)) {
+      s.allowed.insert(secret);
+      c.error_at(n->source(), s.key(secret),
+                 "secrets are not kept in the config: use " + std::string(secret) +
+                     "_file or " + secret + "_env");
+    }
+  }
+  if (const toml::table* tags = s.table("tags")) {
+    for (const auto& [k, v] : *tags) {
+      if (!v.is_string()) {
+        c.error_at(v.source(), "upload.tags." + std::string(k.str()),
+                   std::string("must be a string, not ") + type_name(v.type()));
+        continue;
+      }
+      u.tags[std::string(k.str())] = v.as_string()->get();
+    }
+  }
+  s.finish();
+  if (!u.enabled) return;
+  if (u.target != "file" && u.url.empty()) s.missing("url", " (target = \"" + u.target + "\")");
+  if (u.target == "influxdb1" && u.database.empty()) s.missing("database", " (target = \"influxdb1\")");
+  if (u.target == "influxdb2") {
+    if (u.org.empty()) s.missing("org", " (target = \"influxdb2\")");
+    if (u.bucket.empty()) s.missing("bucket", " (target = \"influxdb2\")");
+    if (u.token_file.empty() && u.token_env.empty())
+      s.missing("token_file", " (or token_env; target = \"influxdb2\")");
+  }
+}
+
+void read_output(Checker& c, const toml::table& t, const std::string& path, Output& o) {
+  auto s = c.scope(t, path);
+  s.str("type", o.type, true, {"sim", "command", "http", "gpiod"});
+  s.str("chip", o.chip);
+  s.integer("line", o.line, 0, 4095);
+  s.boolean("active_low", o.active_low);
+  s.str_array("on_command", o.on_command);
+  s.str_array("off_command", o.off_command);
+  s.str("url", o.url);
+  s.str("on_url", o.on_url);
+  s.str("off_url", o.off_url);
+  s.str("method", o.method, false, {"GET", "POST", "PUT"});
+  s.str("on_body", o.on_body);
+  s.str("off_body", o.off_body);
+  s.str_array("headers", o.headers);
+  s.number("timeout_s", o.timeout_s, 0.05, 600);
+  s.finish();
+  if (o.type == "gpiod") {
+    if (o.chip.empty()) s.missing("chip", " (type = \"gpiod\")");
+    if (o.line < 0) s.missing("line", " (type = \"gpiod\")");
+  } else if (o.type == "command") {
+    if (o.on_command.empty()) s.missing("on_command", " (type = \"command\")");
+    if (o.off_command.empty()) s.missing("off_command", " (type = \"command\")");
+  } else if (o.type == "http") {
+    if (o.url.empty() && (o.on_url.empty() || o.off_url.empty()))
+      s.missing("url", " (or on_url and off_url; type = \"http\")");
+  }
+}
+
+bool valid_window(const std::string& w) {
+  int h1, m1, h2, m2;
+  char tail;
+  if (std::sscanf(w.c_str(), "%d:%d-%d:%d%c", &h1, &m1, &h2, &m2, &tail) != 4) return false;
+  return h1 >= 0 && h1 <= 24 && h2 >= 0 && h2 <= 24 && m1 >= 0 && m1 < 60 && m2 >= 0 && m2 < 60;
+}
+
+void read_relay(Checker& c, const toml::table& t, const std::string& path, Relay& r) {
+  auto s = c.scope(t, path);
+  r.line = int(t.source().begin.line);
+  if (s.str("name", r.name, true) && !valid_name(r.name))
+    c.error_at(t.get("name")->source(), s.key("name"),
+               "\"" + r.name + "\" may hold only letters, digits, '_' and '-' (1-64)");
+  s.str("meter", r.meter, true);
+  s.integer("priority", r.priority, -1000, 1000);
+  s.number("load_w", r.load_w, 0, 1e6);
+  const bool on_ok = s.number("on_below_w", r.on_below_w, -1e6, 1e6);
+  const bool off_ok = s.number("off_above_w", r.off_above_w, -1e6, 1e6);
+  s.number("on_delay_s", r.on_delay_s, 0, 86400);
+  s.number("off_delay_s", r.off_delay_s, 0, 86400);
+  s.number("min_on_s", r.min_on_s, 0, 86400);
+  s.number("min_off_s", r.min_off_s, 0, 86400);
+  s.integer("max_switches_per_hour", r.max_switches_per_hour, 1, 3600);
+  s.str("failsafe", r.failsafe, false, {"off", "on", "keep"});
+  s.number("stale_after_s", r.stale_after_s, 1, 86400);
+  if (s.str_array("windows", r.windows)) {
+    for (size_t i = 0; i < r.windows.size(); ++i)
+      if (!valid_window(r.windows[i]))
+        c.error_at(t.get("windows")->as_array()->get(i)->source(),
+                   s.key("windows") + "[" + std::to_string(i) + "]",
+                   "\"" + r.windows[i] + "\" is not a time window like \"08:00-17:30\"");
+  }
+  if (s.str_array("weekdays", r.weekdays)) {
+    static const std::set<std::string> days{"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
+    for (size_t i = 0; i < r.weekdays.size(); ++i)
+      if (!days.count(r.weekdays[i]))
+        c.error_at(t.get("weekdays")->as_array()->get(i)->source(),
+                   s.key("weekdays") + "[" + std::to_string(i) + "]",
+                   "\"" + r.weekdays[i] + "\" is not one of mon tue wed thu fri sat sun");
+  }
+  int64_t tariff = 0;
+  if (s.integer("tariff", tariff, 1, 9)) r.tariff = tariff;
+  if (const toml::node* n = s.node("condition")) {
+    const toml::array* a = n->as_array();
+    if (!a || !a->is_array_of_tables()) {
+      s.type_error(*n, "condition", "an array of tables ([[relay.condition]])");
+    } else {
+      for (size_t i = 0; i < a->size(); ++i) {
+        const toml::table& ct = *a->get(i)->as_table();
+        auto cs = c.scope(ct, s.key("condition") + "[" + std::to_string(i) + "]");
+        ValueCondition vc;
+        cs.str("name", vc.name, true);
+        double v;
+        if (cs.number("min", v, -1e12, 1e12)) vc.min = v;
+        if (cs.number("max", v, -1e12, 1e12)) vc.max = v;
+        cs.finish();
+        if (!vc.min && !vc.max) cs.missing("min", " (or max)");
+        r.conditions.push_back(vc);
+      }
+    }
+  }
+  if (const toml::node* n = s.node("output")) {
+    if (!n->is_table()) s.type_error(*n, "output", "a table ([relay.output])");
+    else read_output(c, *n->as_table(), s.key("output"), r.output);
+  } else {
+    s.missing("output");
+  }
+  s.finish();
+  if (on_ok && off_ok && !(r.on_below_w < r.off_above_w))
+    c.error_at(t.get("on_below_w")->source(), s.key("on_below_w"),
+               "must be below off_above_w (" + std::to_string(int64_t(r.off_above_w)) +
+                   " W): the two thresholds form the hysteresis");
+}
+
+void read_actuate(Checker& c, const toml::table* t, Actuate& a) {
+  if (!t) return;
+  auto s = c.scope(*t, "actuate");
+  double v;
+  if (s.number("demand_limit_w", v, 100, 1e7)) a.demand_limit_w = v;
+  s.number("demand_margin_w", a.demand_margin_w, 0, 1e6);
+  s.str("state_file", a.state_file);
+  s.finish();
+}
+
+void read_serve(Checker& c, const toml::table* t, Serve& sv) {
+  if (!t) return;
+  auto s = c.scope(*t, "serve");
+  s.boolean("enabled", sv.enabled);
+  s.str("listen", sv.listen);
+  s.finish();
+}
+
+template <class T, class F>
+void read_array(Checker& c, Checker::Scope& top, const char* key, std::vector<T>& out, F f) {
+  const toml::node* n = top.node(key);
+  if (!n) return;
+  const toml::array* a = n->as_array();
+  if (!a || !a->is_array_of_tables()) {
+    top.type_error(*n, key, (std::string("an array of tables ([[") + key + "]])").c_str());
+    return;
+  }
+  for (size_t i = 0; i < a->size(); ++i) {
+    T item;
+    f(c, *a->get(i)->as_table(), std::string(key) + "[" + std::to_string(i) + "]", item);
+    out.push_back(std::move(item));
+  }
+}
+
+}  // namespace
+
+Result load_string(const std::string& text, const std::string& name) {
+  Result res;
+  toml::table root;
+  try {
+    root = toml::parse(text, name);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    res.errors.push_back(
+        Error{name, int(b.line), int(b.column), "", "TOML syntax: " + std::string(e.description())});
+    return res;
+  }
+  Config cfg;
+  cfg.file = name;
+  Checker c(name, res.errors);
+  auto top = c.scope(root, "");
+  read_general(c, top.table("general"), cfg.general);
+  read_array(c, top, "meter", cfg.meters, read_meter);
+  read_upload(c, top.table("upload"), cfg.upload);
+  read_actuate(c, top.table("actuate"), cfg.actuate);
+  read_array(c, top, "relay", cfg.relays, read_relay);
+  read_serve(c, top.table("serve"), cfg.serve);
+  top.finish();
+
+  const toml::array* meters = root["meter"].as_array();
+  std::set<std::string> names;
+  for (size_t i = 0; i < cfg.meters.size(); ++i) {
+    const auto& m = cfg.meters[i];
+    if (m.name.empty()) continue;
+    if (!names.insert(m.name).second && meters) {
+      const toml::node* n = meters->get(i)->as_table()->get("name");
+      c.error_at(n->source(), "meter[" + std::to_string(i) + "].name",
+                 "duplicate meter name \"" + m.name + "\"");
+    }
+  }
+  const toml::array* relays = root["relay"].as_array();
+  std::set<std::string> rnames;
+  for (size_t i = 0; i < cfg.relays.size(); ++i) {
+    const auto& r = cfg.relays[i];
+    const toml::table* rt = relays ? relays->get(i)->as_table() : nullptr;
+    if (!rt) continue;
+    if (!r.name.empty() && !rnames.insert(r.name).second)
+      c.error_at(rt->get("name")->source(), "relay[" + std::to_string(i) + "].name",
+                 "duplicate relay name \"" + r.name + "\"");
+    if (!r.meter.empty() && !names.count(r.meter))
+      c.error_at(rt->get("meter")->source(), "relay[" + std::to_string(i) + "].meter",
+                 "no [[meter]] is named \"" + r.meter + "\"");
+  }
+
+  // defaults that depend on other keys
+  if (cfg.upload.spool_dir.empty()) cfg.upload.spool_dir = cfg.general.state_dir + "/spool";
+  if (cfg.upload.data_dir.empty()) cfg.upload.data_dir = cfg.general.state_dir + "/data";
+  if (cfg.actuate.state_file.empty())
+    cfg.actuate.state_file = cfg.general.state_dir + "/actuate.state";
+
+  std::stable_sort(res.errors.begin(), res.errors.end(), [](const Error& a, const Error& b) {
+    return a.line != b.line ? a.line < b.line : a.column < b.column;
+  });
+  if (res.errors.empty()) res.config = std::move(cfg);
+  return res;
+}
+
+Result load_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    Result r;
+    r.errors.push_back(Error{path, 0, 0, "", std::string("cannot read: ") + std::strerror(errno)});
+    return r;
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return load_string(ss.str(), path);
+}
+
+std::optional<std::string> resolve_secret(const std::string& file, const std::string& env,
+                                          std::string& error) {
+  if (!file.empty()) {
+    std::ifstream in(file);
+    if (!in) {
+      error = "cannot read secret file " + file + ": " + std::strerror(errno);
+      return std::nullopt;
+    }
+    std::string line;
+    std::getline(in, line);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
+      line.pop_back();
+    if (line.empty()) {
+      error = "secret file " + file + " is empty";
+      return std::nullopt;
+    }
+    return line;
+  }
+  if (!env.empty()) {
+    const char* v = std::getenv(env.c_str());
+    if (!v || !*v) {
+      error = "environment variable " + env + " is not set";
+      return std::nullopt;
+    }
+    return std::string(v);
+  }
+  return std::string();
+}
+
+}  // namespace mp::config

@@ -1,0 +1,168 @@
+// meterpipe configuration: one TOML file, validated as a whole.
+//
+// load() collects EVERY problem, each as "FILE:LINE:COL: key.path: message" (wrong type,
+// out of range, missing required key, unknown key, duplicate names, references to
+// undefined meters). config/meterpipe.example.toml documents every key and its default.
+// Secrets (InfluxDB token/password) are never in the TOML: only *_file / *_env keys name
+// where they are, and resolve_secret() reads them when needed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mp::config {
+
+struct General {
+  std::string run_dir = "/run/meterpipe";
+  std::string state_dir = "/var/lib/meterpipe";
+  std::string log_level = "info";
+  double watchdog_s = 5;
+  int64_t replay_ring = 10000;
+  std::string timezone = "Europe/Amsterdam";
+  std::string bin_dir;  // where worker executables are; default: next to `meterpipe`
+};
+
+struct Meter {
+  std::string name;
+  std::string protocol = "dsmr";  // dsmr | modbus | mbus | sunspec
+  std::string source;             // serial | tcp | simulate | file
+  // serial
+  std::string device;
+  std::string preset;  // dsmr2 dsmr3 dsmr4 dsmr5 fluvius mbus
+  int64_t baud = 0;    // 0 = from preset / protocol default
+  int64_t data_bits = 0;
+  std::string parity;  // none | even | odd ("" = from preset)
+  int64_t stop_bits = 0;
+  // tcp
+  std::string host;
+  int64_t port = 0;
+  // file / simulate
+  std::string file;
+  double rate_hz = 1.0;  // telegrams per second (file replay, simulate)
+  double speed = 1.0;    // simulate: simulated seconds per real second
+  int64_t seed = 1;
+  // encrypted P1 (Luxembourg Smarty, Austria)
+  std::string key_file;
+  // modbus / sunspec
+  int64_t unit_id = 1;
+  std::string type;  // register map (sdm630, ...) for modbus
+  int64_t interval_ms = 1000;
+  int64_t timeout_ms = 500;
+  // mbus
+  int64_t address = 1;
+  int line = 0;  // where the [[meter]] starts (for messages)
+};
+
+struct Upload {
+  bool enabled = true;
+  std::string target = "file";  // file | influxdb1 | influxdb2
+  std::string url;
+  std::string database, retention_policy, username, password_file, password_env;
+  std::string org, bucket, token_file, token_env;
+  std::string precision = "s";  // s | ms | us | ns
+  bool gzip = false;
+  bool tls_verify = true;
+  std::string ca_file;
+  std::string measurement = "electricity";
+  std::map<std::string, std::string> tags;
+  std::string spool_dir;  // default <state_dir>/spool
+  int64_t spool_max_mb = 256;
+  int64_t batch_size = 5000;
+  double batch_age_s = 5;
+  double timeout_s = 30;
+  std::string data_dir;  // default <state_dir>/data (target = "file")
+};
+
+struct Output {
+  std::string type = "sim";  // sim | command | http | gpiod
+  // gpiod
+  std::string chip;
+  int64_t line = -1;
+  bool active_low = false;
+  // command
+  std::vector<std::string> on_command, off_command;
+  // http
+  std::string url, on_url, off_url, method = "POST", on_body, off_body;
+  std::vector<std::string> headers;
+  double timeout_s = 5;
+};
+
+struct ValueCondition {
+  std::string name;
+  std::optional<double> min, max;
+};
+
+struct Relay {
+  std::string name;
+  std::string meter;
+  int64_t priority = 0;
+  double load_w = 0;
+  double on_below_w = -1500;
+  double off_above_w = 100;
+  double on_delay_s = 60;
+  double off_delay_s = 60;
+  double min_on_s = 300;
+  double min_off_s = 300;
+  int64_t max_switches_per_hour = 6;
+  std::string failsafe = "off";  // off | on | keep
+  double stale_after_s = 30;
+  std::vector<std::string> windows;   // "HH:MM-HH:MM" local time
+  std::vector<std::string> weekdays;  // mon tue wed thu fri sat sun
+  std::optional<int64_t> tariff;
+  std::vector<ValueCondition> conditions;
+  Output output;
+  int line = 0;
+};
+
+struct Actuate {
+  std::optional<double> demand_limit_w;  // Belgian capacity tariff peak shaving
+  double demand_margin_w = 100;
+  std::string state_file;  // default <state_dir>/actuate.state
+};
+
+struct Serve {
+  bool enabled = false;
+  std::string listen = "127.0.0.1:8080";
+};
+
+struct Config {
+  std::string file;
+  General general;
+  std::vector<Meter> meters;
+  Upload upload;
+  Actuate actuate;
+  std::vector<Relay> relays;
+  Serve serve;
+
+  const Meter* meter(const std::string& name) const;
+  // Workers to run, in start order: acquire, process, actuate, upload, serve.
+  std::vector<std::string> workers() const;
+};
+
+struct Error {
+  std::string file;
+  int line = 0, column = 0;
+  std::string key;
+  std::string message;
+  std::string str() const;  // "FILE:LINE:COL: key: message"
+};
+
+struct Result {
+  std::optional<Config> config;  // set only when errors is empty
+  std::vector<Error> errors;
+};
+
+// Reads and validates a file.
+Result load_file(const std::string& path);
+// Validates TOML text; `name` is used as FILE in messages.
+Result load_string(const std::string& text, const std::string& name);
+
+// Reads a secret from a file (first line, trimmed) or an environment variable.
+// Returns nullopt and sets `error` (without the secret) when it cannot be read.
+std::optional<std::string> resolve_secret(const std::string& file, const std::string& env,
+                                          std::string& error);
+
+}  // namespace mp::config

@@ -1,0 +1,6 @@
+// The `meterpipe` command line.
+#pragma once
+
+namespace mp::cli {
+int main(int argc, char** argv);
+}

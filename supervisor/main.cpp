@@ -1,0 +1,3 @@
+#include "supervisor/cli.h"
+
+int main(int argc, char** argv) { return mp::cli::main(argc, argv); }

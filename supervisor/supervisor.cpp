@@ -1,0 +1,474 @@
+#include "supervisor/supervisor.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <zmq.hpp>
+
+#include "bus/bus.h"
+#include "common/clock.h"
+#include "common/json.h"
+#include "common/log.h"
+
+namespace mp::supervisor {
+
+double Backoff::next(double ran_s) {
+  if (ran_s >= stable_s) failures = 0;
+  double d = initial_s * std::pow(2.0, failures);
+  if (d > cap_s) d = cap_s;
+  else ++failures;
+  return d;
+}
+
+std::string self_dir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  buf[n] = 0;
+  std::string p(buf);
+  auto slash = p.rfind('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+namespace {
+
+int g_sigpipe[2] = {-1, -1};
+
+void on_signal(int sig) {
+  int saved = errno;
+  unsigned char b = static_cast<unsigned char>(sig);
+  (void)!write(g_sigpipe[1], &b, 1);
+  errno = saved;
+}
+
+enum class State { stopped, running, backoff, stopping };
+const char* state_name(State s) {
+  switch (s) {
+    case State::stopped: return "stopped";
+    case State::running: return "running";
+    case State::backoff: return "backoff";
+    case State::stopping: return "stopping";
+  }
+  return "?";
+}
+
+struct Child {
+  std::string name;
+  std::string path;
+  State state = State::stopped;
+  pid_t pid = -1;
+  int out_fd = -1;  // read end of the child's stderr/stdout
+  std::string partial;
+  int64_t started_mono = 0;
+  int64_t last_health_mono = 0;  // 0 = none from this pid yet
+  int64_t restart_at_mono = 0;
+  int restarts = 0;
+  Backoff backoff;
+  std::string last_exit;
+  meterpipe::Health health;
+};
+
+bool mkdir_p(const std::string& path, mode_t mode, std::string& err) {
+  std::string cur;
+  size_t i = 0;
+  while (i <= path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    cur = path.substr(0, j);
+    if (!cur.empty() && mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) {
+      err = "cannot create " + cur + ": " + std::strerror(errno);
+      return false;
+    }
+    i = j + 1;
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    err = "cannot create " + path + ": not a directory";
+    return false;
+  }
+  if (access(path.c_str(), W_OK) != 0) {
+    err = "cannot write to " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    int s = WTERMSIG(status);
+    return std::string("killed by signal ") + std::to_string(s) + " (" + strsignal(s) + ")";
+  }
+  return "status " + std::to_string(status);
+}
+
+class Supervisor {
+ public:
+  Supervisor(const config::Config& cfg, const Options& opt) : cfg_(cfg), opt_(opt) {}
+  int run();
+
+ private:
+  bool spawn(Child& c);
+  void forward(Child& c, bool flush_all);
+  void reap();
+  void handle_health(const bus::Message& m);
+  void handle_ctl();
+  std::string status_json();
+  void stop_all();
+
+  const config::Config& cfg_;
+  Options opt_;
+  std::vector<Child> children_;
+  std::unique_ptr<bus::Subscriber> health_;
+  std::unique_ptr<zmq::socket_t> ctl_;
+  int64_t start_mono_ = clock::mono_ns();
+  pid_t self_ = getpid();
+};
+
+bool Supervisor::spawn(Child& c) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    log::error("%s: cannot create pipe: %s", c.name.c_str(), std::strerror(errno));
+    return false;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    log::error("%s: fork failed: %s", c.name.c_str(), std::strerror(errno));
+    close(fds[0]);
+    close(fds[1]);
+    return false;
+  }
+  if (pid == 0) {
+    // child: die with the supervisor, even on kill -9 of it
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != self_) _exit(127);
+    setpgid(0, 0);  // own process group: Ctrl-C on the terminal reaches the supervisor only
+    dup2(fds[1], STDOUT_FILENO);
+    dup2(fds[1], STDERR_FILENO);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    setenv("MP_SUPERVISED", "1", 1);
+    std::string arg0 = "meterpipe-" + c.name;
+    const char* argv[] = {arg0.c_str(), "--config", opt_.config_file.c_str(), nullptr};
+    execv(c.path.c_str(), const_cast<char* const*>(argv));
+    dprintf(STDERR_FILENO, "error: cannot execute %s: %s\n", c.path.c_str(), std::strerror(errno));
+    _exit(127);
+  }
+  close(fds[1]);
+  fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  c.out_fd = fds[0];
+  c.pid = pid;
+  c.state = State::running;
+  c.started_mono = clock::mono_ns();
+  c.last_health_mono = 0;
+  c.health.Clear();
+  log::info("started %s (pid %d)", c.name.c_str(), int(pid));
+  return true;
+}
+
+void Supervisor::forward(Child& c, bool flush_all) {
+  if (c.out_fd < 0) return;
+  char buf[4096];
+  while (true) {
+    ssize_t n = read(c.out_fd, buf, sizeof buf);
+    if (n > 0) {
+      c.partial.append(buf, size_t(n));
+      continue;
+    }
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      close(c.out_fd);
+      c.out_fd = -1;
+      flush_all = true;
+    }
+    break;
+  }
+  size_t start = 0;
+  while (true) {
+    size_t nl = c.partial.find('\n', start);
+    bool take = nl != std::string::npos;
+    if (!take && c.partial.size() - start > 4096) nl = start + 4096, take = true;
+    if (!take) break;
+    std::string_view line(c.partial.data() + start, nl - start);
+    // worker lines look like "<level>: <message>"; keep them as they are, name first
+    std::string out = c.name + ": ";
+    out.append(line);
+    out += '\n';
+    (void)!::write(STDERR_FILENO, out.data(), out.size());
+    start = nl + (nl < c.partial.size() && c.partial[nl] == '\n' ? 1 : 0);
+  }
+  c.partial.erase(0, start);
+  if (flush_all && !c.partial.empty()) {
+    std::string out = c.name + ": " + c.partial + "\n";
+    (void)!::write(STDERR_FILENO, out.data(), out.size());
+    c.partial.clear();
+  }
+}
+
+void Supervisor::reap() {
+  while (true) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) return;
+    for (auto& c : children_) {
+      if (c.pid != pid) continue;
+      forward(c, true);
+      const double ran = double(clock::mono_ns() - c.started_mono) / 1e9;
+      c.last_exit = describe_status(status);
+      c.pid = -1;
+      if (c.state == State::stopping) {
+        c.state = State::stopped;
+        log::info("%s stopped (%s)", c.name.c_str(), c.last_exit.c_str());
+        break;
+      }
+      const double delay = c.backoff.next(ran);
+      c.state = State::backoff;
+      c.restart_at_mono = clock::mono_ns() + int64_t(delay * 1e9);
+      ++c.restarts;
+      log::warn("%s (pid %d) ended after %.1f s: %s; restart %d in %.1f s", c.name.c_str(),
+                int(pid), ran, c.last_exit.c_str(), c.restarts, delay);
+      break;
+    }
+  }
+}
+
+void Supervisor::handle_health(const bus::Message& m) {
+  if (!m.env.has_health()) return;
+  const auto& h = m.env.health();
+  for (auto& c : children_) {
+    if (c.name == h.worker() && c.pid == h.pid()) {
+      c.last_health_mono = clock::mono_ns();
+      c.health = h;
+    }
+  }
+}
+
+std::string Supervisor::status_json() {
+  const int64_t now = clock::mono_ns();
+  std::string s = "{\"supervisor_pid\":" + std::to_string(getpid()) + ",\"uptime_s\":";
+  json::append_number(s, double(now - start_mono_) / 1e9);
+  s += ",\"config\":";
+  json::append_string(s, opt_.config_file);
+  s += ",\"workers\":[";
+  bool first = true;
+  for (const auto& c : children_) {
+    if (!first) s += ',';
+    first = false;
+    s += "{\"name\":";
+    json::append_string(s, c.name);
+    s += ",\"pid\":" + std::to_string(c.pid) + ",\"state\":";
+    json::append_string(s, state_name(c.state));
+    s += ",\"restarts\":" + std::to_string(c.restarts) + ",\"uptime_s\":";
+    json::append_number(s, c.state == State::running ? double(now - c.started_mono) / 1e9 : 0);
+    s += ",\"last_health_age_s\":";
+    if (c.last_health_mono) json::append_number(s, double(now - c.last_health_mono) / 1e9);
+    else s += "null";
+    s += ",\"last_exit\":";
+    json::append_string(s, c.last_exit);
+    s += ",\"counters\":{";
+    bool f2 = true;
+    std::map<std::string, uint64_t> sorted(c.health.counters().begin(), c.health.counters().end());
+    for (const auto& [k, v] : sorted) {
+      if (!f2) s += ',';
+      f2 = false;
+      json::append_string(s, k);
+      s += ":" + std::to_string(v);
+    }
+    s += "},\"gauges\":{";
+    f2 = true;
+    std::map<std::string, double> gs(c.health.gauges().begin(), c.health.gauges().end());
+    for (const auto& [k, v] : gs) {
+      if (!f2) s += ',';
+      f2 = false;
+      json::append_string(s, k);
+      s += ':';
+      json::append_number(s, v);
+    }
+    s += "},\"info\":{";
+    f2 = true;
+    std::map<std::string, std::string> is(c.health.info().begin(), c.health.info().end());
+    for (const auto& [k, v] : is) {
+      if (!f2) s += ',';
+      f2 = false;
+      json::append_string(s, k);
+      s += ':';
+      json::append_string(s, v);
+    }
+    s += "}}";
+  }
+  s += "]}";
+  return s;
+}
+
+void Supervisor::handle_ctl() {
+  zmq::message_t req;
+  while (true) {
+    zmq::recv_result_t r;
+    try {
+      r = ctl_->recv(req, zmq::recv_flags::dontwait);
+    } catch (const zmq::error_t&) {
+      return;
+    }
+    if (!r) return;
+    std::string cmd = req.to_string();
+    std::string reply;
+    if (cmd == "status") reply = status_json();
+    else reply = "{\"error\":\"unknown command\"}";
+    try {
+      ctl_->send(zmq::buffer(reply), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t&) {
+    }
+  }
+}
+
+void Supervisor::stop_all() {
+  for (auto& c : children_) {
+    if (c.pid > 0) {
+      kill(c.pid, SIGTERM);
+      c.state = State::stopping;
+    } else {
+      c.state = State::stopped;
+    }
+  }
+  const int64_t deadline = clock::mono_ns() + 5000000000LL;
+  while (clock::mono_ns() < deadline) {
+    reap();
+    bool any = false;
+    for (auto& c : children_) {
+      forward(c, false);
+      if (c.pid > 0) any = true;
+    }
+    if (!any) return;
+    usleep(20000);
+  }
+  for (auto& c : children_) {
+    if (c.pid > 0) {
+      log::warn("%s (pid %d) did not stop within 5 s: SIGKILL", c.name.c_str(), int(c.pid));
+      kill(c.pid, SIGKILL);
+    }
+  }
+  for (int i = 0; i < 50; ++i) {
+    reap();
+    bool any = false;
+    for (auto& c : children_) any |= c.pid > 0;
+    if (!any) break;
+    usleep(20000);
+  }
+}
+
+int Supervisor::run() {
+  std::string err;
+  if (!mkdir_p(cfg_.general.run_dir, 0750, err)) {
+    log::error("run_dir: %s", err.c_str());
+    return 1;
+  }
+  chmod(cfg_.general.run_dir.c_str(), 0750);
+  std::vector<std::string> names = cfg_.workers();
+  for (const auto& n : names) {
+    Child c;
+    c.name = n;
+    c.path = opt_.bin_dir + "/meterpipe-" + n;
+    if (access(c.path.c_str(), X_OK) != 0) {
+      log::error("worker binary %s: %s", c.path.c_str(), std::strerror(errno));
+      return 1;
+    }
+    children_.push_back(std::move(c));
+  }
+  if (pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    log::error("cannot create signal pipe: %s", std::strerror(errno));
+    return 1;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+  sigaction(SIGCHLD, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  try {
+    ctl_ = std::make_unique<zmq::socket_t>(bus::context(), zmq::socket_type::rep);
+    ctl_->set(zmq::sockopt::linger, 0);
+    ctl_->bind(bus::ctl_endpoint(cfg_.general.run_dir, "supervisor"));
+  } catch (const zmq::error_t& e) {
+    log::error("cannot bind %s: %s (is another supervisor running?)",
+               bus::ctl_endpoint(cfg_.general.run_dir, "supervisor").c_str(), e.what());
+    return 1;
+  }
+  health_ = std::make_unique<bus::Subscriber>(cfg_.general.run_dir, names,
+                                              std::vector<std::string>{"health/"});
+  log::info("meterpipe supervisor (pid %d): config %s, run_dir %s, workers: %zu",
+            int(getpid()), opt_.config_file.c_str(), cfg_.general.run_dir.c_str(),
+            children_.size());
+  for (auto& c : children_) spawn(c);
+
+  const int64_t watchdog_ns = int64_t(cfg_.general.watchdog_s * 1e9);
+  bool stopping = false;
+  while (!stopping) {
+    std::vector<zmq::pollitem_t> items;
+    items.push_back({nullptr, g_sigpipe[0], ZMQ_POLLIN, 0});
+    items.push_back({static_cast<void*>(health_->socket()), 0, ZMQ_POLLIN, 0});
+    items.push_back({static_cast<void*>(*ctl_), 0, ZMQ_POLLIN, 0});
+    for (auto& c : children_)
+      if (c.out_fd >= 0) items.push_back({nullptr, c.out_fd, ZMQ_POLLIN, 0});
+    try {
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(100));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+    unsigned char sig;
+    while (read(g_sigpipe[0], &sig, 1) == 1) {
+      if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+        log::info("received %s: stopping workers", strsignal(sig));
+        stopping = true;
+      }
+    }
+    bus::Message m;
+    while (health_->receive(m, 0)) handle_health(m);
+    handle_ctl();
+    for (auto& c : children_) forward(c, false);
+    reap();
+    const int64_t now = clock::mono_ns();
+    for (auto& c : children_) {
+      if (c.state == State::backoff && now >= c.restart_at_mono && !stopping) spawn(c);
+      if (c.state == State::running && c.pid > 0) {
+        const int64_t since = c.last_health_mono ? c.last_health_mono : c.started_mono;
+        if (now - since > watchdog_ns) {
+          log::warn("%s (pid %d): no heartbeat for %.1f s: killing it", c.name.c_str(),
+                    int(c.pid), double(now - since) / 1e9);
+          kill(c.pid, SIGKILL);
+          kill(c.pid, SIGCONT);
+          c.last_health_mono = now;  // one kill per period
+        }
+      }
+    }
+  }
+  stop_all();
+  log::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int run(const config::Config& cfg, const Options& opt) {
+  Supervisor s(cfg, opt);
+  return s.run();
+}
+
+}  // namespace mp::supervisor
