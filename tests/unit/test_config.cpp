@@ -1,0 +1,213 @@
+// Config validation: every bad configuration names its file, line and key path.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+using mp::config::load_file;
+using mp::config::load_string;
+
+namespace {
+
+const char* kMeter = R"([[meter]]
+name = "home"
+source = "simulate"
+)";
+
+struct Bad {
+  const char* what;
+  std::string toml;
+  int line;         // expected line of the (first) error
+  const char* key;  // expected key path
+  const char* text; // expected fragment of the message
+};
+
+bool has_error(const mp::config::Result& r, int line, const std::string& key,
+               const std::string& text) {
+  for (const auto& e : r.errors)
+    if (e.line == line && e.key == key && e.message.find(text) != std::string::npos &&
+        e.file == "bad.toml")
+      return true;
+  return false;
+}
+
+std::string dump(const mp::config::Result& r) {
+  std::string s;
+  for (const auto& e : r.errors) s += e.str() + "\n";
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("bad configurations name file, line, column and key") {
+  const std::string M = kMeter;  // lines 1-3
+  const std::vector<Bad> table = {
+      {"unknown top-level table", "[genral]\nrun_dir = \"/tmp\"\n", 1, "genral", "unknown key"},
+      {"unknown key in general", "[general]\nrun_dir = \"/tmp/x\"\nwatchdog = 5\n", 3,
+       "general.watchdog", "unknown key"},
+      {"wrong type", "[general]\nwatchdog_s = \"5\"\n", 2, "general.watchdog_s", "must be a number"},
+      {"out of range", "[general]\nwatchdog_s = 0\n", 2, "general.watchdog_s", "out of range"},
+      {"bad log level", "[general]\nlog_level = \"loud\"\n", 2, "general.log_level",
+       "is not one of"},
+      {"meter without name", "[[meter]]\nsource = \"simulate\"\n", 1, "meter[0].name",
+       "required key is missing"},
+      {"meter without source", "[[meter]]\nname = \"a\"\n", 1, "meter[0].source",
+       "required key is missing"},
+      {"bad source", "[[meter]]\nname = \"a\"\nsource = \"usb\"\n", 3, "meter[0].source",
+       "is not one of"},
+      {"bad meter name", "[[meter]]\nname = \"my meter\"\nsource = \"simulate\"\n", 2,
+       "meter[0].name", "letters, digits"},
+      {"serial without device", "[[meter]]\nname = \"a\"\nsource = \"serial\"\n", 1,
+       "meter[0].device", "required key is missing"},
+      {"tcp without host", "[[meter]]\nname = \"a\"\nsource = \"tcp\"\nport = 23\n", 1,
+       "meter[0].host", "required key is missing"},
+      {"baud out of range", M + "baud = 12\n", 4, "meter[0].baud", "out of range"},
+      {"typo in meter key", M + "devcie = \"/dev/ttyUSB0\"\n", 4, "meter[0].devcie",
+       "unknown key"},
+      {"bad parity", M + "parity = \"mark\"\n", 4, "meter[0].parity", "is not one of"},
+      {"duplicate meter", M + M, 5, "meter[1].name", "duplicate meter name"},
+      {"modbus without type",
+       "[[meter]]\nname = \"a\"\nprotocol = \"modbus\"\nsource = \"tcp\"\nhost = \"h\"\nport = 502\n",
+       1, "meter[0].type", "required key is missing"},
+      {"meter must be an array of tables", "meter = 3\n", 1, "meter", "array of tables"},
+      {"token in the config", M + "[upload]\ntoken = \"abc\"\n", 5, "upload.token",
+       "secrets are not kept"},
+      {"influxdb2 without bucket",
+       M + "[upload]\ntarget = \"influxdb2\"\nurl = \"http://x\"\norg = \"o\"\ntoken_env = \"T\"\n",
+       4, "upload.bucket", "required key is missing"},
+      {"bad precision", M + "[upload]\nprecision = \"m\"\n", 5, "upload.precision",
+       "is not one of"},
+      {"tag not a string", M + "[upload]\ntags = { site = 3 }\n", 5, "upload.tags.site",
+       "must be a string"},
+      {"relay to an undefined meter",
+       M + "[[relay]]\nname = \"boiler\"\nmeter = \"garage\"\n[relay.output]\ntype = \"sim\"\n", 6,
+       "relay[0].meter", "no [[meter]] is named \"garage\""},
+      {"relay hysteresis inverted",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\non_below_w = 200\noff_above_w = 100\n"
+           "[relay.output]\ntype = \"sim\"\n",
+       7, "relay[0].on_below_w", "must be below off_above_w"},
+      {"relay without output", M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\n", 4,
+       "relay[0].output", "required key is missing"},
+      {"bad output type",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\n[relay.output]\ntype = \"relay\"\n", 8,
+       "relay[0].output.type", "is not one of"},
+      {"gpiod without line",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\n[relay.output]\ntype = \"gpiod\"\n"
+           "chip = \"gpiochip0\"\n",
+       7, "relay[0].output.line", "required key is missing"},
+      {"command not an array",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\n[relay.output]\ntype = \"command\"\n"
+           "on_command = \"curl x\"\noff_command = [\"true\"]\n",
+       9, "relay[0].output.on_command", "array of strings"},
+      {"bad time window",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\nwindows = [\"8-17\"]\n"
+           "[relay.output]\ntype = \"sim\"\n",
+       7, "relay[0].windows[0]", "is not a time window"},
+      {"bad weekday",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\nweekdays = [\"monday\"]\n"
+           "[relay.output]\ntype = \"sim\"\n",
+       7, "relay[0].weekdays[0]", "is not one of mon"},
+      {"duplicate relay",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\n[relay.output]\ntype = \"sim\"\n"
+           "[[relay]]\nname = \"b\"\nmeter = \"home\"\n[relay.output]\ntype = \"sim\"\n",
+       10, "relay[1].name", "duplicate relay name"},
+      {"unknown failsafe",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\nfailsafe = \"maybe\"\n"
+           "[relay.output]\ntype = \"sim\"\n",
+       7, "relay[0].failsafe", "is not one of"},
+      {"condition without bounds",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\n[relay.output]\ntype = \"sim\"\n"
+           "[[relay.condition]]\nname = \"voltage_l1_v\"\n",
+       9, "relay[0].condition[0].min", "required key is missing"},
+      {"negative demand limit", M + "[actuate]\ndemand_limit_w = -5\n", 5,
+       "actuate.demand_limit_w", "out of range"},
+      {"serve enabled not boolean", "[serve]\nenabled = \"yes\"\n", 2, "serve.enabled",
+       "must be a boolean"},
+      {"TOML syntax error", "[general\nrun_dir = 1\n", 1, "", "TOML syntax"},
+  };
+  CHECK(table.size() >= 25);
+  for (const auto& b : table) {
+    const std::string what = b.what;
+    CAPTURE(what);
+    auto r = load_string(b.toml, "bad.toml");
+    CHECK_FALSE(r.config.has_value());
+    INFO(dump(r));
+    CHECK(has_error(r, b.line, b.key, b.text));
+    for (const auto& e : r.errors) {
+      // every message is "FILE:LINE:COL: key: message"
+      std::string s = e.str();
+      CHECK(s.rfind("bad.toml:" + std::to_string(e.line) + ":" + std::to_string(e.column) + ": ",
+                    0) == 0);
+      CHECK(e.line > 0);
+    }
+  }
+}
+
+TEST_CASE("all errors are collected, not only the first") {
+  auto r = load_string(
+      "[general]\nwatchdog_s = -1\nlog_level = 3\nfoo = 1\n[[meter]]\nname = \"a\"\n", "bad.toml");
+  REQUIRE_FALSE(r.config);
+  CHECK(r.errors.size() == 4);
+  CHECK(has_error(r, 2, "general.watchdog_s", "out of range"));
+  CHECK(has_error(r, 3, "general.log_level", "must be a string"));
+  CHECK(has_error(r, 4, "general.foo", "unknown key"));
+  CHECK(has_error(r, 5, "meter[0].source", "required key is missing"));
+}
+
+TEST_CASE("a minimal config gets documented defaults") {
+  auto r = load_string(kMeter, "ok.toml");
+  INFO(dump(r));
+  REQUIRE(r.config);
+  const auto& c = *r.config;
+  CHECK(c.general.run_dir == "/run/meterpipe");
+  CHECK(c.general.watchdog_s == 5);
+  CHECK(c.upload.spool_dir == "/var/lib/meterpipe/spool");
+  CHECK(c.upload.spool_max_mb == 256);
+  CHECK(c.upload.batch_size == 5000);
+  CHECK(c.meters.size() == 1);
+  CHECK(c.meters[0].protocol == "dsmr");
+  CHECK(c.workers() == std::vector<std::string>{"acquire", "process", "upload"});
+}
+
+TEST_CASE("missing config file is one clear error") {
+  auto r = load_file("/nonexistent/meterpipe.toml");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].str() == "/nonexistent/meterpipe.toml: cannot read: No such file or directory");
+}
+
+TEST_CASE("shipped example and demo configs validate") {
+  for (const char* f : {"config/meterpipe.example.toml", "config/demo.toml"}) {
+    CAPTURE(f);
+    auto r = load_file(std::string(MP_SOURCE_DIR) + "/" + f);
+    INFO(dump(r));
+    CHECK(r.config.has_value());
+  }
+}
+
+TEST_CASE("secrets come from a file or the environment, never the TOML") {
+  std::string err;
+  setenv("MP_TEST_TOKEN", "s3cret", 1);
+  auto v = mp::config::resolve_secret("", "MP_TEST_TOKEN", err);
+  REQUIRE(v);
+  CHECK(*v == "s3cret");
+  const std::string path = "/tmp/mp_test_token_file";
+  {
+    std::ofstream(path) << "filetoken \n";
+  }
+  v = mp::config::resolve_secret(path, "", err);
+  REQUIRE(v);
+  CHECK(*v == "filetoken");
+  std::remove(path.c_str());
+  v = mp::config::resolve_secret(path, "", err);
+  CHECK_FALSE(v);
+  CHECK(err.find(path) != std::string::npos);
+  CHECK(err.find("filetoken") == std::string::npos);
+  unsetenv("MP_TEST_TOKEN_MISSING");
+  v = mp::config::resolve_secret("", "MP_TEST_TOKEN_MISSING", err);
+  CHECK_FALSE(v);
+  CHECK(err == "environment variable MP_TEST_TOKEN_MISSING is not set");
+}
