@@ -103,9 +103,10 @@ uint64_t Publisher::publish(const std::string& topic, meterpipe::Envelope& env) 
   return seq;
 }
 
-// Request: [instance u64][after_seq u64][topic]
+// Request: [instance u64][after_seq u64][topic][before_seq u64]
 // Reply:   [instance u64][published u64] then [topic][envelope] pairs of that topic with
-//          seq > after, in seq order. A request for another instance gets the header only.
+//          after < seq < before, in seq order (before = 0: no upper bound). A request for
+//          another instance gets the header only.
 void Publisher::replay_loop() {
   while (!stop_) {
     std::vector<zmq::message_t> req;
@@ -118,7 +119,9 @@ void Publisher::replay_loop() {
     if (!r) continue;  // timeout: check stop_
     ++replay_requests_;
     uint64_t inst = 0, after = 0;
-    bool ok = req.size() == 3 && get_u64(req[0], inst) && get_u64(req[1], after);
+    uint64_t before = 0;
+    bool ok = req.size() == 4 && get_u64(req[0], inst) && get_u64(req[1], after) &&
+              get_u64(req[3], before);
     const std::string topic = ok ? req[2].to_string() : std::string();
     std::vector<zmq::message_t> reply;
     std::string head;
@@ -130,6 +133,7 @@ void Publisher::replay_loop() {
       if (ok && inst == instance_) {
         for (const auto& s : ring_) {
           if (s.seq <= after || s.topic != topic) continue;
+          if (before && s.seq >= before) break;
           reply.emplace_back(s.topic.data(), s.topic.size());
           reply.emplace_back(s.payload.data(), s.payload.size());
         }
@@ -252,9 +256,12 @@ void Subscriber::handle(Message&& m) {
   if (want) {
     ++st.gaps;
     std::vector<Message> got;
-    if (opt_.replay && fetch_replay(key.first, key.second, inst, after, got)) {
+    if (opt_.replay && fetch_replay(key.first, key.second, inst, after, seq, got)) {
       for (auto& r : got) {
         if (r.env.seq() >= seq) break;
+        if (r.env.seq() <= st.last_seq) continue;
+        // messages older than the ring's oldest are gone for good: count them
+        if (r.env.seq() > st.last_seq + 1) st.lost += r.env.seq() - st.last_seq - 1;
         r.replayed = true;
         ++replayed_;
         deliver(std::move(r), st);
@@ -269,7 +276,8 @@ void Subscriber::handle(Message&& m) {
 }
 
 bool Subscriber::fetch_replay(const std::string& publisher, const std::string& topic,
-                              uint64_t instance, uint64_t after, std::vector<Message>& out) {
+                              uint64_t instance, uint64_t after, uint64_t before,
+                              std::vector<Message>& out) {
   zmq::socket_t req(context(), zmq::socket_type::req);
   req.set(zmq::sockopt::linger, 0);
   req.set(zmq::sockopt::rcvtimeo, opt_.replay_timeout_ms);
@@ -283,6 +291,9 @@ bool Subscriber::fetch_replay(const std::string& publisher, const std::string& t
     msg.emplace_back(a.data(), a.size());
     msg.emplace_back(b.data(), b.size());
     msg.emplace_back(topic.data(), topic.size());
+    std::string c;
+    put_u64(c, before);
+    msg.emplace_back(c.data(), c.size());
     if (!zmq::send_multipart(req, msg)) return false;
     std::vector<zmq::message_t> rep;
     if (!zmq::recv_multipart(req, std::back_inserter(rep))) {

@@ -59,7 +59,7 @@ class Publisher {
 
   const std::string& name() const { return name_; }
   uint64_t instance_id() const { return instance_; }
-  uint64_t published() const { return published_; }
+  uint64_t published() const { return published_.load(); }
   uint64_t send_failures() const { return send_failures_; }
   uint64_t replay_requests() const { return replay_requests_.load(); }
 
@@ -74,7 +74,7 @@ class Publisher {
   std::string run_dir_, name_;
   Options opt_;
   uint64_t instance_;
-  uint64_t published_ = 0;
+  std::atomic<uint64_t> published_{0};
   std::map<std::string, uint64_t> seq_;  // per topic
   uint64_t send_failures_ = 0;
   std::mutex pub_mutex_;
@@ -140,7 +140,7 @@ class Subscriber {
  private:
   void handle(Message&& m);
   bool fetch_replay(const std::string& publisher, const std::string& topic, uint64_t instance,
-                    uint64_t after, std::vector<Message>& out);
+                    uint64_t after, uint64_t before, std::vector<Message>& out);
   void deliver(Message&& m, TopicState& st);
 
   std::string run_dir_;

@@ -68,6 +68,7 @@ Worker::Worker(int argc, char** argv, const std::string& name) : name_(name) {
   }
   start_mono_ = clock::mono_ns();
   next_health_mono_ = start_mono_;
+  parent_ = getppid();
 }
 
 Worker::~Worker() = default;
@@ -113,6 +114,12 @@ void Worker::progress(int slot) {
 void Worker::tick() {
   const int64_t now = clock::mono_ns();
   if (now < next_health_mono_) return;
+  if (std::getenv("MP_SUPERVISED") && getppid() != parent_) {
+    // the supervisor is gone (PR_SET_PDEATHSIG covers most cases; this covers the rest)
+    log::warn("supervisor gone: stopping");
+    g_stop = true;
+    return;
+  }
   next_health_mono_ = now + 1000000000;
   meterpipe::Envelope env;
   auto* h = env.mutable_health();

@@ -62,6 +62,7 @@ class Worker {
   };
   std::vector<std::unique_ptr<Slot>> slots_;
   bool stalled_logged_ = false;
+  int parent_ = 0;
 };
 
 // Set by SIGTERM/SIGINT in any process that calls install_stop_signals().

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -132,6 +133,7 @@ class Supervisor {
   std::unique_ptr<zmq::socket_t> ctl_;
   int64_t start_mono_ = clock::mono_ns();
   pid_t self_ = getpid();
+  int lock_fd_ = -1;
 };
 
 bool Supervisor::spawn(Child& c) {
@@ -169,6 +171,7 @@ bool Supervisor::spawn(Child& c) {
     dprintf(STDERR_FILENO, "error: cannot execute %s: %s\n", c.path.c_str(), std::strerror(errno));
     _exit(127);
   }
+  setpgid(pid, pid);  // also here: no race with a kill(-pid) right after the fork
   close(fds[1]);
   fcntl(fds[0], F_SETFL, O_NONBLOCK);
   c.out_fd = fds[0];
@@ -338,7 +341,7 @@ void Supervisor::handle_ctl() {
 void Supervisor::stop_all() {
   for (auto& c : children_) {
     if (c.pid > 0) {
-      kill(c.pid, SIGTERM);
+      kill(-c.pid, SIGTERM);  // the whole group: commands a worker started go too
       c.state = State::stopping;
     } else {
       c.state = State::stopped;
@@ -358,7 +361,7 @@ void Supervisor::stop_all() {
   for (auto& c : children_) {
     if (c.pid > 0) {
       log::warn("%s (pid %d) did not stop within 5 s: SIGKILL", c.name.c_str(), int(c.pid));
-      kill(c.pid, SIGKILL);
+      kill(-c.pid, SIGKILL);
     }
   }
   for (int i = 0; i < 50; ++i) {
@@ -377,6 +380,18 @@ int Supervisor::run() {
     return 1;
   }
   chmod(cfg_.general.run_dir.c_str(), 0750);
+  // One supervisor per run_dir: ZeroMQ would silently take over the sockets of a running one.
+  const std::string lock_path = cfg_.general.run_dir + "/supervisor.lock";
+  lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (lock_fd_ < 0) {
+    log::error("cannot open %s: %s", lock_path.c_str(), std::strerror(errno));
+    return 1;
+  }
+  if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    log::error("another meterpipe supervisor is running with run_dir %s (%s is locked)",
+               cfg_.general.run_dir.c_str(), lock_path.c_str());
+    return 1;
+  }
   std::vector<std::string> names = cfg_.workers();
   for (const auto& n : names) {
     Child c;
@@ -448,12 +463,14 @@ int Supervisor::run() {
     for (auto& c : children_) {
       if (c.state == State::backoff && now >= c.restart_at_mono && !stopping) spawn(c);
       if (c.state == State::running && c.pid > 0) {
-        const int64_t since = c.last_health_mono ? c.last_health_mono : c.started_mono;
+        // a fresh worker gets 2 s more for its first heartbeat (its subscriber has to
+        // connect before anything arrives)
+        const int64_t since =
+            c.last_health_mono ? c.last_health_mono : c.started_mono + 2000000000LL;
         if (now - since > watchdog_ns) {
           log::warn("%s (pid %d): no heartbeat for %.1f s: killing it", c.name.c_str(),
                     int(c.pid), double(now - since) / 1e9);
-          kill(c.pid, SIGKILL);
-          kill(c.pid, SIGCONT);
+          kill(-c.pid, SIGKILL);
           c.last_health_mono = now;  // one kill per period
         }
       }
