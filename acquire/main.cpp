@@ -1,13 +1,30 @@
-// meterpipe-acquire worker (placeholder until its component lands: heartbeats only).
+// meterpipe-acquire: bytes from meters in, raw/<meter> frames out.
+// One thread per byte source (a DSMR meter, a Modbus bus, an M-Bus line); frames are
+// published on the worker's bus publisher (thread-safe). Sources reconnect by themselves;
+// this file only wires config, sources, framers and the bus.
 #include <unistd.h>
 
+#include <thread>
+#include <vector>
+
+#include "acquire/worker_runners.h"
 #include "bus/worker.h"
+#include "common/log.h"
 
 int main(int argc, char** argv) {
   mp::Worker w(argc, argv, "acquire");
+  std::vector<std::string> problems;
+  auto runners = mp::acquire::make_runners(w, problems);
+  for (const auto& p : problems) mp::log::error("%s", p.c_str());
+  std::vector<std::thread> threads;
+  for (auto& r : runners) {
+    const int slot = w.add_thread("source " + std::to_string(threads.size()));
+    threads.emplace_back([&w, slot, rp = r.get()]() { rp->run(slot); });
+  }
   while (w.running()) {
-    usleep(w.wait_ms() * 1000);
+    usleep(unsigned(w.wait_ms()) * 1000);
     w.tick();
   }
+  for (auto& t : threads) t.join();
   return 0;
 }

@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include "config/relay_spec.h"
+
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -389,7 +391,7 @@ void read_relay(Checker& c, const toml::table& t, const std::string& path, Relay
   s.number("off_delay_s", r.off_delay_s, 0, 86400);
   s.number("min_on_s", r.min_on_s, 0, 86400);
   s.number("min_off_s", r.min_off_s, 0, 86400);
-  s.integer("max_switches_per_hour", r.max_switches_per_hour, 1, 3600);
+  s.integer("max_switches_per_hour", r.max_switches_per_hour, 0, 3600);
   s.str("failsafe", r.failsafe, false, {"off", "on", "keep"});
   s.number("stale_after_s", r.stale_after_s, 1, 86400);
   if (s.str_array("windows", r.windows)) {
@@ -439,6 +441,14 @@ void read_relay(Checker& c, const toml::table& t, const std::string& path, Relay
     c.error_at(t.get("on_below_w")->source(), s.key("on_below_w"),
                "must be below off_above_w (" + std::to_string(int64_t(r.off_above_w)) +
                    " W): the two thresholds form the hysteresis");
+  // The engine's own rules (one source of truth for what a relay may be).
+  for (const auto& p : actuate::validate(to_relay_spec(r))) {
+    if (p.field == "on_below_w" || p.field == "name" || p.field == "meter") continue;
+    std::string field = p.field;
+    if (field.rfind("conditions", 0) == 0) field = "condition" + field.substr(10);
+    const toml::node* n = t.get(field.substr(0, field.find_first_of("[.")));
+    c.error_at(n ? n->source() : t.source(), s.key(field), p.message);
+  }
 }
 
 void read_actuate(Checker& c, const toml::table* t, Actuate& a) {
@@ -446,9 +456,12 @@ void read_actuate(Checker& c, const toml::table* t, Actuate& a) {
   auto s = c.scope(*t, "actuate");
   double v;
   if (s.number("demand_limit_w", v, 100, 1e7)) a.demand_limit_w = v;
-  s.number("demand_margin_w", a.demand_margin_w, 0, 1e6);
+  const bool margin_ok = s.number("demand_margin_w", a.demand_margin_w, 0, 1e6);
   s.str("state_file", a.state_file);
   s.finish();
+  if (margin_ok && a.demand_limit_w && a.demand_margin_w >= *a.demand_limit_w)
+    c.error_at(t->get("demand_margin_w")->source(), "actuate.demand_margin_w",
+               "must be below demand_limit_w");
 }
 
 void read_serve(Checker& c, const toml::table* t, Serve& sv) {

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <iostream>
 #include <zmq.hpp>
 
@@ -15,6 +16,14 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "acquire/mbus_poll.h"
+#include "acquire/modbus_poll.h"
+#include "acquire/serial_source.h"
+#include "process/decode_dsmr_cli.h"
+#include "process/decode_mbus_cli.h"
+#include "process/mbus.h"
+#include "process/modbus_maps.h"
+#include "process/sunspec.h"
 #include "supervisor/supervisor.h"
 
 namespace mp::cli {
@@ -165,6 +174,204 @@ int cmd_tap(const std::string& run_dir, std::vector<std::string> prefixes, long 
   return (count > 0 && n < count) ? 1 : 0;
 }
 
+// "2h", "30m", "90s", "1h30m", "45" (seconds) -> seconds; -1 when malformed.
+double parse_duration(const std::string& t) {
+  double total = 0, num = 0;
+  bool have = false;
+  for (size_t i = 0; i < t.size(); ++i) {
+    char c = t[i];
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      num = num * 10 + (c - '0');
+      have = true;
+    } else if ((c == 'h' || c == 'm' || c == 's' || c == 'd') && have) {
+      total += num * (c == 'd' ? 86400 : c == 'h' ? 3600 : c == 'm' ? 60 : 1);
+      num = 0;
+      have = false;
+    } else {
+      return -1;
+    }
+  }
+  return total + num;
+}
+
+int cmd_relay(const std::string& run_dir, const std::string& name, const std::string& state,
+              const std::string& for_text) {
+  if (state != "on" && state != "off" && state != "auto") {
+    std::fprintf(stderr, "state must be on, off or auto, not \"%s\"\n", state.c_str());
+    return 2;
+  }
+  std::string req = "relay " + name + " " + state;
+  if (!for_text.empty()) {
+    double secs = parse_duration(for_text);
+    if (secs <= 0) {
+      std::fprintf(stderr, "--for: \"%s\" is not a duration like 2h, 30m, 90s\n",
+                   for_text.c_str());
+      return 2;
+    }
+    req += " " + std::to_string(int64_t(secs));
+  }
+  const std::string ep = bus::ctl_endpoint(run_dir, "actuate");
+  std::string rep = ctl_request(ep, req, 3000);
+  if (rep.empty()) {
+    std::fprintf(stderr, "actuate does not answer on %s (is a relay configured and meterpipe running?)\n",
+                 ep.c_str());
+    return 1;
+  }
+  if (rep.find("\"error\"") != std::string::npos) {
+    std::fprintf(stderr, "%s\n", json_field(rep, "error").c_str());
+    return 1;
+  }
+  std::printf("relay %s: %s%s\n", name.c_str(), state.c_str(),
+              for_text.empty() ? "" : (" for " + for_text).c_str());
+  return 0;
+}
+
+bool parse_ids(const std::string& text, std::vector<int>& ids) {
+  std::stringstream ss(text);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    int a = 0, b = 0;
+    char dash;
+    std::stringstream ps(part);
+    if (!(ps >> a)) return false;
+    if (ps >> dash) {
+      if (dash != '-' || !(ps >> b)) return false;
+    } else {
+      b = a;
+    }
+    if (a < 0 || b > 255 || a > b) return false;
+    for (int i = a; i <= b; ++i) ids.push_back(i);
+  }
+  return !ids.empty();
+}
+
+struct ModbusTarget {
+  std::string rtu, tcp;
+  int baud = 9600;
+  std::string parity = "none";
+};
+
+bool make_bus_config(const ModbusTarget& t, modbus::BusConfig& bc) {
+  if (!t.tcp.empty() == !t.rtu.empty()) {
+    std::fprintf(stderr, "give exactly one of --rtu DEVICE or --tcp HOST:PORT\n");
+    return false;
+  }
+  if (!t.tcp.empty()) {
+    bc.kind = modbus::BusConfig::Kind::tcp;
+    auto colon = t.tcp.rfind(':');
+    bc.host = t.tcp.substr(0, colon);
+    bc.port = colon == std::string::npos ? 502 : std::atoi(t.tcp.c_str() + colon + 1);
+  } else {
+    bc.kind = modbus::BusConfig::Kind::rtu;
+    bc.device = t.rtu;
+    bc.baud = t.baud;
+    bc.parity = t.parity == "even" ? 'E' : t.parity == "odd" ? 'O' : 'N';
+  }
+  return true;
+}
+
+int cmd_scan(const ModbusTarget& t, const std::string& mbus_dev, const std::string& ids_text,
+             int timeout_ms) {
+  std::vector<int> ids;
+  if (!mbus_dev.empty()) {
+    if (!parse_ids(ids_text.empty() ? "0-250" : ids_text, ids)) {
+      std::fprintf(stderr, "--ids: \"%s\" is not like 1-247 or 1,2,5\n", ids_text.c_str());
+      return 2;
+    }
+    acquire::SerialSettings s;
+    s.device = mbus_dev;
+    acquire::apply_preset("mbus", s);
+    if (t.baud != 9600) s.baud = t.baud;
+    acquire::SerialSource src(s);
+    if (!src.open()) {
+      std::fprintf(stderr, "cannot open %s: %s\n", mbus_dev.c_str(), src.last_error().c_str());
+      return 1;
+    }
+    std::printf("%-8s %-18s %-6s %s\n", "ADDRESS", "ID", "MANUF", "MEDIUM");
+    int found = 0;
+    for (int id : ids) {
+      std::string err;
+      mbus_link::FcbState fcb;
+      if (!mbus_poll::reset(src, uint8_t(id), unsigned(s.baud), err)) continue;
+      fcb.reset();
+      auto res = mbus_poll::read(src, uint8_t(id), unsigned(s.baud), fcb, 1);
+      if (res.frames.empty()) {
+        std::printf("%-8d %-18s %-6s %s\n", id, "?", "?", "(acknowledged, no data)");
+        ++found;
+        continue;
+      }
+      const auto& f = res.frames[0];
+      auto dec = mbus::decode(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(f.data()), f.size()));
+      std::string js = dec.ok() ? mbus::to_json(dec.frame) : "";
+      std::printf("%-8d %-18s %-6s %s\n", id, json_field(js, "id").c_str(),
+                  json_field(js, "manufacturer").c_str(), json_field(js, "medium").c_str());
+      ++found;
+    }
+    std::printf("%d of %zu addresses answered\n", found, ids.size());
+    return 0;
+  }
+  modbus::BusConfig bc;
+  if (!make_bus_config(t, bc)) return 2;
+  if (!parse_ids(ids_text.empty() ? "1-247" : ids_text, ids)) {
+    std::fprintf(stderr, "--ids: \"%s\" is not like 1-247 or 1,2,5\n", ids_text.c_str());
+    return 2;
+  }
+  modbus::Bus bus(bc);
+  auto hits = bus.scan(ids, timeout_ms);
+  std::printf("%-6s %-14s %s\n", "ID", "TYPE", "L1 VOLTAGE");
+  for (const auto& h : hits)
+    std::printf("%-6d %-14s %.1f V\n", h.unit_id, h.type.c_str(), h.voltage_l1_v);
+  std::printf("%zu of %zu ids answered. Devices with register maps we do not know (or that\n"
+              "report no L1 voltage, such as SunSpec inverters) may be missed.\n",
+              hits.size(), ids.size());
+  return 0;
+}
+
+int cmd_read(const ModbusTarget& t, int id, const std::string& type) {
+  modbus::BusConfig bc;
+  if (!make_bus_config(t, bc)) return 2;
+  modbus::Bus bus(bc);
+  modbus::DeviceConfig dc;
+  dc.name = "device";
+  dc.unit_id = id;
+  dc.type = type;
+  std::string err;
+  if (!bus.add_device(dc, &err)) {
+    std::string types;
+    for (auto tn : modbus::map_types()) types += " " + std::string(tn);
+    std::fprintf(stderr, "%s (types: sunspec%s)\n", err.c_str(), types.c_str());
+    return 2;
+  }
+  std::vector<Value> values;
+  const modbus::MeterMap* map = modbus::find_map(type);
+  bool ok = bus.poll_device(0, [&](const modbus::RawBlock& b) {
+    if (type == "sunspec")
+      sunspec::decode_block_bytes(b.start, b.bytes.data(), b.bytes.size(), values);
+    else if (map)
+      modbus::decode_bytes(*map, b.fc, b.start, b.bytes.data(), b.bytes.size(), values);
+  });
+  if (type != "sunspec") modbus::complete(values);
+  std::string js = "{\"ok\":" + std::string(ok ? "true" : "false") + ",\"unit_id\":" +
+                   std::to_string(id) + ",\"type\":" + json::quote(type) + ",\"values\":[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    const auto& v = values[i];
+    if (i) js += ',';
+    js += "{\"name\":" + json::quote(v.name) + ",\"register\":" + json::quote(v.native_id) +
+          ",\"value\":";
+    if (v.is_text) json::append_string(js, v.text);
+    else json::append_number(js, v.number);
+    js += ",\"unit\":" + json::quote(v.unit) + "}";
+  }
+  js += "],\"errors\":[";
+  if (!ok) {
+    auto st = bus.status();
+    js += json::quote(st.empty() ? "poll failed" : st[0].last_error);
+  }
+  js += "]}";
+  std::printf("%s\n", js.c_str());
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -197,7 +404,57 @@ int main(int argc, char** argv) {
   tap->add_option("-n,--count", count, "Stop after N messages (exit 1 if fewer came)");
   tap->add_option("--seconds", seconds, "Stop after this many seconds");
 
+  std::string decode_file = "-", key_file;
+  auto* decode = app.add_subcommand("decode", "Decode telegrams or frames from a file or stdin");
+  decode->require_subcommand(1);
+  auto* dec_dsmr = decode->add_subcommand("dsmr", "P1 telegrams -> one JSON object per telegram");
+  dec_dsmr->add_option("FILE", decode_file, "File with telegrams, - for stdin")->default_val("-");
+  dec_dsmr->add_option("--key-file", key_file, "Key for encrypted P1 (hex or 16 bytes)");
+  auto* dec_mbus = decode->add_subcommand("mbus", "M-Bus frames (hex text or binary) -> JSON");
+  dec_mbus->add_option("FILE", decode_file, "File with frames, - for stdin")->default_val("-");
+
+  std::string relay_name, relay_state, relay_for;
+  auto* relay = app.add_subcommand("relay", "Manual override of a relay: on, off or auto");
+  relay->add_option("NAME", relay_name, "Relay name")->required();
+  relay->add_option("STATE", relay_state, "on | off | auto")->required();
+  relay->add_option("--for", relay_for, "Override expires after e.g. 2h, 30m, 90s");
+  relay->add_option("-c,--config", cfg_file, "Config file (for run_dir)");
+  relay->add_option("--run-dir", run_dir, "Run directory (default from config)");
+
+  ModbusTarget mt;
+  std::string ids_text, mbus_dev;
+  int timeout_ms = 1000;
+  auto* scan = app.add_subcommand("scan", "Find Modbus or M-Bus devices on a bus");
+  scan->add_option("--rtu", mt.rtu, "Modbus RTU serial device");
+  scan->add_option("--tcp", mt.tcp, "Modbus TCP host:port");
+  scan->add_option("--mbus", mbus_dev, "M-Bus serial device (2400 8E1)");
+  scan->add_option("--baud", mt.baud, "Baud rate (RTU default 9600, M-Bus 2400)");
+  scan->add_option("--parity", mt.parity, "none | even | odd (RTU)");
+  scan->add_option("--ids", ids_text, "Ids to try, e.g. 1-247 or 1,2,5 (M-Bus: 0-250)");
+  scan->add_option("--timeout-ms", timeout_ms, "Wait per id (Modbus)")->default_val(1000);
+
+  int read_id = 1;
+  std::string read_type;
+  auto* read = app.add_subcommand("read", "Poll one Modbus device once, print JSON");
+  read->add_option("--rtu", mt.rtu, "Modbus RTU serial device");
+  read->add_option("--tcp", mt.tcp, "Modbus TCP host:port");
+  read->add_option("--baud", mt.baud, "Baud rate (RTU)");
+  read->add_option("--parity", mt.parity, "none | even | odd (RTU)");
+  read->add_option("--id", read_id, "Unit id")->default_val(1);
+  read->add_option("--type", read_type, "Register map (sdm630, ...) or sunspec")->required();
+
   CLI11_PARSE(app, argc, argv);
+  if (*dec_dsmr) return dsmr::decode_dsmr_file(decode_file, key_file, std::cout, std::cerr);
+  if (*dec_mbus) return mbus::decode_mbus_file(decode_file, std::cout, std::cerr);
+  if (*relay) return cmd_relay(find_run_dir(run_dir, cfg_file), relay_name, relay_state, relay_for);
+  if (*scan) {
+    log::init("scan", log::Level::warn);
+    return cmd_scan(mt, mbus_dev, ids_text, timeout_ms);
+  }
+  if (*read) {
+    log::init("read", log::Level::warn);
+    return cmd_read(mt, read_id, read_type);
+  }
   if (*run) return cmd_run(cfg_file, bin_dir);
   if (*check) return cmd_check(check_file);
   if (*status) return cmd_status(find_run_dir(run_dir, cfg_file), as_json);

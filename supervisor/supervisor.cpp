@@ -380,6 +380,10 @@ int Supervisor::run() {
     return 1;
   }
   chmod(cfg_.general.run_dir.c_str(), 0750);
+  if (!mkdir_p(cfg_.general.state_dir, 0750, err)) {
+    log::error("state_dir: %s", err.c_str());
+    return 1;
+  }
   // One supervisor per run_dir: ZeroMQ would silently take over the sockets of a running one.
   const std::string lock_path = cfg_.general.run_dir + "/supervisor.lock";
   lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);

@@ -1,0 +1,256 @@
+#include "actuate/worker_actuator.h"
+
+#include <chrono>
+#include <sstream>
+
+#include "actuate/state_store.h"
+#include "common/clock.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "config/relay_spec.h"
+#include "process/reading_proto.h"
+
+namespace mp::actuate {
+
+namespace {
+
+std::vector<RelaySpec> specs(const config::Config& c) {
+  std::vector<RelaySpec> v;
+  for (const auto& r : c.relays) v.push_back(config::to_relay_spec(r));
+  return v;
+}
+
+std::unique_ptr<Output> make_output(const config::Relay& r, bool& async) {
+  const auto& o = r.output;
+  async = true;
+  if (o.type == "command") return std::make_unique<CommandOutput>(o.on_command, o.off_command, o.timeout_s);
+  if (o.type == "http") {
+    HttpRequest on{o.on_url.empty() ? o.url : o.on_url, o.method, o.on_body, o.headers};
+    HttpRequest off{o.off_url.empty() ? o.url : o.off_url, o.method, o.off_body, o.headers};
+    return std::make_unique<HttpOutput>(on, off, o.timeout_s);
+  }
+  if (o.type == "gpiod") {
+    auto g = std::make_unique<GpiodOutput>(o.chip, unsigned(o.line), o.active_low);
+    std::string err;
+    if (!g->open(err)) log::error("relay %s: %s", r.name.c_str(), err.c_str());
+    return g;
+  }
+  async = false;
+  return std::make_unique<SimOutput>(r.name);
+}
+
+// "relay NAME on|off|auto [SECONDS]" -> reply text
+std::vector<std::string> words(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> w;
+  std::string x;
+  while (in >> x) w.push_back(x);
+  return w;
+}
+
+}  // namespace
+
+Actuator::Actuator(Worker& w)
+    : w_(w),
+      engine_(config::to_site_spec(w.cfg()), specs(w.cfg())),
+      tz_(w.cfg().general.timezone),
+      ctl_(bus::context(), zmq::socket_type::rep),
+      state_file_(w.cfg().actuate.state_file) {
+  for (const auto& r : w.cfg().relays) {
+    Out o;
+    o.output = make_output(r, o.async);
+    log::info("relay %s: %s, meter %s, on below %.0f W, off above %.0f W", r.name.c_str(),
+              o.output->describe().c_str(), r.meter.c_str(), r.on_below_w, r.off_above_w);
+    outs_.emplace(r.name, std::move(o));
+  }
+  EngineState st;
+  std::string err;
+  switch (load_state(state_file_, st, err)) {
+    case LoadResult::ok:
+      engine_.import_state(st);
+      log::info("relay state restored from %s", state_file_.c_str());
+      break;
+    case LoadResult::missing: break;
+    case LoadResult::error:
+      log::warn("relay state %s unreadable (%s): starting from failsafe", state_file_.c_str(),
+                err.c_str());
+      break;
+  }
+  ctl_.set(zmq::sockopt::linger, 0);
+  const std::string ep = bus::ctl_endpoint(w.cfg().general.run_dir, "actuate");
+  try {
+    ctl_.bind(ep);
+  } catch (const zmq::error_t& e) {
+    log::error("cannot bind %s: %s (manual overrides unavailable)", ep.c_str(), e.what());
+  }
+}
+
+void Actuator::save() {
+  std::string err;
+  if (!save_state(state_file_, engine_.export_state(), err))
+    log::warn("cannot save relay state to %s: %s", state_file_.c_str(), err.c_str());
+  dirty_ = false;
+}
+
+void Actuator::finish(Out& o, const SwitchResult& r, int64_t now) {
+  const Decision& d = o.decision;
+  engine_.confirm(d.relay, r.ok, now);
+  meterpipe::Envelope env;
+  auto* ev = env.mutable_relay();
+  ev->set_relay(d.relay);
+  ev->set_old_state(d.old_state);
+  ev->set_new_state(r.ok ? d.new_state : d.old_state);
+  ev->set_reason(d.reason);
+  ev->set_mode(d.mode);
+  ev->set_ok(r.ok);
+  ev->set_error(r.error);
+  w_.pub().publish(bus::topic_relay(d.relay), env);
+  if (r.ok) {
+    w_.count("switches_" + d.relay);
+    log::info("relay %s %s (%s): %s", d.relay.c_str(), d.new_state ? "on" : "off", d.mode.c_str(),
+              d.reason.c_str());
+  } else {
+    w_.count("switch_failures_" + d.relay);
+    log::warn("relay %s: switching %s failed: %s (will retry)", d.relay.c_str(),
+              d.new_state ? "on" : "off", r.error.c_str());
+  }
+  last_reason_[d.relay] = d.reason;
+  dirty_ = true;
+}
+
+void Actuator::apply(const std::vector<Decision>& ds, int64_t now) {
+  for (const auto& d : ds) {
+    auto it = outs_.find(d.relay);
+    if (it == outs_.end()) continue;
+    Out& o = it->second;
+    if (o.pending.valid()) continue;  // one switch in flight per relay
+    o.decision = d;
+    if (!o.async) {
+      finish(o, o.output->set(d.new_state), now);
+    } else {
+      Output* out = o.output.get();
+      const bool on = d.new_state;
+      o.pending = std::async(std::launch::async, [out, on] { return out->set(on); });
+    }
+  }
+}
+
+void Actuator::collect(int64_t now) {
+  for (auto& [name, o] : outs_) {
+    if (o.pending.valid() &&
+        o.pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready)
+      finish(o, o.pending.get(), now);
+  }
+}
+
+std::string Actuator::status_json(int64_t now) {
+  std::string s = "{\"relays\":[";
+  bool first = true;
+  for (const auto& st : engine_.status(now)) {
+    if (!first) s += ',';
+    first = false;
+    s += "{\"name\":" + json::quote(st.name) + ",\"on\":" + (st.on ? "true" : "false") +
+         ",\"known\":" + (st.known ? "true" : "false") + ",\"mode\":" + json::quote(st.mode) +
+         ",\"override\":" + json::quote(to_string(st.override_mode)) +
+         ",\"override_expires_ns\":" + std::to_string(st.override_expires_ns) +
+         ",\"pending\":" + (st.pending ? "true" : "false") +
+         ",\"failures\":" + std::to_string(st.failures) +
+         ",\"switches_last_hour\":" + std::to_string(st.switches_last_hour) +
+         ",\"last_reason\":" + json::quote(last_reason_[st.name]) + "}";
+  }
+  s += "]";
+  if (auto p = engine_.projected_demand_w()) {
+    s += ",\"projected_demand_w\":";
+    json::append_number(s, *p);
+  }
+  s += "}";
+  return s;
+}
+
+void Actuator::handle_ctl(int64_t now) {
+  while (true) {
+    zmq::message_t req;
+    zmq::recv_result_t r;
+    try {
+      r = ctl_.recv(req, zmq::recv_flags::dontwait);
+    } catch (const zmq::error_t&) {
+      return;
+    }
+    if (!r) return;
+    auto wd = words(req.to_string());
+    std::string reply;
+    if (wd.size() == 1 && wd[0] == "status") {
+      reply = status_json(now);
+    } else if ((wd.size() == 3 || wd.size() == 4) && wd[0] == "relay") {
+      Override mode;
+      double secs = wd.size() == 4 ? std::atof(wd[3].c_str()) : 0;
+      if (!parse_override(wd[2], mode)) {
+        reply = "{\"error\":\"state must be on, off or auto\"}";
+      } else if (!engine_.set_override(wd[1], mode,
+                                       secs > 0 ? now + int64_t(secs * 1e9) : 0)) {
+        reply = "{\"error\":" + json::quote("no relay named " + wd[1]) + "}";
+      } else {
+        log::info("relay %s: manual override %s%s", wd[1].c_str(), wd[2].c_str(),
+                  secs > 0 ? (" for " + std::to_string(int64_t(secs)) + " s").c_str() : "");
+        dirty_ = true;
+        apply(engine_.step(now, local_time(clock::wall_ns(), tz_)), now);
+        reply = "{\"ok\":true}";
+      }
+    } else {
+      reply = "{\"error\":\"usage: status | relay NAME on|off|auto [SECONDS]\"}";
+    }
+    try {
+      ctl_.send(zmq::buffer(reply), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t&) {
+    }
+  }
+}
+
+int Actuator::run() {
+  bus::Subscriber sub(w_.cfg().general.run_dir, {"process"}, {"reading/"});
+  int64_t last_step = 0, last_save = clock::mono_ns();
+  while (w_.running()) {
+    zmq::pollitem_t items[] = {{static_cast<void*>(sub.socket()), 0, ZMQ_POLLIN, 0},
+                               {static_cast<void*>(ctl_), 0, ZMQ_POLLIN, 0}};
+    bool any_pending = false;
+    for (auto& [n, o] : outs_) any_pending |= o.pending.valid();
+    const int wait = std::min(w_.wait_ms(), any_pending ? 20 : 250);
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(wait));
+    } catch (const zmq::error_t&) {
+    }
+    // Engine time is the wall clock: relay timers, override expiry and staleness are
+    // about real seconds, whatever clock the meter keeps.
+    const int64_t now = clock::wall_ns();
+    bus::Message m;
+    while (sub.receive(m, 0)) {
+      if (!m.env.has_reading()) continue;
+      Reading r;
+      from_proto(m.env.reading(), r);
+      apply(engine_.step(now, local_time(now, tz_), &r), now);
+      last_step = now;
+      w_.count("readings");
+    }
+    handle_ctl(now);
+    collect(now);
+    if (now - last_step >= 1000000000LL) {  // ticks without data: staleness, retries
+      apply(engine_.step(now, local_time(now, tz_)), now);
+      last_step = now;
+    }
+    const int64_t mono = clock::mono_ns();
+    if (dirty_ || mono - last_save > 300000000000LL) {
+      save();
+      last_save = mono;
+    }
+    w_.set_counter("bus_lost", sub.lost());
+    for (const auto& st : engine_.status(now)) w_.gauge("relay_" + st.name, st.on ? 1 : 0);
+    if (auto p = engine_.projected_demand_w()) w_.gauge("projected_demand_w", *p);
+    w_.tick();
+  }
+  for (auto& [n, o] : outs_)
+    if (o.pending.valid()) finish(o, o.pending.get(), clock::wall_ns());
+  save();
+  return 0;
+}
+
+}  // namespace mp::actuate

@@ -1,0 +1,45 @@
+// The actuate worker: engine + outputs + bus + control socket + persisted state.
+#pragma once
+
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <zmq.hpp>
+
+#include "actuate/outputs.h"
+#include "actuate/rules.h"
+#include "bus/worker.h"
+
+namespace mp::actuate {
+
+class Actuator {
+ public:
+  explicit Actuator(Worker& w);
+  int run();
+
+ private:
+  struct Out {
+    std::unique_ptr<Output> output;
+    bool async = true;  // run set() on its own thread (command, http, gpiod)
+    std::future<SwitchResult> pending;
+    Decision decision;
+  };
+  void apply(const std::vector<Decision>& ds, int64_t now);
+  void finish(Out& o, const SwitchResult& r, int64_t now);
+  void collect(int64_t now);
+  void handle_ctl(int64_t now);
+  std::string status_json(int64_t now);
+  void save();
+
+  Worker& w_;
+  Engine engine_;
+  std::string tz_;
+  std::map<std::string, Out> outs_;
+  zmq::socket_t ctl_;
+  std::string state_file_;
+  bool dirty_ = false;
+  std::map<std::string, std::string> last_reason_;
+};
+
+}  // namespace mp::actuate
