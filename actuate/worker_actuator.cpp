@@ -106,7 +106,7 @@ void Actuator::finish(Out& o, const SwitchResult& r, int64_t now) {
   ev->set_error(r.error);
   w_.pub().publish(bus::topic_relay(d.relay), env);
   if (r.ok) {
-    w_.count("switches_" + d.relay);
+    if (d.old_state != d.new_state) w_.count("switches_" + d.relay);
     log::info("relay %s %s (%s): %s", d.relay.c_str(), d.new_state ? "on" : "off", d.mode.c_str(),
               d.reason.c_str());
   } else {
@@ -225,6 +225,13 @@ int Actuator::run() {
     bus::Message m;
     while (sub.receive(m, 0)) {
       if (!m.env.has_reading()) continue;
+      // A reading replayed after a restart of process may be old: switching on it would
+      // act on the past. Readings more than 10 s old are counted and ignored.
+      if (m.env.reading().receive_time_ns() &&
+          now - m.env.reading().receive_time_ns() > 10000000000LL) {
+        w_.count("stale_readings_ignored");
+        continue;
+      }
       Reading r;
       from_proto(m.env.reading(), r);
       apply(engine_.step(now, local_time(now, tz_), &r), now);

@@ -2,7 +2,12 @@
 
 #include <zmq_addon.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <cstring>
 #include <random>
 #include <stdexcept>
@@ -239,10 +244,15 @@ void Subscriber::handle(Message&& m) {
   uint64_t after = 0;  // ask the ring for everything after this seq
   bool want = false;
   if (!known) {
-    // First contact with this topic: nothing before it was promised to us, unless the
-    // caller restored a position with set_position() (then it is "known").
+    // First contact with this topic (no position restored with set_position()): fetch
+    // what came before only when it is a few messages (both sides just started).
     st.instance = inst;
     st.last_seq = seq - 1;
+    if (opt_.replay && seq > 1 && seq - 1 <= opt_.first_contact_max) {
+      want = true;
+      after = 0;
+      st.last_seq = 0;
+    }
   } else if (inst != st.instance) {
     // Publisher restarted: what the new instance sent before we saw it is missing.
     ++st.restarts;
@@ -254,7 +264,7 @@ void Subscriber::handle(Message&& m) {
     after = st.last_seq;
   }
   if (want) {
-    ++st.gaps;
+    if (known) ++st.gaps;
     std::vector<Message> got;
     if (opt_.replay && fetch_replay(key.first, key.second, inst, after, seq, got)) {
       for (auto& r : got) {
@@ -273,6 +283,32 @@ void Subscriber::handle(Message&& m) {
     }
   }
   deliver(std::move(m), st);
+}
+
+bool Subscriber::save_positions(const std::string& path) const {
+  std::string text;
+  for (const auto& [key, st] : state_)
+    text += key.first + " " + key.second + " " + std::to_string(st.instance) + " " +
+            std::to_string(st.last_seq) + "\n";
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
+  ok = ::fsync(fd) == 0 && ok;
+  ::close(fd);
+  return ok && std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+size_t Subscriber::load_positions(const std::string& path) {
+  std::ifstream in(path);
+  std::string pub, topic;
+  unsigned long long inst, seq;
+  size_t n = 0;
+  while (in >> pub >> topic >> inst >> seq) {
+    set_position(pub, topic, inst, seq);
+    ++n;
+  }
+  return n;
 }
 
 bool Subscriber::fetch_replay(const std::string& publisher, const std::string& topic,

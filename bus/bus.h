@@ -99,6 +99,11 @@ class Subscriber {
     bool replay = false;          // fill gaps from the publishers' replay rings
     int rcvhwm = 100000;          // queue before ZeroMQ drops (loss then shows as a gap)
     int replay_timeout_ms = 1000; // how long to wait for a replay answer
+    // With replay on: at first contact with a topic (no position restored), also fetch
+    // what the publisher sent before, when that is at most this many messages (the race
+    // at start-up, when both sides start together). A subscriber that must not miss what
+    // was published while it was down saves its position (save_positions) instead.
+    uint64_t first_contact_max = 100;
   };
   // State of one topic of one publisher.
   struct TopicState {
@@ -130,6 +135,10 @@ class Subscriber {
   const std::map<Key, TopicState>& positions() const { return state_; }
   void set_position(const std::string& publisher, const std::string& topic, uint64_t instance,
                     uint64_t last_seq);
+  // Positions as text ("<publisher> <topic> <instance> <seq>" per line), written atomically
+  // (temp file, fsync, rename). load_positions returns how many were restored.
+  bool save_positions(const std::string& path) const;
+  size_t load_positions(const std::string& path);
 
   uint64_t received() const { return received_; }
   uint64_t duplicates() const { return duplicates_; }

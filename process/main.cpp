@@ -18,14 +18,21 @@ int main(int argc, char** argv) {
   mp::bus::Subscriber::Options so;
   so.replay = true;  // a restarted process fetches the frames it missed from acquire
   mp::bus::Subscriber sub(w.cfg().general.run_dir, {"acquire"}, {"raw/"}, so);
+  // Where this worker got to, kept in run_dir (tmpfs: no SD wear): a restarted process
+  // asks acquire's replay ring for exactly the frames it missed.
+  const std::string pos_file = w.cfg().general.run_dir + "/process.position";
+  if (size_t n = sub.load_positions(pos_file))
+    mp::log::info("resuming after %zu saved bus positions", n);
   mp::LogLimiter limiter;
-  uint64_t readings = 0;
+  uint64_t readings = 0, frames = 0, saved_frames = 0;
+  int64_t last_save = 0;
   while (w.running()) {
     mp::bus::Message m;
     if (sub.receive(m, w.wait_ms()) && m.env.has_raw()) {
       const auto& raw = m.env.raw();
       const std::string& meter = raw.source();
       w.count("frames_" + meter);
+      ++frames;
       meterpipe::Envelope out;
       std::string error;
       const auto status = decoders.decode(raw, *out.mutable_reading(), error);
@@ -45,9 +52,16 @@ int main(int argc, char** argv) {
         }
       }
     }
+    const int64_t now = mp::clock::mono_ns();
+    if (frames != saved_frames && now - last_save >= 1000000000) {
+      sub.save_positions(pos_file);
+      saved_frames = frames;
+      last_save = now;
+    }
     w.set_counter("bus_lost", sub.lost());
     w.set_counter("bus_replayed", sub.replayed());
     w.tick();
   }
+  sub.save_positions(pos_file);
   return 0;
 }

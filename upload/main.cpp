@@ -25,33 +25,6 @@ namespace {
 
 using mp::bus::Subscriber;
 
-// "<publisher> <topic> <instance> <seq>" per line, written atomically.
-void save_positions(const std::string& path, const Subscriber& sub) {
-  std::string text;
-  for (const auto& [key, st] : sub.positions())
-    text += key.first + " " + key.second + " " + std::to_string(st.instance) + " " +
-            std::to_string(st.last_seq) + "\n";
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) return;
-  bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
-  ok = ::fsync(fd) == 0 && ok;
-  ::close(fd);
-  if (ok) std::rename(tmp.c_str(), path.c_str());
-}
-
-void load_positions(const std::string& path, Subscriber& sub) {
-  std::ifstream in(path);
-  std::string pub, topic;
-  unsigned long long inst, seq;
-  size_t n = 0;
-  while (in >> pub >> topic >> inst >> seq) {
-    sub.set_position(pub, topic, inst, seq);
-    ++n;
-  }
-  if (n) mp::log::info("resuming after %zu saved bus positions", n);
-}
-
 std::string relay_line(const meterpipe::Envelope& env, mp::upload::Precision p) {
   const auto& r = env.relay();
   std::string line;
@@ -146,7 +119,8 @@ int main(int argc, char** argv) {
   so.replay = true;
   Subscriber sub(w.cfg().general.run_dir, {"process", "actuate"}, {"reading/", "relay/"}, so);
   const std::string pos_file = state_dir + "/bus.position";
-  load_positions(pos_file, sub);
+  if (size_t n = sub.load_positions(pos_file))
+    mp::log::info("resuming after %zu saved bus positions", n);
 
   mp::LogLimiter limiter;
   uint64_t points = 0, refused = 0;
@@ -186,7 +160,7 @@ int main(int argc, char** argv) {
         files.sync();
       else
         spool.sync();
-      save_positions(pos_file, sub);
+      sub.save_positions(pos_file);
       last_save = now;
       saved_points = points;
     }
@@ -212,7 +186,7 @@ int main(int argc, char** argv) {
     files.sync();
   else
     spool.sync();
-  save_positions(pos_file, sub);
+  sub.save_positions(pos_file);
   mp::log::info("stopped: %llu points stored this run", (unsigned long long)points);
   return 0;
 }

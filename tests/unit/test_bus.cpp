@@ -236,6 +236,7 @@ TEST_CASE("seq gap with replay on is filled from the ring") {
   Publisher pub(d.path, "process");
   Subscriber::Options so;
   so.replay = true;
+  so.first_contact_max = 0;  // these cases look at gaps after a first (probe) contact
   Subscriber sub(d.path, {"process"}, {"reading/"}, so);
   REQUIRE(wait_connected(pub, sub, "reading/home"));
   for (int i = 0; i < 20; ++i) publish(pub, "reading/home");
@@ -264,6 +265,7 @@ TEST_CASE("restarted subscriber: replay fills a gap of 500 in order, no duplicat
   for (int i = 0; i < 600; ++i) publish(pub, "reading/home", 200);
   Subscriber::Options so;
   so.replay = true;
+  so.first_contact_max = 0;  // these cases look at gaps after a first (probe) contact
   Subscriber sub(d.path, {"process"}, {"reading/"}, so);
   // Position persisted by the previous run of the subscriber: it had seen up to seq 100.
   sub.set_position("process", "reading/home", pub.instance_id(), 100);
@@ -300,6 +302,7 @@ TEST_CASE("gap older than the replay ring: what the ring no longer has is counte
   for (int i = 0; i < 300; ++i) publish(pub, "reading/home");
   Subscriber::Options so;
   so.replay = true;
+  so.first_contact_max = 0;  // these cases look at gaps after a first (probe) contact
   Subscriber sub(d.path, {"process"}, {"reading/"}, so);
   sub.set_position("process", "reading/home", pub.instance_id(), 50);
   REQUIRE(wait_connected(pub, sub, "reading/probe"));
@@ -318,6 +321,7 @@ TEST_CASE("publisher restart: new instance noticed, its early messages replayed"
   TempDir d;
   Subscriber::Options so;
   so.replay = true;
+  so.first_contact_max = 0;  // these cases look at gaps after a first (probe) contact
   Subscriber sub(d.path, {"process"}, {"reading/"}, so);
   uint64_t old_instance = 0;
   {
@@ -421,6 +425,7 @@ TEST_CASE("stalled subscriber with replay on loses nothing the ring still holds"
   Subscriber::Options so;
   so.rcvhwm = 100;
   so.replay = true;
+  so.first_contact_max = 0;  // these cases look at gaps after a first (probe) contact
   Subscriber sub(d.path, {"acquire"}, {"raw/"}, so);
   REQUIRE(wait_connected(pub, sub, "raw/probe"));
   const int total = 3000;
@@ -471,4 +476,75 @@ TEST_CASE("supervisor restart backoff: doubling from 0.1 s, capped at 30 s, rese
   CHECK(b.next(59.9) == doctest::Approx(30));  // not stable yet
   CHECK(b.next(60) == doctest::Approx(0.1));   // ran long enough: start over
   CHECK(b.next(1) == doctest::Approx(0.2));
+}
+
+TEST_CASE("first contact with replay on fetches what the publisher sent just before") {
+  TempDir d;
+  Publisher pub(d.path, "acquire");
+  for (int i = 0; i < 5; ++i) publish(pub, "raw/home");  // nobody listens yet
+  Subscriber::Options so;
+  so.replay = true;
+  Subscriber sub(d.path, {"acquire"}, {"raw/"}, so);
+  std::vector<Message> got;
+  for (int i = 0; i < 50 && got.empty(); ++i) {
+    publish(pub, "raw/home");
+    got = drain(sub);
+  }
+  REQUIRE(got.size() >= 6);
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i].env.seq() == i + 1);
+  CHECK(got[0].replayed);
+  CHECK(sub.duplicates() == 0);
+  CHECK(sub.lost() == 0);
+  CHECK(state_of(sub, "acquire", "raw/home").gaps == 0);
+}
+
+TEST_CASE("first contact far into a publisher's life does not replay its history") {
+  TempDir d;
+  Publisher pub(d.path, "acquire");
+  for (int i = 0; i < 300; ++i) publish(pub, "raw/home");
+  Subscriber::Options so;
+  so.replay = true;
+  so.first_contact_max = 100;
+  Subscriber sub(d.path, {"acquire"}, {"raw/"}, so);
+  std::vector<Message> got;
+  for (int i = 0; i < 50 && got.empty(); ++i) {
+    publish(pub, "raw/home");
+    got = drain(sub);
+  }
+  REQUIRE_FALSE(got.empty());
+  CHECK(got[0].env.seq() > 300);
+  CHECK_FALSE(got[0].replayed);
+  CHECK(sub.replayed() == 0);
+  CHECK(pub.replay_requests() == 0);
+}
+
+TEST_CASE("positions survive a restart of the subscriber through save/load") {
+  TempDir d;
+  Publisher pub(d.path, "process");
+  const std::string file = d.path + "/pos";
+  uint64_t last = 0;
+  {
+    Subscriber::Options so;
+    so.replay = true;
+    Subscriber sub(d.path, {"process"}, {"reading/"}, so);
+    REQUIRE(wait_connected(pub, sub, "reading/home"));
+    drain(sub);
+    last = state_of(sub, "process", "reading/home").last_seq;
+    REQUIRE(sub.save_positions(file));
+  }
+  for (int i = 0; i < 30; ++i) publish(pub, "reading/home");  // while "down"
+  Subscriber::Options so;
+  so.replay = true;
+  Subscriber sub(d.path, {"process"}, {"reading/"}, so);
+  CHECK(sub.load_positions(file) == 1);
+  std::vector<Message> got;
+  for (int i = 0; i < 50 && got.size() < 31; ++i) {
+    publish(pub, "reading/home");
+    auto more = drain(sub);
+    got.insert(got.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+  }
+  REQUIRE(got.size() >= 31);
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i].env.seq() == last + 1 + i);
+  CHECK(sub.lost() == 0);
+  CHECK(sub.duplicates() == 0);
 }
