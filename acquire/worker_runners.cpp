@@ -51,6 +51,14 @@ class StreamRunner : public Runner {
     while (w_.running()) {
       const size_t n = src_->read(buf, sizeof buf, 250);
       w_.progress(slot);
+      // After a loss of the device or connection, a telegram in progress is cut: start
+      // afresh so its first half is not glued to the next telegram.
+      const uint64_t outages = src_->counters().outages;
+      if (outages != outages_seen_) {
+        outages_seen_ = outages;
+        framer_.reset();
+        splitter_.reset();
+      }
       if (n == 0) continue;
       const int64_t wall = clock::wall_ns(), mono = clock::mono_ns();
       if (encrypted_) {
@@ -76,6 +84,7 @@ class StreamRunner : public Runner {
   bool encrypted_;
   dsmr::Framer framer_;
   dlms::FrameSplitter splitter_;
+  uint64_t outages_seen_ = 0;
 };
 
 // Sleeps until `mono_deadline` in short steps, reporting progress; false when stopping.
@@ -266,14 +275,15 @@ class MbusRunner : public Runner {
           continue;
         }
         sl.next = now + sl.m->interval_ms * 1000000;
+        soonest = std::min(soonest, sl.next);
         const uint8_t addr = uint8_t(sl.m->address);
         std::string err;
+        auto progress = [&] { w_.progress(slot); };
         if (sl.need_reset) {
-          if (mbus_poll::reset(src, addr, unsigned(s.baud), err)) sl.fcb.reset();
+          if (mbus_poll::reset(src, addr, unsigned(s.baud), err, progress)) sl.fcb.reset();
           sl.need_reset = false;  // a meter that ignores SND_NKE may still answer REQ_UD2
         }
-        w_.progress(slot);
-        auto res = mbus_poll::read(src, addr, unsigned(s.baud), sl.fcb);
+        auto res = mbus_poll::read(src, addr, unsigned(s.baud), sl.fcb, 8, progress);
         w_.progress(slot);
         w_.count("requests_" + sl.m->name);
         const int64_t wall = clock::wall_ns(), mono = clock::mono_ns();
@@ -300,7 +310,8 @@ class MbusRunner : public Runner {
                     sl.failures);
           sl.failures = 0;
         }
-        w_.info("state_" + sl.m->name, sl.failures ? "unavailable" : "ok");
+        // unavailable after 2 failed polls in a row (each already repeats its request once)
+        w_.info("state_" + sl.m->name, sl.failures >= 2 ? "unavailable" : "ok");
       }
       sleep_until(w_, slot, soonest);
     }

@@ -1,6 +1,7 @@
 // Minimal JSON text helpers for the command line's output (decode, tap, status).
 #pragma once
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -39,15 +40,15 @@ inline std::string quote(std::string_view s) {
   return out;
 }
 
-// Appends a number with up to 15 significant digits; NaN/inf become null.
+// Appends the shortest text that reads back as exactly `v`; NaN/inf become null.
 inline void append_number(std::string& out, double v) {
   if (!std::isfinite(v)) {
     out += "null";
     return;
   }
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.15g", v);
-  out += buf;
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
 }
 
 }  // namespace mp::json

@@ -59,9 +59,16 @@ struct Run {
   // Runs a framer over `bytes`; reports what it had to drop.
   void frames(const std::string& bytes, const char* where) {
     Framer f;
-    f.feed(bytes);
     std::string t;
-    while (f.pop(t)) telegram(t);
+    // feed in chunks and pop after each: the framer queues at most kMaxQueued telegrams
+    for (size_t off = 0; off < bytes.size(); off += 1024) {
+      f.feed(std::string_view(bytes).substr(off, 1024));
+      while (f.pop(t)) telegram(t);
+    }
+    if (f.counters().dropped) {
+      failed = true;
+      err << where << ": " << f.counters().dropped << " telegram(s) dropped by the framer\n";
+    }
     const auto& c = f.counters();
     if (c.truncated) {
       failed = true;

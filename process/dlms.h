@@ -98,6 +98,11 @@ class FrameSplitter {
   bool pop(std::string& frame);
   const Counters& counters() const { return counters_; }
   size_t buffered() const { return buf_.size(); }
+  // Forgets a partial frame (after a reconnect); its bytes count as discarded.
+  void reset() {
+    counters_.discarded_bytes += buf_.size();
+    buf_.clear();
+  }
 
  private:
   void scan();

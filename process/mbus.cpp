@@ -1252,6 +1252,9 @@ bool to_reading(const Frame& f, mp::Reading& out, std::string* why) {
       out.meter_time_ns = r.unix_time * 1000000000LL;
     }
     if (mapped) continue;
+    // DIF 0x1F ("more records follow") and an empty 0x0F are framing, not values.
+    if ((r.dif == 0x1F || r.dif == 0x0F) && r.kind != ValueKind::number && r.text.empty())
+      continue;
     mp::Value v;
     v.name = "mbus_";
     for (char c : r.native_id)

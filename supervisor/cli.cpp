@@ -247,7 +247,7 @@ bool parse_ids(const std::string& text, std::vector<int>& ids) {
 
 struct ModbusTarget {
   std::string rtu, tcp;
-  int baud = 9600;
+  int baud = 0;  // 0 = the protocol's default (RTU 9600, M-Bus 2400)
   std::string parity = "none";
 };
 
@@ -264,7 +264,7 @@ bool make_bus_config(const ModbusTarget& t, modbus::BusConfig& bc) {
   } else {
     bc.kind = modbus::BusConfig::Kind::rtu;
     bc.device = t.rtu;
-    bc.baud = t.baud;
+    bc.baud = t.baud ? t.baud : 9600;
     bc.parity = t.parity == "even" ? 'E' : t.parity == "odd" ? 'O' : 'N';
   }
   return true;
@@ -281,7 +281,7 @@ int cmd_scan(const ModbusTarget& t, const std::string& mbus_dev, const std::stri
     acquire::SerialSettings s;
     s.device = mbus_dev;
     acquire::apply_preset("mbus", s);
-    if (t.baud != 9600) s.baud = t.baud;
+    if (t.baud) s.baud = t.baud;
     acquire::SerialSource src(s);
     if (!src.open()) {
       std::fprintf(stderr, "cannot open %s: %s\n", mbus_dev.c_str(), src.last_error().c_str());

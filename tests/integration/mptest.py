@@ -1,0 +1,649 @@
+"""mptest: shared helpers for meterpipe script tests (Python 3 standard library only).
+
+What it gives a test script:
+
+    import mptest
+    ck = mptest.Checker()                       # one line per check, summary, exit code
+    p = mptest.Pipeline('[[meter]]\\nname = "home"\\nsource = "simulate"\\n')
+    try:
+        p.start()                               # `meterpipe run` with a temp config
+        ck.check(p.wait_running(8) is not None, "all workers running")
+        msgs = p.tap(["reading/"], count=3, timeout=10)   # blocking `meterpipe tap`
+        tap = p.start_tap(["reading/"])         # or a tap collecting in the background
+        ...
+        ck.check(p.counters("process").get("readings_home", 0) >= 3, "readings counted")
+    finally:
+        p.stop()                                # SIGTERM, then SIGKILL by pid; removes the dir
+    sys.exit(ck.finish())
+
+Environment (set by ctest): MP_BIN_DIR (meterpipe, meterpipe-<worker>), MP_SOURCE_DIR (the
+source tree, for tests/data), MP_BUILD_DIR, PTYSHIM. Without them the paths default to the
+checkout this file sits in (build/bin, tests/data).
+
+Every Pipeline lives in its own short temp dir under /tmp (ipc paths stay far below the
+108-byte limit of a unix socket path) and starts nothing bound to anything but ipc sockets.
+Pipeline.stop() always ends what it started: the supervisor by its pid, then any worker pid
+it saw in `status`, then any process whose command line still names its config file.
+
+Other helpers: TcpPeer (a 127.0.0.1 listener playing a P1 dongle / ser2net), run_cli and
+decode_dsmr / decode_one (`meterpipe decode dsmr`), check_readings (tap readings == decoded
+telegrams, value by value), cpu_seconds / alive / procs_using (/proc), crc16 (DSMR CRC),
+read_data (tests/data files). Checker() also turns SIGTERM/SIGHUP into a clean exit, and an
+atexit hook stops every Pipeline and Tap still running.
+
+Tap messages are the JSON objects `meterpipe tap` prints ({"topic", "publisher", "seq",
+"envelope": {... "reading"/"health"/"raw": {...}}}); protobuf's JSON turns int64 fields into
+strings ("receive_time_ns": "17...") and omits empty ones (unit "", time_ns 0).
+"""
+import atexit
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("MP_SOURCE_DIR") or os.path.normpath(os.path.join(_HERE, "..", ".."))
+BIN_DIR = os.environ.get("MP_BIN_DIR") or os.path.join(SOURCE_DIR, "build", "bin")
+MP = os.path.join(BIN_DIR, "meterpipe")
+DATA_DIR = os.path.join(SOURCE_DIR, "tests", "data")
+DSMR_DIR = os.path.join(DATA_DIR, "dsmr")
+
+# The environment the meterpipe commands get: the test's own, minus what would change how
+# they log or make a worker believe it is supervised.
+ENV = dict(os.environ)
+for _k in ("MP_SUPERVISED", "JOURNAL_STREAM", "MP_LOG_LEVEL"):
+    ENV.pop(_k, None)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+_live = []  # Pipelines and Taps not stopped yet: ended at exit, whatever happens
+
+
+def _cleanup_all():
+    for obj in list(reversed(_live)):
+        try:
+            obj.stop()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+atexit.register(_cleanup_all)
+
+
+def _exit_on_signal(signum, _frame):
+    raise SystemExit(128 + signum)  # unwinds through every `finally`, then atexit runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks and waiting
+
+class Checker:
+    """Counts checks, prints `ok   what` / `FAIL what: detail`, and the final summary line."""
+
+    def __init__(self):
+        """Also makes SIGTERM/SIGHUP (a ctest timeout, a closed terminal) exit through the
+        `finally` blocks and the atexit cleanup, so nothing started is left running."""
+        self.passed = 0
+        self.failed = 0
+        self.t0 = time.monotonic()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit_on_signal)
+
+    def check(self, cond, what, detail=""):
+        if cond:
+            self.passed += 1
+            print("ok   " + what, flush=True)
+        else:
+            self.failed += 1
+            d = str(detail)
+            if len(d) > 1500:
+                d = d[:1500] + "..."
+            print("FAIL " + what + ((": " + d) if d != "" else ""), flush=True)
+        return bool(cond)
+
+    def run(self, *tests):
+        """Runs each test function; an exception in one is a failed check, not a traceback."""
+        for t in tests:
+            print("--- " + t.__name__, flush=True)
+            try:
+                t()
+            except Exception as e:  # noqa: BLE001 - a crash of the test itself is a failure
+                import traceback
+                tb = traceback.format_exc().strip().splitlines()
+                self.check(False, t.__name__ + " raised", repr(e) + " at " + " | ".join(tb[-3:]))
+
+    def finish(self):
+        """Prints `N passed, M failed` alone on a line; returns the exit code (1 on failure)."""
+        print("(%.1f s)" % (time.monotonic() - self.t0), flush=True)
+        print("%d passed, %d failed" % (self.passed, self.failed), flush=True)
+        return 1 if self.failed else 0
+
+
+def wait_for(pred, timeout, interval=0.05):
+    """Polls pred() until it returns something truthy or timeout seconds pass; returns it."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= end:
+            return v
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+def proc_stat(pid):
+    """Fields of /proc/<pid>/stat after the command name (index 0 = state), or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    return s[s.rindex(")") + 2:].split()
+
+
+def alive(pid):
+    """True when pid exists and is not a zombie."""
+    st = proc_stat(pid)
+    return st is not None and st[0] not in "ZX"
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid in seconds (None when it is gone)."""
+    st = proc_stat(pid)
+    if st is None:
+        return None
+    # stat fields 14 and 15 (utime, stime); st[0] is field 3 (state)
+    return (int(st[11]) + int(st[12])) / CLK_TCK
+
+
+def procs_using(needle):
+    """Live pids (not ours) whose command line contains needle, e.g. a config path."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmd and alive(int(d)):
+            out.append(int(d))
+    return out
+
+
+def run_cli(args, input=None, timeout=20):
+    """Runs `meterpipe ARGS...`; returns the CompletedProcess (bytes stdout/stderr)."""
+    return subprocess.run([MP] + list(args), env=ENV, input=input, capture_output=True,
+                          timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class TcpPeer:
+    """A listening TCP socket on 127.0.0.1 (free port) that plays a device (a P1 dongle,
+    ser2net): accept() one connection at a time, send on it, close it to drop the client."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+
+    def accept(self, timeout):
+        """The next client connection (blocking, non-Nagle), or None after timeout seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            c, _ = self.sock.accept()
+        except (socket.timeout, OSError):
+            return None
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.settimeout(10)
+        self.conns.append(c)
+        return c
+
+    def close(self):
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.sock.close()
+
+
+def no_crash_text(s):
+    """False when s looks like a crash report (abort, sanitizer, uncaught exception)."""
+    return not any(t in s for t in ("Traceback", "terminate called", "Aborted", "core dumped",
+                                    "Segmentation", "what():", "AddressSanitizer",
+                                    "runtime error:"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tap
+
+class Tap:
+    """`meterpipe tap PREFIX... --run-dir DIR` in the background; messages with arrival times.
+
+    It may be started before the supervisor: ZeroMQ keeps retrying the connections, so a tap
+    started first sees a publisher's messages from (nearly) its first one.
+    """
+
+    def __init__(self, run_dir, prefixes=("",), extra_args=()):
+        self.lock = threading.Lock()
+        self.items = []   # (monotonic arrival time, message dict)
+        self.bad = []     # stdout lines that were not JSON
+        self.proc = subprocess.Popen([MP, "tap"] + list(prefixes) + ["--run-dir", run_dir] +
+                                     list(extra_args), env=ENV, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _live.append(self)
+        self.err = b""
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            t = time.monotonic()
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                with self.lock:
+                    self.bad.append(line)
+                continue
+            with self.lock:
+                self.items.append((t, obj))
+
+    def messages(self, topic_prefix=""):
+        """Messages so far whose topic starts with topic_prefix."""
+        with self.lock:
+            return [m for _, m in self.items if m.get("topic", "").startswith(topic_prefix)]
+
+    def timed(self, topic_prefix=""):
+        with self.lock:
+            return [(t, m) for t, m in self.items if m.get("topic", "").startswith(topic_prefix)]
+
+    def wait_count(self, n, topic_prefix="", timeout=10):
+        """Waits until at least n messages of topic_prefix came; returns them (maybe fewer)."""
+        wait_for(lambda: len(self.messages(topic_prefix)) >= n, timeout)
+        return self.messages(topic_prefix)
+
+    def stop(self):
+        if self in _live:
+            _live.remove(self)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._t.join(2)
+        try:
+            self.err = self.proc.stderr.read() or b""
+        except (OSError, ValueError):
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline: `meterpipe run` with a temp config
+
+class Pipeline:
+    """One `meterpipe run` with its own temp dir, config, run_dir and state_dir.
+
+    body: TOML after the [general] table ([[meter]] tables, [upload] ...).
+    general: extra `key = value` lines for [general] (e.g. 'watchdog_s = 10').
+    "@DIR@" in body or general is replaced by the pipeline's temp dir (for files the config
+    names: file = "@DIR@/telegrams.txt"; write them with open(p.path("telegrams.txt"))).
+    The config is written at construction (self.cfg, self.run_dir), so a Tap can be
+    started before start().
+    """
+
+    def __init__(self, body, general="", prefix="mpt."):
+        self.dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        self.run_dir = os.path.join(self.dir, "run")
+        self.cfg = os.path.join(self.dir, "meterpipe.toml")
+        with open(self.cfg, "w") as f:
+            f.write('[general]\nrun_dir = "%s"\nstate_dir = "%s"\n%s\n\n%s'
+                    % (self.run_dir, os.path.join(self.dir, "state"),
+                       general.replace("@DIR@", self.dir), body.replace("@DIR@", self.dir)))
+        self.proc = None
+        self.lines = []   # (monotonic time, stderr line of the supervisor and its workers)
+        self.lock = threading.Lock()
+        self.taps = []
+        self.seen_pids = set()
+        self._reader = None
+
+    def path(self, name):
+        """A path inside this pipeline's temp dir."""
+        return os.path.join(self.dir, name)
+
+    def start(self, args=()):
+        self.proc = subprocess.Popen([MP, "run", "-c", self.cfg] + list(args), env=ENV,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        _live.append(self)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            with self.lock:
+                self.lines.append((time.monotonic(), raw.decode(errors="replace").rstrip("\n")))
+
+    # --- logs
+    def log(self):
+        """Every stderr line so far ("worker: level: text")."""
+        with self.lock:
+            return [l for _, l in self.lines]
+
+    def timed_log(self):
+        with self.lock:
+            return list(self.lines)
+
+    def log_matching(self, regex, since=0.0):
+        """Lines matching regex (re.search) that arrived at or after monotonic time since."""
+        r = re.compile(regex)
+        with self.lock:
+            return [l for t, l in self.lines if t >= since and r.search(l)]
+
+    def wait_log(self, regex, timeout, since=0.0):
+        """Waits for a line matching regex; returns (arrival time, line) or None."""
+        r = re.compile(regex)
+
+        def find():
+            with self.lock:
+                for t, l in self.lines:
+                    if t >= since and r.search(l):
+                        return (t, l)
+            return None
+        return wait_for(find, timeout, 0.02)
+
+    # --- status
+    def status(self):
+        """`meterpipe status --json` as a dict, or None when nothing answers."""
+        try:
+            r = run_cli(["status", "--json", "--run-dir", self.run_dir], timeout=10)
+        except subprocess.TimeoutExpired:
+            return None
+        if r.returncode != 0:
+            return None
+        try:
+            st = json.loads(r.stdout)
+        except ValueError:
+            return None
+        for w in st.get("workers", []):
+            if w.get("pid", 0) > 0:
+                self.seen_pids.add(w["pid"])
+        return st
+
+    def worker(self, name, st=None):
+        st = st or self.status()
+        if not st:
+            return None
+        for w in st["workers"]:
+            if w["name"] == name:
+                return w
+        return None
+
+    def counters(self, name, st=None):
+        """Health counters of worker name ({} when unknown)."""
+        w = self.worker(name, st)
+        return dict(w.get("counters", {})) if w else {}
+
+    def pids(self, st=None):
+        st = st or self.status() or {"workers": []}
+        return {w["name"]: w["pid"] for w in st["workers"]}
+
+    def wait_running(self, timeout=10):
+        """Status once every worker runs and has sent a heartbeat; None on timeout."""
+        def ok():
+            st = self.status()
+            if not st or not st["workers"]:
+                return None
+            for w in st["workers"]:
+                if w["state"] != "running" or w["pid"] <= 0 or w["last_health_age_s"] is None:
+                    return None
+            return st
+        return wait_for(ok, timeout, 0.1)
+
+    def wait_counter(self, worker, counter, pred, timeout=10):
+        """Waits until pred(value of counter, 0 when absent) holds; returns the last value."""
+        last = [0]
+
+        def ok():
+            last[0] = self.counters(worker).get(counter, 0)
+            return pred(last[0])
+        wait_for(ok, timeout, 0.2)
+        return last[0]
+
+    # --- taps
+    def start_tap(self, prefixes=("",)):
+        """A background Tap on this pipeline's run_dir (stopped by stop())."""
+        t = Tap(self.run_dir, prefixes)
+        self.taps.append(t)
+        return t
+
+    def tap(self, prefixes=("",), count=1, timeout=10):
+        """`meterpipe tap PREFIX... --count N`: the messages (a list of dicts) and the exit code."""
+        try:
+            r = subprocess.run([MP, "tap"] + list(prefixes) + ["--run-dir", self.run_dir,
+                                                               "--count", str(count)],
+                               env=ENV, capture_output=True, timeout=timeout,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            out, rc = e.stdout or b"", "timeout"
+        else:
+            out, rc = r.stdout, r.returncode
+        msgs = []
+        for line in out.splitlines():
+            try:
+                msgs.append(json.loads(line))
+            except ValueError:
+                pass
+        return msgs, rc
+
+    # --- end
+    def stop(self, remove=True):
+        """SIGTERM the supervisor (SIGKILL after 8 s), end leftovers by pid; returns its exit code."""
+        if self in _live:
+            _live.remove(self)
+        for t in self.taps:
+            t.stop()
+        rc = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    self.status()  # remember the current worker pids
+                except Exception:  # noqa: BLE001
+                    pass
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(8)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            rc = self.proc.returncode
+            if self._reader:
+                self._reader.join(2)
+        for pid in self.seen_pids:
+            if alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for pid in procs_using(self.cfg):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if remove:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return rc
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Readings
+
+def reading_of(msg):
+    """The Reading dict of a tap message (or {})."""
+    return msg.get("envelope", {}).get("reading", {})
+
+
+def values_by_name(reading):
+    """{canonical name: number or text} of a Reading dict (first value of each name)."""
+    out = {}
+    for v in reading.get("values", []):
+        if v.get("name") not in out:
+            out[v.get("name")] = v["number"] if "number" in v else v.get("text")
+    return out
+
+
+def iso_to_ns(text):
+    """ISO 8601 UTC ("2020-05-12T11:54:09Z", optional .mmm) -> unix ns."""
+    t = text.rstrip("Z")
+    frac_ns = 0
+    if "." in t:
+        t, frac = t.split(".", 1)
+        frac_ns = int((frac + "000000000")[:9])
+    d = datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    return int(d.timestamp()) * 1000000000 + frac_ns
+
+
+def norm_reading_values(reading):
+    """Values of a tap Reading as [(name, native id, number or text, unit, time_ns or 0)]."""
+    out = []
+    for v in reading.get("values", []):
+        val = v["number"] if "number" in v else v.get("text", "")
+        out.append((v.get("name", ""), v.get("native_id", ""), val, v.get("unit", ""),
+                    int(v.get("time_ns", 0))))
+    return out
+
+
+def norm_decode_values(obj):
+    """Values of one `meterpipe decode dsmr` JSON object in the same form as above."""
+    out = []
+    for v in obj.get("values", []):
+        t = iso_to_ns(v["time"]) if v.get("time") else 0
+        out.append((v["name"], v["obis"], v["value"], v.get("unit", ""), t))
+    return out
+
+
+def same_values(a, b):
+    """True when two normalized value lists are equal (numbers to 1e-12 relative: the decode
+    command prints %.15g, protobuf's JSON the shortest round-trip form)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x[0] != y[0] or x[1] != y[1] or x[3] != y[3] or x[4] != y[4]:
+            return False
+        vx, vy = x[2], y[2]
+        if isinstance(vx, (int, float)) and isinstance(vy, (int, float)):
+            if abs(vx - vy) > 1e-12 * max(1.0, abs(vx), abs(vy)):
+                return False
+        elif vx != vy:
+            return False
+    return True
+
+
+def diff_values(a, b):
+    """First differences between two normalized value lists (for failure messages)."""
+    out = []
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else None
+        y = b[i] if i < len(b) else None
+        if x is None or y is None or not same_values([x], [y]):
+            out.append((i, x, y))
+        if len(out) >= 4:
+            break
+    return out
+
+
+def decode_dsmr(data, key_file=None):
+    """`meterpipe decode dsmr -` of bytes: (exit code, [JSON objects], stderr text)."""
+    args = ["decode", "dsmr", "-"]
+    if key_file:
+        args += ["--key-file", key_file]
+    r = run_cli(args, input=data)
+    objs = []
+    for line in r.stdout.splitlines():
+        objs.append(json.loads(line))
+    return r.returncode, objs, r.stderr.decode(errors="replace")
+
+
+def read_data(name, sub="dsmr"):
+    """Bytes of tests/data/<sub>/<name>."""
+    with open(os.path.join(DATA_DIR, sub, name), "rb") as f:
+        return f.read()
+
+
+def decode_one(tele, key_file=None):
+    """(normalized values, JSON object) of the single telegram `tele` as `meterpipe decode
+    dsmr` decodes it; raises when that fails (use it for telegrams known to be good)."""
+    rc, objs, err = decode_dsmr(tele, key_file)
+    if rc != 0 or len(objs) != 1:
+        raise RuntimeError("decode dsmr of a known-good telegram failed: %r %r" % (rc, err))
+    return norm_decode_values(objs[0]), objs[0]
+
+
+def crc16(data):
+    """CRC-16/ARC as DSMR uses it (poly 0x8005 reflected, init 0) over bytes."""
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def check_readings(ck, what, msgs, teles, meter):
+    """Checks (with Checker ck) that the reading/<meter> tap messages in msgs are exactly the
+    telegrams teles = [(name, bytes)], in order: one check per telegram (some reading has the
+    values `decode dsmr` gives for it, with meter, protocol and meter time), then one that
+    there are as many readings as telegrams, in telegram order. Returns the readings."""
+    got = [m for m in msgs if m["topic"] == "reading/" + meter]
+    vals = [norm_reading_values(reading_of(m)) for m in got]
+    found = []
+    for name, t in teles:
+        want, obj = decode_one(t)
+        idx = [i for i, v in enumerate(vals) if same_values(v, want)]
+        if not ck.check(idx, "%s: %s becomes a reading with the values `decode dsmr` gives (%d)"
+                        % (what, name, len(want)),
+                        "readings (equipment_id): " + str([values_by_name(reading_of(m))
+                                                           .get("equipment_id") for m in got])):
+            continue
+        r = reading_of(got[idx[0]])
+        want_mt = iso_to_ns(obj["meter_time"]) if obj["meter_time"] else 0
+        ck.check(int(r.get("meter_time_ns", 0)) == want_mt and r.get("meter") == meter and
+                 r.get("protocol") == "dsmr",
+                 "%s: %s: meter %s, protocol dsmr, meter time %s"
+                 % (what, name, meter, obj["meter_time"]),
+                 (r.get("meter"), r.get("protocol"), r.get("meter_time_ns")))
+        found.append(idx[0])
+    ck.check(found == list(range(len(got))) and len(got) == len(teles),
+             "%s: %d readings on reading/%s, in telegram order, nothing else"
+             % (what, len(teles), meter), (len(got), found))
+    return got
