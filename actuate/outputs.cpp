@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -66,27 +67,46 @@ SwitchResult CommandOutput::set(bool on) {
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
 
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-#endif
-  sigset_t empty, all;
-  sigemptyset(&empty);
-  sigfillset(&all);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setsigmask(&attr, &empty);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  pid_t pid = -1;
-  int rc = posix_spawnp(&pid, args[0], &fa, &attr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return {false, "cannot run '" + argv[0] + "': " + std::strerror(rc)};
+  // fork + exec rather than posix_spawn: the child must die with us (PR_SET_PDEATHSIG), or a
+  // killed actuate would leave a late "on" running after its successor decided otherwise.
+  // Everything the child needs is prepared before fork (only async-signal-safe calls after).
+  std::string path = argv[0];
+  if (path.find('/') == std::string::npos) {
+    const char* env_path = std::getenv("PATH");
+    std::string dirs = env_path ? env_path : "/usr/local/bin:/usr/bin:/bin";
+    size_t start = 0;
+    while (start <= dirs.size()) {
+      size_t end = dirs.find(':', start);
+      if (end == std::string::npos) end = dirs.size();
+      std::string cand = dirs.substr(start, end - start) + "/" + argv[0];
+      if (::access(cand.c_str(), X_OK) == 0) {
+        path = cand;
+        break;
+      }
+      start = end + 1;
+    }
+  }
+  if (::access(path.c_str(), X_OK) != 0)
+    return {false, "cannot run '" + argv[0] + "': " + std::strerror(errno)};
+  char** envp = environ;
+  const pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) return {false, "cannot run '" + argv[0] + "': " + std::strerror(errno)};
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    ::setpgid(0, 0);  // own group: a timeout kills the command and what it started
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    ::close_range(3, ~0U, 0);
+    ::execve(path.c_str(), args.data(), envp);
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);
 
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
   auto nap = std::chrono::milliseconds(1);

@@ -765,6 +765,11 @@ EngineState Engine::export_state() const {
   return s;
 }
 
+void Engine::grace_after_restart(int64_t now_ns) {
+  for (auto& r : relays_)
+    if (r.known) meter(r.spec.meter).last_data_ns = now_ns;
+}
+
 void Engine::import_state(const EngineState& s) {
   for (const auto& rs : s.relays) {
     Relay* r = find(rs.name);

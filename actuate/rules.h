@@ -240,6 +240,10 @@ class Engine {
   // Loads persisted state (relays/meters matched by name; unknown names ignored). Call
   // before the first step(). Relays found become "known": no start-up switch for them.
   void import_state(const EngineState& s);
+  // After a restart with imported state: the meters of relays whose state is known count
+  // as fresh at `now_ns`, so a quick restart neither applies the failsafe nor switches; the
+  // failsafe still comes when no reading arrives within stale_after_s.
+  void grace_after_restart(int64_t now_ns);
 
  private:
   struct Relay {

@@ -1,5 +1,8 @@
 #include "actuate/worker_actuator.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <sstream>
 
@@ -33,6 +36,7 @@ std::unique_ptr<Output> make_output(const config::Relay& r, bool& async) {
     auto g = std::make_unique<GpiodOutput>(o.chip, unsigned(o.line), o.active_low);
     std::string err;
     if (!g->open(err)) log::error("relay %s: %s", r.name.c_str(), err.c_str());
+    async = false;  // a GPIO line switches in microseconds: no thread, no delay
     return g;
   }
   async = false;
@@ -53,9 +57,13 @@ std::vector<std::string> words(const std::string& s) {
 Actuator::Actuator(Worker& w)
     : w_(w),
       engine_(config::to_site_spec(w.cfg()), specs(w.cfg())),
-      tz_(w.cfg().general.timezone),
       ctl_(bus::context(), zmq::socket_type::rep),
       state_file_(w.cfg().actuate.state_file) {
+  // The time zone is set once, before any thread exists: local_time() then only calls
+  // localtime_r (changing TZ per call would race with commands spawned from other threads).
+  if (!w.cfg().general.timezone.empty()) setenv("TZ", w.cfg().general.timezone.c_str(), 1);
+  tzset();
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   for (const auto& r : w.cfg().relays) {
     Out o;
     o.output = make_output(r, o.async);
@@ -68,6 +76,7 @@ Actuator::Actuator(Worker& w)
   switch (load_state(state_file_, st, err)) {
     case LoadResult::ok:
       engine_.import_state(st);
+      engine_.grace_after_restart(clock::wall_ns());
       log::info("relay state restored from %s", state_file_.c_str());
       break;
     case LoadResult::missing: break;
@@ -83,6 +92,10 @@ Actuator::Actuator(Worker& w)
   } catch (const zmq::error_t& e) {
     log::error("cannot bind %s: %s (manual overrides unavailable)", ep.c_str(), e.what());
   }
+}
+
+Actuator::~Actuator() {
+  if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
 void Actuator::save() {
@@ -130,7 +143,13 @@ void Actuator::apply(const std::vector<Decision>& ds, int64_t now) {
     } else {
       Output* out = o.output.get();
       const bool on = d.new_state;
-      o.pending = std::async(std::launch::async, [out, on] { return out->set(on); });
+      const int fd = wake_fd_;
+      o.pending = std::async(std::launch::async, [out, on, fd] {
+        SwitchResult r = out->set(on);
+        const uint64_t one = 1;
+        if (fd >= 0) (void)!::write(fd, &one, sizeof one);  // wake the main loop
+        return r;
+      });
     }
   }
 }
@@ -193,7 +212,7 @@ void Actuator::handle_ctl(int64_t now) {
         log::info("relay %s: manual override %s%s", wd[1].c_str(), wd[2].c_str(),
                   secs > 0 ? (" for " + std::to_string(int64_t(secs)) + " s").c_str() : "");
         dirty_ = true;
-        apply(engine_.step(now, local_time(clock::wall_ns(), tz_)), now);
+        apply(engine_.step(now, local_time(clock::wall_ns(), "")), now);
         reply = "{\"ok\":true}";
       }
     } else {
@@ -211,14 +230,15 @@ int Actuator::run() {
   int64_t last_step = 0, last_save = clock::mono_ns();
   while (w_.running()) {
     zmq::pollitem_t items[] = {{static_cast<void*>(sub.socket()), 0, ZMQ_POLLIN, 0},
-                               {static_cast<void*>(ctl_), 0, ZMQ_POLLIN, 0}};
-    bool any_pending = false;
-    for (auto& [n, o] : outs_) any_pending |= o.pending.valid();
-    const int wait = std::min(w_.wait_ms(), any_pending ? 20 : 250);
+                               {static_cast<void*>(ctl_), 0, ZMQ_POLLIN, 0},
+                               {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+    const int wait = std::min(w_.wait_ms(), 250);
     try {
-      zmq::poll(items, 2, std::chrono::milliseconds(wait));
+      zmq::poll(items, wake_fd_ >= 0 ? 3 : 2, std::chrono::milliseconds(wait));
     } catch (const zmq::error_t&) {
     }
+    uint64_t woken;
+    if (wake_fd_ >= 0) (void)!::read(wake_fd_, &woken, sizeof woken);
     // Engine time is the wall clock: relay timers, override expiry and staleness are
     // about real seconds, whatever clock the meter keeps.
     const int64_t now = clock::wall_ns();
@@ -234,14 +254,14 @@ int Actuator::run() {
       }
       Reading r;
       from_proto(m.env.reading(), r);
-      apply(engine_.step(now, local_time(now, tz_), &r), now);
+      apply(engine_.step(now, local_time(now, ""), &r), now);
       last_step = now;
       w_.count("readings");
     }
     handle_ctl(now);
     collect(now);
     if (now - last_step >= 1000000000LL) {  // ticks without data: staleness, retries
-      apply(engine_.step(now, local_time(now, tz_)), now);
+      apply(engine_.step(now, local_time(now, "")), now);
       last_step = now;
     }
     const int64_t mono = clock::mono_ns();

@@ -16,6 +16,7 @@ namespace mp::actuate {
 class Actuator {
  public:
   explicit Actuator(Worker& w);
+  ~Actuator();
   int run();
 
  private:
@@ -34,12 +35,12 @@ class Actuator {
 
   Worker& w_;
   Engine engine_;
-  std::string tz_;
   std::map<std::string, Out> outs_;
   zmq::socket_t ctl_;
   std::string state_file_;
   bool dirty_ = false;
   std::map<std::string, std::string> last_reason_;
+  int wake_fd_ = -1;  // eventfd: an output finished switching
 };
 
 }  // namespace mp::actuate

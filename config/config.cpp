@@ -355,7 +355,8 @@ void read_output(Checker& c, const toml::table& t, const std::string& path, Outp
   s.str("on_body", o.on_body);
   s.str("off_body", o.off_body);
   s.str_array("headers", o.headers);
-  s.number("timeout_s", o.timeout_s, 0.05, 600);
+  // below the engine's 60 s limit for an unconfirmed switch
+  s.number("timeout_s", o.timeout_s, 0.05, 50);
   s.finish();
   if (o.type == "gpiod") {
     if (o.chip.empty()) s.missing("chip", " (type = \"gpiod\")");

@@ -707,3 +707,39 @@ TEST_CASE("the engine never crashes on odd input") {
   CHECK(ds[0].new_state == false);
   CHECK(e3.confirm("r", true, INT64_MIN));
 }
+
+TEST_CASE("restart with old saved data time: grace instead of a failsafe flap") {
+  using namespace mp::actuate;
+  RelaySpec r;
+  r.name = "boiler";
+  r.meter = "home";
+  r.stale_after_s = 30;
+  r.failsafe = Failsafe::off;
+  const int64_t t0 = 1'700'000'000LL * kNsPerSec;
+  EngineState saved;
+  RelayState rs;
+  rs.name = "boiler";
+  rs.on = true;
+  rs.last_switch_ns = t0 - 600 * kNsPerSec;
+  saved.relays.push_back(rs);
+  saved.meters.push_back(MeterState{"home", t0 - 40 * kNsPerSec});  // saved long ago
+
+  // Without grace the saved data time is already stale: the relay would flap off.
+  Engine plain(SiteSpec{}, {r});
+  plain.import_state(saved);
+  auto ds = plain.step(t0, LocalTime{});
+  REQUIRE(ds.size() == 1);
+  CHECK(ds[0].mode == "failsafe");
+
+  Engine e(SiteSpec{}, {r});
+  e.import_state(saved);
+  e.grace_after_restart(t0);
+  CHECK(e.step(t0, LocalTime{}).empty());
+  CHECK(e.step(t0 + 29 * kNsPerSec, LocalTime{}).empty());
+  CHECK(e.state("boiler"));
+  // still no reading after stale_after_s: now the failsafe applies
+  ds = e.step(t0 + 31 * kNsPerSec, LocalTime{});
+  REQUIRE(ds.size() == 1);
+  CHECK(ds[0].mode == "failsafe");
+  CHECK_FALSE(ds[0].new_state);
+}
