@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -120,7 +121,8 @@ void Worker::tick() {
     g_stop = true;
     return;
   }
-  next_health_mono_ = now + 1000000000;
+  // once a second, or three times per watchdog period when that is shorter
+  next_health_mono_ = now + std::min<int64_t>(1000000000, int64_t(cfg_.general.watchdog_s * 1e9 / 3));
   meterpipe::Envelope env;
   auto* h = env.mutable_health();
   {

@@ -339,15 +339,24 @@ void Supervisor::handle_ctl() {
 }
 
 void Supervisor::stop_all() {
+  // In pipeline order (acquire, process, actuate, upload, serve): each worker gets up to
+  // 1 s to finish before the next is asked, so what acquire still sent is decoded and what
+  // process still published reaches upload. Everything is gone within 5 s.
+  const int64_t deadline = clock::mono_ns() + 5000000000LL;
   for (auto& c : children_) {
-    if (c.pid > 0) {
-      kill(-c.pid, SIGTERM);  // the whole group: commands a worker started go too
-      c.state = State::stopping;
-    } else {
+    if (c.pid <= 0) {
       c.state = State::stopped;
+      continue;
+    }
+    kill(-c.pid, SIGTERM);  // the whole group: commands a worker started go too
+    c.state = State::stopping;
+    const int64_t step_end = std::min<int64_t>(deadline, clock::mono_ns() + 1000000000LL);
+    while (c.pid > 0 && clock::mono_ns() < step_end) {
+      reap();
+      for (auto& o : children_) forward(o, false);
+      if (c.pid > 0) usleep(10000);
     }
   }
-  const int64_t deadline = clock::mono_ns() + 5000000000LL;
   while (clock::mono_ns() < deadline) {
     reap();
     bool any = false;

@@ -153,9 +153,11 @@ int main(int argc, char** argv) {
     }
     if (sender) sender->notify();
     const int64_t now = mp::clock::mono_ns();
-    if (now - last_save >= 1000000000 && points != saved_points) {
-      // spool first, then the position that says those points are safe (at most once a
-      // second, and only when something new arrived: SD cards wear)
+    if (to_files) files.maybe_sync(now);  // the sender thread does this for the spool
+    if (now - last_save >= 10000000000LL && points != saved_points) {
+      // Spool first, then the position that says those points are safe. Every 10 s (and
+      // at exit): a position that lags only means replayed duplicates, which InfluxDB
+      // absorbs, while each save costs an SD card page writes.
       if (to_files)
         files.sync();
       else
