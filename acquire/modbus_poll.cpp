@@ -147,6 +147,7 @@ struct Bus::Impl {
   int reconnect_backoff_ms = 0;
   int current_timeout_ms = -1;
   std::vector<Device> devices;
+  std::function<void()> progress;
 
   explicit Impl(BusConfig c) : cfg(std::move(c)) {}
   ~Impl() { drop_context(); }
@@ -236,6 +237,7 @@ struct Bus::Impl {
         return ReadResult::io_error;
       }
       modbus_set_slave(ctx, unit);
+      if (progress) progress();
       if (dev) ++dev->requests;
       const int n = fc == 4 ? modbus_read_input_registers(ctx, start, count, out)
                             : modbus_read_registers(ctx, start, count, out);
@@ -566,5 +568,7 @@ std::vector<ScanResult> Bus::scan(const std::vector<int>& ids, int timeout_ms) {
 bool Bus::connected() const { return impl_->is_connected; }
 
 void Bus::disconnect() { impl_->drop_context(); }
+
+void Bus::set_progress(std::function<void()> progress) { impl_->progress = std::move(progress); }
 
 }  // namespace mp::modbus

@@ -164,6 +164,9 @@ class Bus {
 
   bool connected() const;
   void disconnect();
+  // Called before every request (a poll of several silent devices can take several
+  // timeouts; the acquire worker reports progress to its watchdog from here).
+  void set_progress(std::function<void()> progress);
 
  private:
   struct Impl;

@@ -199,6 +199,7 @@ class ModbusRunner : public Runner {
                       : bc.device.c_str(),
                   dc.unit_id, dc.type.c_str(), (long long)m->interval_ms);
     }
+    bus.set_progress([&] { w_.progress(slot); });
     auto sink = [&](const modbus::RawBlock& b) {
       w_.progress(slot);
       meterpipe::Envelope env;

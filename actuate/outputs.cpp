@@ -27,15 +27,6 @@ int64_t to_ms(double s) {
   return std::max<int64_t>(1, static_cast<int64_t>(s * 1000 + 0.5));
 }
 
-std::string join(const std::vector<std::string>& argv) {
-  std::string s;
-  for (const auto& a : argv) {
-    if (!s.empty()) s += ' ';
-    s += a;
-  }
-  return s;
-}
-
 }  // namespace
 
 std::string redact_url(const std::string& url) {
@@ -56,7 +47,9 @@ CommandOutput::CommandOutput(std::vector<std::string> on_argv, std::vector<std::
     : on_(std::move(on_argv)), off_(std::move(off_argv)), timeout_ms_(to_ms(timeout_s)) {}
 
 std::string CommandOutput::describe() const {
-  return "command on: [" + join(on_) + "] off: [" + join(off_) + "]";
+  // program names only: arguments often hold credentials (curl -u user:password ...)
+  auto prog = [](const std::vector<std::string>& v) { return v.empty() ? std::string() : v[0]; };
+  return "command on: " + prog(on_) + " ... off: " + prog(off_) + " ...";
 }
 
 SwitchResult CommandOutput::set(bool on) {
@@ -100,8 +93,13 @@ SwitchResult CommandOutput::set(bool on) {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
+    // stdin and stdout to /dev/null (a Shelly's JSON reply is no log line); stderr stays:
+    // an error the command prints shows in the worker's log
+    int devnull = ::open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      ::dup2(devnull, 0);
+      ::dup2(devnull, 1);
+    }
     ::close_range(3, ~0U, 0);
     ::execve(path.c_str(), args.data(), envp);
     ::_exit(127);

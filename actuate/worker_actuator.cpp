@@ -64,6 +64,8 @@ Actuator::Actuator(Worker& w)
   if (!w.cfg().general.timezone.empty()) setenv("TZ", w.cfg().general.timezone.c_str(), 1);
   tzset();
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  wall0_ = clock::wall_ns();
+  mono0_ = clock::mono_ns();
   for (const auto& r : w.cfg().relays) {
     Out o;
     o.output = make_output(r, o.async);
@@ -76,7 +78,8 @@ Actuator::Actuator(Worker& w)
   switch (load_state(state_file_, st, err)) {
     case LoadResult::ok:
       engine_.import_state(st);
-      engine_.grace_after_restart(clock::wall_ns());
+      engine_.grace_after_restart(engine_now());
+      restored_ = true;
       log::info("relay state restored from %s", state_file_.c_str());
       break;
     case LoadResult::missing: break;
@@ -97,6 +100,8 @@ Actuator::Actuator(Worker& w)
 Actuator::~Actuator() {
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
+
+int64_t Actuator::engine_now() const { return wall0_ + (clock::mono_ns() - mono0_); }
 
 void Actuator::save() {
   std::string err;
@@ -227,6 +232,15 @@ void Actuator::handle_ctl(int64_t now) {
 
 int Actuator::run() {
   bus::Subscriber sub(w_.cfg().general.run_dir, {"process"}, {"reading/"});
+  if (restored_) {
+    // The outputs may have lost their state meanwhile (a GPIO line is released when the
+    // process ends, a Shelly reboots after a power cut): drive each to the restored state.
+    std::vector<Decision> again;
+    for (const auto& st : engine_.status(engine_now()))
+      if (st.known)
+        again.push_back(Decision{st.name, st.on, st.on, "restore", "state restored after a restart"});
+    apply(again, engine_now());
+  }
   int64_t last_step = 0, last_save = clock::mono_ns();
   while (w_.running()) {
     zmq::pollitem_t items[] = {{static_cast<void*>(sub.socket()), 0, ZMQ_POLLIN, 0},
@@ -239,29 +253,30 @@ int Actuator::run() {
     }
     uint64_t woken;
     if (wake_fd_ >= 0) (void)!::read(wake_fd_, &woken, sizeof woken);
-    // Engine time is the wall clock: relay timers, override expiry and staleness are
-    // about real seconds, whatever clock the meter keeps.
-    const int64_t now = clock::wall_ns();
+    // Engine time runs on the monotonic clock, anchored to the wall clock at start: an NTP
+    // step on a Pi without RTC must not make all data look stale (failsafe for nothing)
+    // nor cut min-on/min-off short. Local-time conditions use the real wall clock.
+    const int64_t now = engine_now();
     bus::Message m;
     while (sub.receive(m, 0)) {
       if (!m.env.has_reading()) continue;
       // A reading replayed after a restart of process may be old: switching on it would
       // act on the past. Readings more than 10 s old are counted and ignored.
       if (m.env.reading().receive_time_ns() &&
-          now - m.env.reading().receive_time_ns() > 10000000000LL) {
+          clock::wall_ns() - m.env.reading().receive_time_ns() > 10000000000LL) {
         w_.count("stale_readings_ignored");
         continue;
       }
       Reading r;
       from_proto(m.env.reading(), r);
-      apply(engine_.step(now, local_time(now, ""), &r), now);
+      apply(engine_.step(now, local_time(clock::wall_ns(), ""), &r), now);
       last_step = now;
       w_.count("readings");
     }
     handle_ctl(now);
     collect(now);
     if (now - last_step >= 1000000000LL) {  // ticks without data: staleness, retries
-      apply(engine_.step(now, local_time(now, "")), now);
+      apply(engine_.step(now, local_time(clock::wall_ns(), "")), now);
       last_step = now;
     }
     const int64_t mono = clock::mono_ns();
@@ -275,7 +290,7 @@ int Actuator::run() {
     w_.tick();
   }
   for (auto& [n, o] : outs_)
-    if (o.pending.valid()) finish(o, o.pending.get(), clock::wall_ns());
+    if (o.pending.valid()) finish(o, o.pending.get(), engine_now());
   save();
   return 0;
 }

@@ -41,6 +41,9 @@ class Actuator {
   bool dirty_ = false;
   std::map<std::string, std::string> last_reason_;
   int wake_fd_ = -1;  // eventfd: an output finished switching
+  int64_t engine_now() const;
+  int64_t wall0_ = 0, mono0_ = 0;  // engine clock: wall at start + monotonic since
+  bool restored_ = false;
 };
 
 }  // namespace mp::actuate

@@ -3,6 +3,7 @@
 #include "config/relay_spec.h"
 
 #include <toml++/toml.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -238,7 +239,14 @@ void read_general(Checker& c, const toml::table* t, General& g) {
   s.str("log_level", g.log_level, false, {"debug", "info", "warn", "error"});
   s.number("watchdog_s", g.watchdog_s, 1, 3600);
   s.integer("replay_ring", g.replay_ring, 0, 10000000);
-  s.str("timezone", g.timezone);
+  if (s.str("timezone", g.timezone) && !g.timezone.empty()) {
+    // glibc silently falls back to UTC for an unknown zone: time windows would shift
+    const std::string zf = "/usr/share/zoneinfo/" + g.timezone;
+    if (g.timezone.find("..") != std::string::npos || access(zf.c_str(), R_OK) != 0)
+      c.error_at(t->get("timezone")->source(), "general.timezone",
+                 "\"" + g.timezone + "\" is not a time zone of the tz database (like "
+                 "\"Europe/Amsterdam\"; see /usr/share/zoneinfo)");
+  }
   s.str("bin_dir", g.bin_dir);
   s.finish();
 }
@@ -267,7 +275,8 @@ void read_meter(Checker& c, const toml::table& t, const std::string& path, Meter
   s.integer("unit_id", m.unit_id, 0, 255);
   s.str("type", m.type);
   s.integer("interval_ms", m.interval_ms, 10, 3600000);
-  s.integer("timeout_ms", m.timeout_ms, 10, 60000);
+  // one request may block this long; the worker watchdog allows watchdog_s / 2 per step
+  s.integer("timeout_ms", m.timeout_ms, 10, 2000);
   s.integer("address", m.address, 0, 250);
   s.finish();
 
@@ -282,6 +291,13 @@ void read_meter(Checker& c, const toml::table& t, const std::string& path, Meter
     c.error_at(t.get("source")->source(), s.key("source"),
                "\"simulate\" exists only for protocol = \"dsmr\"");
   if ((m.protocol == "modbus") && m.type.empty()) s.missing("type", " (protocol = \"modbus\")");
+  if (m.protocol == "mbus" && m.source != "serial")
+    c.error_at(t.get("source")->source(), s.key("source"),
+               "M-Bus meters are read over \"serial\" (an M-Bus level converter)");
+  if ((m.protocol == "modbus" || m.protocol == "sunspec") && m.source != "serial" &&
+      m.source != "tcp")
+    c.error_at(t.get("source")->source(), s.key("source"),
+               "Modbus meters are read over \"serial\" (RTU) or \"tcp\"");
 }
 
 void read_upload(Checker& c, const toml::table* t, Upload& u) {
@@ -438,8 +454,12 @@ void read_relay(Checker& c, const toml::table& t, const std::string& path, Relay
     s.missing("output");
   }
   s.finish();
-  if (on_ok && off_ok && !(r.on_below_w < r.off_above_w))
-    c.error_at(t.get("on_below_w")->source(), s.key("on_below_w"),
+  // r holds the defaults for a key not given: check the pair whenever either is valid
+  if ((on_ok || off_ok) && !(r.on_below_w < r.off_above_w))
+    c.error_at(t.get("on_below_w") ? t.get("on_below_w")->source()
+               : t.get("off_above_w") ? t.get("off_above_w")->source()
+                                      : t.source(),
+               s.key(t.get("on_below_w") || !t.get("off_above_w") ? "on_below_w" : "off_above_w"),
                "must be below off_above_w (" + std::to_string(int64_t(r.off_above_w)) +
                    " W): the two thresholds form the hysteresis");
   // The engine's own rules (one source of truth for what a relay may be).
@@ -469,7 +489,14 @@ void read_serve(Checker& c, const toml::table* t, Serve& sv) {
   if (!t) return;
   auto s = c.scope(*t, "serve");
   s.boolean("enabled", sv.enabled);
-  s.str("listen", sv.listen);
+  if (s.str("listen", sv.listen)) {
+    const auto colon = sv.listen.rfind(':');
+    const long port = colon == std::string::npos ? 0 : std::atol(sv.listen.c_str() + colon + 1);
+    if (colon == std::string::npos || colon == 0 || port < 1 || port > 65535 ||
+        sv.listen.find_first_not_of("0123456789", colon + 1) != std::string::npos)
+      c.error_at(t->get("listen")->source(), "serve.listen",
+                 "\"" + sv.listen + "\" is not HOST:PORT (like \"127.0.0.1:8080\")");
+  }
   s.finish();
 }
 
@@ -537,6 +564,17 @@ Result load_string(const std::string& text, const std::string& name) {
     if (!r.meter.empty() && !names.count(r.meter))
       c.error_at(rt->get("meter")->source(), "relay[" + std::to_string(i) + "].meter",
                  "no [[meter]] is named \"" + r.meter + "\"");
+  }
+
+  for (size_t i = 0; i < cfg.meters.size() && meters; ++i) {
+    const auto& m = cfg.meters[i];
+    if ((m.protocol == "modbus" || m.protocol == "sunspec") &&
+        double(m.timeout_ms) >= cfg.general.watchdog_s * 500) {
+      const toml::table* mt = meters->get(i)->as_table();
+      const toml::node* n = mt->get("timeout_ms");
+      c.error_at(n ? n->source() : mt->source(), "meter[" + std::to_string(i) + "].timeout_ms",
+                 "must be below half of general.watchdog_s (a request blocks that long)");
+    }
   }
 
   // defaults that depend on other keys

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <iostream>
@@ -90,6 +91,13 @@ int cmd_run(const std::string& file, const std::string& bin_dir) {
 // One request/reply on a control socket; empty on timeout.
 std::string ctl_request(const std::string& endpoint, const std::string& request,
                         int timeout_ms) {
+  // ZeroMQ hides a permission problem behind a timeout: say it plainly
+  const std::string path = endpoint.substr(6);  // after "ipc://"
+  if (access(path.c_str(), F_OK) == 0 && access(path.c_str(), W_OK) != 0) {
+    std::fprintf(stderr, "%s: %s (run as root or as a member of group meterpipe)\n",
+                 path.c_str(), std::strerror(errno));
+    std::exit(1);
+  }
   zmq::socket_t s(bus::context(), zmq::socket_type::req);
   s.set(zmq::sockopt::linger, 0);
   s.set(zmq::sockopt::rcvtimeo, timeout_ms);

@@ -134,6 +134,7 @@ class Supervisor {
   int64_t start_mono_ = clock::mono_ns();
   pid_t self_ = getpid();
   int lock_fd_ = -1;
+  bool journal_ = std::getenv("JOURNAL_STREAM") != nullptr;
 };
 
 bool Supervisor::spawn(Child& c) {
@@ -207,8 +208,16 @@ void Supervisor::forward(Child& c, bool flush_all) {
     if (!take && c.partial.size() - start > 4096) nl = start + 4096, take = true;
     if (!take) break;
     std::string_view line(c.partial.data() + start, nl - start);
-    // worker lines look like "<level>: <message>"; keep them as they are, name first
-    std::string out = c.name + ": ";
+    // worker lines look like "<level>: <message>"; keep them as they are, name first, and
+    // under systemd give journald the level as a "<N>" prefix
+    std::string out;
+    if (journal_) {
+      if (line.rfind("error:", 0) == 0) out = "<3>";
+      else if (line.rfind("warn:", 0) == 0) out = "<4>";
+      else if (line.rfind("debug:", 0) == 0) out = "<7>";
+      else out = "<6>";
+    }
+    out += c.name + ": ";
     out.append(line);
     out += '\n';
     (void)!::write(STDERR_FILENO, out.data(), out.size());
@@ -389,6 +398,8 @@ int Supervisor::run() {
     return 1;
   }
   chmod(cfg_.general.run_dir.c_str(), 0750);
+  // sockets and state files usable by the group (meterpipe status/tap/relay for its members)
+  umask(0007);
   if (!mkdir_p(cfg_.general.state_dir, 0750, err)) {
     log::error("state_dir: %s", err.c_str());
     return 1;

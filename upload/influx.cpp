@@ -104,6 +104,8 @@ const char* write_class_name(WriteClass c) {
       return "ok";
     case WriteClass::bad_data:
       return "bad_data";
+    case WriteClass::too_large:
+      return "too_large";
     case WriteClass::config_error:
       return "config_error";
     case WriteClass::retry:
@@ -116,7 +118,8 @@ const char* write_class_name(WriteClass c) {
 
 WriteClass classify_status(long status) {
   if (status >= 200 && status < 300) return WriteClass::ok;
-  if (status == 400 || status == 413 || status == 422) return WriteClass::bad_data;
+  if (status == 413) return WriteClass::too_large;  // a proxy's body limit: send less, drop nothing
+  if (status == 400 || status == 422) return WriteClass::bad_data;
   if (status == 401 || status == 403 || status == 404) return WriteClass::config_error;
   return WriteClass::retry;
 }

@@ -48,7 +48,7 @@ struct InfluxConfig {
   std::string user_agent = "meterpipe-upload";
 };
 
-enum class WriteClass { ok, bad_data, config_error, retry, aborted };
+enum class WriteClass { ok, bad_data, config_error, retry, aborted, too_large };
 const char* write_class_name(WriteClass c);
 
 struct WriteResult {

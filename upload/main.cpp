@@ -126,9 +126,17 @@ int main(int argc, char** argv) {
   uint64_t points = 0, refused = 0;
   int64_t last_save = 0;
   uint64_t saved_points = 0;
+  bool store_failing = false;
   auto store = [&](const std::string& line, int64_t t) {
     bool ok = to_files ? files.append(line, t) : spool.append(line, t);
-    if (ok) ++points;
+    if (ok) {
+      ++points;
+    } else {
+      if (!store_failing)
+        mp::log::error("cannot write to %s (disk full or failing?)",
+                       to_files ? uc.data_dir.c_str() : uc.spool_dir.c_str());
+      store_failing = true;
+    }
     return ok;
   };
   while (w.running()) {
@@ -154,6 +162,15 @@ int main(int argc, char** argv) {
     if (sender) sender->notify();
     const int64_t now = mp::clock::mono_ns();
     if (to_files) files.maybe_sync(now);  // the sender thread does this for the spool
+    if (store_failing) {
+      // A point could not be written. Never save a position past it: exit, and the
+      // restarted uploader asks process for everything after the last saved position
+      // (the supervisor restarts us with backoff while the disk stays full).
+      mp::log::error("stopping after write errors; the restart re-reads the bus from the last "
+                     "saved position");
+      if (sender) sender->stop();
+      return 1;
+    }
     if (now - last_save >= 10000000000LL && points != saved_points) {
       // Spool first, then the position that says those points are safe. Every 10 s (and
       // at exit): a position that lags only means replayed duplicates, which InfluxDB

@@ -85,6 +85,7 @@ void Sender::run() {
   using namespace std::chrono;
   const int64_t age_ns = opt_.batch_age_ms * 1000000;
   int64_t pending_since = 0;  // mono ns when the loop first saw pending points
+  size_t batch_limit = opt_.batch_points;  // lowered by HTTP 413
   int attempt = 0;
   int64_t last_problem_log = 0;
   bool in_trouble = false;
@@ -112,7 +113,7 @@ void Sender::run() {
     }
 
     lk.unlock();
-    SpoolBatch batch = spool_.peek(opt_.batch_points, opt_.batch_max_bytes);
+    SpoolBatch batch = spool_.peek(std::min(opt_.batch_points, batch_limit), opt_.batch_max_bytes);
     WriteResult r;
     if (batch.count > 0) r = client_.write(batch.body);
     lk.lock();
@@ -136,6 +137,18 @@ void Sender::run() {
         // Whatever is still pending has waited long enough (backlog): send it at once.
         pending_since = t - age_ns;
         break;
+      case WriteClass::too_large:
+        // HTTP 413: a proxy or server limit on the body size. Halve the batch and go on;
+        // nothing is dropped (a single point that is still too large is refused as bad data).
+        if (batch.count > 1) {
+          batch_limit = std::max<size_t>(1, batch.count / 2);
+          log::warn("upload: server says the batch is too large (HTTP 413): %zu points per batch "
+                    "from now on",
+                    batch_limit);
+          pending_since = t - age_ns;
+          break;
+        }
+        [[fallthrough]];
       case WriteClass::bad_data:
         lk.unlock();
         spool_.commit(batch.end);

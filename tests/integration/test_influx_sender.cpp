@@ -139,6 +139,7 @@ TEST_CASE("status classes") {
   CHECK(classify_status(403) == WriteClass::config_error);
   CHECK(classify_status(404) == WriteClass::config_error);
   CHECK(classify_status(429) == WriteClass::retry);
+  CHECK(classify_status(413) == WriteClass::too_large);
   CHECK(classify_status(500) == WriteClass::retry);
   CHECK(classify_status(503) == WriteClass::retry);
   CHECK(classify_status(302) == WriteClass::retry);
@@ -427,6 +428,30 @@ TEST_CASE("429 with Retry-After is honoured, then delivered once") {
   CHECK(reqs[1].body == lines(0, 10));
   CHECK(s.stats().retries == 1);
   CHECK(s.stats().points_retried == 10);
+}
+
+TEST_CASE("413 (a proxy's body limit) halves the batch and drops nothing") {
+  ScriptedHttpServer srv;
+  REQUIRE(srv.start());
+  srv.push({413, {}, "<html>413 Request Entity Too Large</html>"});
+  srv.push({413, {}, "<html>413 Request Entity Too Large</html>"});
+  TempDir d;
+  Spool sp;
+  REQUIRE(sp.open(d.path, 1 << 20));
+  spool_readings(sp, 0, 10);
+  Sender s(sp, v2_config(srv.url()), fast_options(10));
+  s.start();
+  REQUIRE(wait_until([&] { return s.stats().points_sent == 10; }, 10));
+  s.stop();
+  CHECK(s.stats().dropped_bad_data == 0);
+  auto reqs = srv.requests();
+  REQUIRE(reqs.size() >= 4);
+  CHECK(reqs[0].body == lines(0, 10));  // 413
+  CHECK(reqs[1].body == lines(0, 5));   // 413 again
+  CHECK(reqs[2].body == lines(0, 2));   // accepted: from now on 2 points per batch
+  std::string all;
+  for (size_t i = 2; i < reqs.size(); ++i) all += reqs[i].body;
+  CHECK(all == lines(0, 10));
 }
 
 TEST_CASE("503 is retried until accepted") {

@@ -128,6 +128,17 @@ TEST_CASE("bad configurations name file, line, column and key") {
       {"serve enabled not boolean", "[serve]\nenabled = \"yes\"\n", 2, "serve.enabled",
        "must be a boolean"},
       {"TOML syntax error", "[general\nrun_dir = 1\n", 1, "", "TOML syntax"},
+      {"time zone typo", "[general]\ntimezone = \"Europe/Amsterdm\"\n", 2, "general.timezone",
+       "is not a time zone"},
+      {"M-Bus over tcp",
+       "[[meter]]\nname = \"m\"\nprotocol = \"mbus\"\nsource = \"tcp\"\nhost = \"h\"\nport = 1\n", 4,
+       "meter[0].source", "M-Bus meters are read over"},
+      {"serve listen without port", "[serve]\nlisten = \"0.0.0.0\"\n", 2, "serve.listen",
+       "is not HOST:PORT"},
+      {"one threshold given, above the default off threshold",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\non_below_w = 500\n"
+           "[relay.output]\ntype = \"sim\"\n",
+       7, "relay[0].on_below_w", "must be below off_above_w (100 W)"},
   };
   CHECK(table.size() >= 25);
   for (const auto& b : table) {
