@@ -161,7 +161,11 @@ int cmd_status(const std::string& run_dir, bool as_json) {
 int cmd_tap(const std::string& run_dir, std::vector<std::string> prefixes, long count,
             double seconds) {
   install_stop_signals();
-  bus::Subscriber sub(run_dir, kWorkers, prefixes);
+  // replay on, so a restarted worker's first messages are not missed; no history at start
+  bus::Subscriber::Options so;
+  so.replay = true;
+  so.first_contact_max = 0;
+  bus::Subscriber sub(run_dir, kWorkers, prefixes, so);
   google::protobuf::util::JsonPrintOptions jo;
   jo.preserve_proto_field_names = true;
   long n = 0;

@@ -642,8 +642,14 @@ listen = "127.0.0.1:%d"
             rss = int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1))
         # VmRSS counts the shared libraries every worker maps (protobuf, ZeroMQ and its
         # dependencies, libstdc++, libc: ~8 MiB of it)
-        check(rss < 10 * 1024, "serve VmRSS %d KiB < 10 MiB (one meter, %d Hz, 1 WebSocket "
-              "client)" % (rss, RATE_HZ), rss)
+        if os.environ.get("MP_SANITIZE") == "1":
+            # AddressSanitizer's shadow memory makes RSS meaningless: the figure is checked
+            # in the normal build; say so instead of passing or failing here
+            print("note serve VmRSS %d KiB under AddressSanitizer: the 10 MiB check runs in "
+                  "the normal build only" % rss, flush=True)
+        else:
+            check(rss < 10 * 1024, "serve VmRSS %d KiB < 10 MiB (one meter, %d Hz, 1 WebSocket "
+                  "client)" % (rss, RATE_HZ), rss)
     finally:
         for c in clients:
             c.close()
