@@ -21,20 +21,42 @@ namespace mp::acquire {
 
 namespace {
 
-// Publishes one frame as raw/<meter>.
-void publish_frame(Worker& w, const config::Meter& m, const std::string& protocol,
-                   std::string&& bytes, int64_t wall_ns, int64_t mono_ns) {
+// Publishes one frame as raw/<source>. `fill` sets protocol-specific fields (Modbus).
+template <class Fill = void (*)(meterpipe::RawFrame*)>
+void publish_raw(Worker& w, const std::string& source, const std::string& protocol,
+                 std::string&& bytes, int64_t wall_ns, int64_t mono_ns, bool last_of_poll,
+                 Fill fill = [](meterpipe::RawFrame*) {}) {
   meterpipe::Envelope env;
   auto* raw = env.mutable_raw();
-  raw->set_source(m.name);
+  raw->set_source(source);
   raw->set_protocol(protocol);
   raw->set_data(std::move(bytes));
   raw->set_receive_time_ns(wall_ns);
   raw->set_receive_mono_ns(mono_ns);
   raw->set_clock_synced(clock::synced());
-  raw->set_last_of_poll(true);
-  w.pub().publish(bus::topic_raw(m.name), env);
-  w.count("frames_" + m.name);
+  raw->set_last_of_poll(last_of_poll);
+  fill(raw);
+  w.pub().publish(bus::topic_raw(source), env);
+  w.count("frames_" + source);
+}
+
+void publish_frame(Worker& w, const config::Meter& m, const std::string& protocol,
+                   std::string&& bytes, int64_t wall_ns, int64_t mono_ns) {
+  publish_raw(w, m.name, protocol, std::move(bytes), wall_ns, mono_ns, true);
+}
+
+// Serial settings of a meter: its preset (or the protocol's default), then each field set.
+SerialSettings serial_settings(const config::Meter& m, const char* default_preset) {
+  SerialSettings s;
+  s.device = m.device;
+  apply_preset(m.preset.empty() ? default_preset : m.preset, s);
+  if (m.baud) s.baud = int(m.baud);
+  if (m.data_bits) s.data_bits = int(m.data_bits);
+  if (m.stop_bits) s.stop_bits = int(m.stop_bits);
+  if (m.parity == "none") s.parity = Parity::none;
+  if (m.parity == "even") s.parity = Parity::even;
+  if (m.parity == "odd") s.parity = Parity::odd;
+  return s;
 }
 
 // Serial or TCP stream of telegrams (plain DSMR, or DLMS-encrypted when key_file is set).
@@ -202,21 +224,14 @@ class ModbusRunner : public Runner {
     bus.set_progress([&] { w_.progress(slot); });
     auto sink = [&](const modbus::RawBlock& b) {
       w_.progress(slot);
-      meterpipe::Envelope env;
-      auto* raw = env.mutable_raw();
-      raw->set_source(b.device);
-      raw->set_protocol("modbus");
-      raw->set_data(reinterpret_cast<const char*>(b.bytes.data()), b.bytes.size());
-      raw->set_receive_time_ns(b.time_ns);
-      raw->set_receive_mono_ns(clock::mono_ns());
-      raw->set_clock_synced(clock::synced());
-      raw->set_unit_id(uint32_t(b.unit_id));
-      raw->set_function_code(b.fc);
-      raw->set_start_address(b.start);
-      raw->set_device_type(b.type);
-      raw->set_last_of_poll(b.last);
-      w_.pub().publish(bus::topic_raw(b.device), env);
-      w_.count("frames_" + b.device);
+      publish_raw(w_, b.device, "modbus",
+                  std::string(reinterpret_cast<const char*>(b.bytes.data()), b.bytes.size()),
+                  b.time_ns, clock::mono_ns(), b.last, [&](meterpipe::RawFrame* raw) {
+                    raw->set_unit_id(uint32_t(b.unit_id));
+                    raw->set_function_code(b.fc);
+                    raw->set_start_address(b.start);
+                    raw->set_device_type(b.type);
+                  });
     };
     while (w_.running()) {
       const int64_t next = bus.poll_due(clock::mono_ns(), sink);
@@ -244,15 +259,7 @@ class MbusRunner : public Runner {
       : w_(w), meters_(std::move(meters)) {}
   void run(int slot) override {
     const config::Meter& first = *meters_.front();
-    SerialSettings s;
-    s.device = first.device;
-    apply_preset(first.preset.empty() ? "mbus" : first.preset, s);
-    if (first.baud) s.baud = int(first.baud);
-    if (first.data_bits) s.data_bits = int(first.data_bits);
-    if (first.stop_bits) s.stop_bits = int(first.stop_bits);
-    if (first.parity == "none") s.parity = Parity::none;
-    if (first.parity == "even") s.parity = Parity::even;
-    if (first.parity == "odd") s.parity = Parity::odd;
+    const SerialSettings s = serial_settings(first, "mbus");
     SerialSource src(s);
     struct Slave {
       const config::Meter* m;
@@ -289,17 +296,8 @@ class MbusRunner : public Runner {
         w_.count("requests_" + sl.m->name);
         const int64_t wall = clock::wall_ns(), mono = clock::mono_ns();
         for (size_t i = 0; i < res.frames.size(); ++i) {
-          meterpipe::Envelope env;
-          auto* raw = env.mutable_raw();
-          raw->set_source(sl.m->name);
-          raw->set_protocol("mbus");
-          raw->set_data(res.frames[i]);
-          raw->set_receive_time_ns(wall);
-          raw->set_receive_mono_ns(mono);
-          raw->set_clock_synced(clock::synced());
-          raw->set_last_of_poll(i + 1 == res.frames.size());
-          w_.pub().publish(bus::topic_raw(sl.m->name), env);
-          w_.count("frames_" + sl.m->name);
+          publish_raw(w_, sl.m->name, "mbus", std::move(res.frames[i]), wall, mono,
+                      i + 1 == res.frames.size());
         }
         if (!res.ok()) {
           w_.count("errors_" + sl.m->name);
@@ -365,16 +363,8 @@ std::unique_ptr<Runner> make_runner(Worker& w, const config::Meter& m, std::stri
       return std::make_unique<StreamRunner>(w, m, std::make_unique<TcpSource>(s));
     }
     if (m.source == "serial") {
-      SerialSettings s;
-      s.device = m.device;
-      apply_preset(m.preset.empty() ? "dsmr5" : m.preset, s);
-      if (m.baud) s.baud = int(m.baud);
-      if (m.data_bits) s.data_bits = int(m.data_bits);
-      if (m.stop_bits) s.stop_bits = int(m.stop_bits);
-      if (m.parity == "none") s.parity = Parity::none;
-      if (m.parity == "even") s.parity = Parity::even;
-      if (m.parity == "odd") s.parity = Parity::odd;
-      return std::make_unique<StreamRunner>(w, m, std::make_unique<SerialSource>(s));
+      return std::make_unique<StreamRunner>(
+          w, m, std::make_unique<SerialSource>(serial_settings(m, "dsmr5")));
     }
   }
   why = "protocol \"" + m.protocol + "\" with source \"" + m.source +

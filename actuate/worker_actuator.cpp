@@ -66,6 +66,7 @@ Actuator::Actuator(Worker& w)
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   wall0_ = clock::wall_ns();
   mono0_ = clock::mono_ns();
+  saver_ = std::thread(&Actuator::saver_loop, this);
   for (const auto& r : w.cfg().relays) {
     Out o;
     o.output = make_output(r, o.async);
@@ -98,16 +99,42 @@ Actuator::Actuator(Worker& w)
 }
 
 Actuator::~Actuator() {
+  {
+    std::lock_guard<std::mutex> l(save_mu_);
+    save_stop_ = true;
+  }
+  save_cv_.notify_one();
+  if (saver_.joinable()) saver_.join();  // the last state is written before we exit
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
 int64_t Actuator::engine_now() const { return wall0_ + (clock::mono_ns() - mono0_); }
 
 void Actuator::save() {
-  std::string err;
-  if (!save_state(state_file_, engine_.export_state(), err))
-    log::warn("cannot save relay state to %s: %s", state_file_.c_str(), err.c_str());
+  // The write (two fsyncs; tens of ms on an SD card) happens on the saver thread, so the
+  // next telegram is never kept waiting; the newest state wins.
+  {
+    std::lock_guard<std::mutex> l(save_mu_);
+    to_save_ = engine_.export_state();
+    save_pending_ = true;
+  }
+  save_cv_.notify_one();
   dirty_ = false;
+}
+
+void Actuator::saver_loop() {
+  std::unique_lock<std::mutex> l(save_mu_);
+  while (true) {
+    save_cv_.wait(l, [this] { return save_pending_ || save_stop_; });
+    if (!save_pending_ && save_stop_) return;
+    EngineState st = std::move(to_save_);
+    save_pending_ = false;
+    l.unlock();
+    std::string err;
+    if (!save_state(state_file_, st, err))
+      log::warn("cannot save relay state to %s: %s", state_file_.c_str(), err.c_str());
+    l.lock();
+  }
 }
 
 void Actuator::finish(Out& o, const SwitchResult& r, int64_t now) {

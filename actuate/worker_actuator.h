@@ -1,7 +1,10 @@
 // The actuate worker: engine + outputs + bus + control socket + persisted state.
 #pragma once
 
+#include <condition_variable>
 #include <future>
+#include <mutex>
+#include <thread>
 #include <map>
 #include <memory>
 #include <string>
@@ -44,6 +47,13 @@ class Actuator {
   int64_t engine_now() const;
   int64_t wall0_ = 0, mono0_ = 0;  // engine clock: wall at start + monotonic since
   bool restored_ = false;
+  // persisted state, written by its own thread
+  void saver_loop();
+  std::thread saver_;
+  std::mutex save_mu_;
+  std::condition_variable save_cv_;
+  EngineState to_save_;
+  bool save_pending_ = false, save_stop_ = false;
 };
 
 }  // namespace mp::actuate

@@ -285,7 +285,7 @@ void Subscriber::handle(Message&& m) {
   deliver(std::move(m), st);
 }
 
-bool Subscriber::save_positions(const std::string& path) const {
+bool Subscriber::save_positions(const std::string& path, bool durable) const {
   std::string text;
   for (const auto& [key, st] : state_)
     text += key.first + " " + key.second + " " + std::to_string(st.instance) + " " +
@@ -294,7 +294,7 @@ bool Subscriber::save_positions(const std::string& path) const {
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) return false;
   bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
-  ok = ::fsync(fd) == 0 && ok;
+  if (durable) ok = ::fsync(fd) == 0 && ok;
   ::close(fd);
   return ok && std::rename(tmp.c_str(), path.c_str()) == 0;
 }

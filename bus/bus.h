@@ -136,8 +136,9 @@ class Subscriber {
   void set_position(const std::string& publisher, const std::string& topic, uint64_t instance,
                     uint64_t last_seq);
   // Positions as text ("<publisher> <topic> <instance> <seq>" per line), written atomically
-  // (temp file, fsync, rename). load_positions returns how many were restored.
-  bool save_positions(const std::string& path) const;
+  // (temp file, rename; fsync first when `durable`: not needed in run_dir, a tmpfs whose
+  // content dies with the publishers' rings). load_positions returns how many were restored.
+  bool save_positions(const std::string& path, bool durable = true) const;
   size_t load_positions(const std::string& path);
 
   uint64_t received() const { return received_; }

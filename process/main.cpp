@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     }
     const int64_t now = mp::clock::mono_ns();
     if (frames != saved_frames && now - last_save >= 1000000000) {
-      sub.save_positions(pos_file);
+      sub.save_positions(pos_file, false);
       saved_frames = frames;
       last_save = now;
     }
@@ -62,6 +62,6 @@ int main(int argc, char** argv) {
     w.set_counter("bus_replayed", sub.replayed());
     w.tick();
   }
-  sub.save_positions(pos_file);
+  sub.save_positions(pos_file, false);
   return 0;
 }
