@@ -87,14 +87,18 @@ def _exit_on_signal(signum, _frame):
 class Checker:
     """Counts checks, prints `ok   what` / `FAIL what: detail`, and the final summary line."""
 
-    def __init__(self):
+    def __init__(self, handle_signals=True, max_detail=1500):
         """Also makes SIGTERM/SIGHUP (a ctest timeout, a closed terminal) exit through the
-        `finally` blocks and the atexit cleanup, so nothing started is left running."""
+        `finally` blocks and the atexit cleanup, so nothing started is left running
+        (handle_signals=False leaves the default signal handling alone). A failure detail
+        longer than max_detail characters is cut (None: printed whole)."""
         self.passed = 0
         self.failed = 0
+        self.max_detail = max_detail
         self.t0 = time.monotonic()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _exit_on_signal)
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, _exit_on_signal)
 
     def check(self, cond, what, detail=""):
         if cond:
@@ -103,26 +107,38 @@ class Checker:
         else:
             self.failed += 1
             d = str(detail)
-            if len(d) > 1500:
-                d = d[:1500] + "..."
+            if self.max_detail is not None and len(d) > self.max_detail:
+                d = d[:self.max_detail] + "..."
             print("FAIL " + what + ((": " + d) if d != "" else ""), flush=True)
         return bool(cond)
 
-    def run(self, *tests):
-        """Runs each test function; an exception in one is a failed check, not a traceback."""
+    def run(self, *tests, where=True, print_tb=False):
+        """Runs each test function; an exception in one is a failed check, not a traceback.
+        The failure detail is repr(exception) and (where=True) the last traceback lines;
+        print_tb=True also prints the whole traceback to stderr."""
         for t in tests:
             print("--- " + t.__name__, flush=True)
             try:
                 t()
             except Exception as e:  # noqa: BLE001 - a crash of the test itself is a failure
                 import traceback
-                tb = traceback.format_exc().strip().splitlines()
-                self.check(False, t.__name__ + " raised", repr(e) + " at " + " | ".join(tb[-3:]))
+                if print_tb:
+                    traceback.print_exc()
+                detail = repr(e)
+                if where:
+                    tb = traceback.format_exc().strip().splitlines()
+                    detail += " at " + " | ".join(tb[-3:])
+                self.check(False, t.__name__ + " raised", detail)
 
-    def finish(self):
-        """Prints `N passed, M failed` alone on a line; returns the exit code (1 on failure)."""
-        print("(%.1f s)" % (time.monotonic() - self.t0), flush=True)
-        print("%d passed, %d failed" % (self.passed, self.failed), flush=True)
+    def finish(self, time_inline=False):
+        """Prints `N passed, M failed` alone on a line (time_inline=True: followed by the time
+        on the same line, `N passed, M failed (T s)`); returns the exit code (1 on failure)."""
+        if time_inline:
+            print("%d passed, %d failed (%.1f s)" % (self.passed, self.failed,
+                                                     time.monotonic() - self.t0))
+        else:
+            print("(%.1f s)" % (time.monotonic() - self.t0), flush=True)
+            print("%d passed, %d failed" % (self.passed, self.failed), flush=True)
         return 1 if self.failed else 0
 
 
@@ -228,11 +244,14 @@ class TcpPeer:
         self.sock.close()
 
 
-def no_crash_text(s):
-    """False when s looks like a crash report (abort, sanitizer, uncaught exception)."""
-    return not any(t in s for t in ("Traceback", "terminate called", "Aborted", "core dumped",
-                                    "Segmentation", "what():", "AddressSanitizer",
-                                    "runtime error:"))
+def no_crash_text(s, sanitizer=True):
+    """False when s looks like a crash report (abort, uncaught exception and, with
+    sanitizer=True, a sanitizer report)."""
+    needles = ("Traceback", "terminate called", "Aborted", "core dumped", "Segmentation",
+               "what():")
+    if sanitizer:
+        needles += ("AddressSanitizer", "runtime error:")
+    return not any(t in s for t in needles)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,13 +264,23 @@ class Tap:
     started first sees a publisher's messages from (nearly) its first one.
     """
 
-    def __init__(self, run_dir, prefixes=("",), extra_args=()):
+    def __init__(self, run_dir, prefixes=("",), extra_args=(), config=None, clock=time.monotonic,
+                 keep_stderr=True, stop_wait=3):
+        """config: `tap -c CONFIG PREFIX...` instead of `tap PREFIX... --run-dir RUN_DIR`.
+        clock: the arrival time source (time.time for wall times). keep_stderr=False sends
+        the tap's stderr to /dev/null. stop_wait: seconds between SIGTERM and SIGKILL."""
         self.lock = threading.Lock()
-        self.items = []   # (monotonic arrival time, message dict)
+        self.items = []   # (arrival time by clock, message dict)
         self.bad = []     # stdout lines that were not JSON
-        self.proc = subprocess.Popen([MP, "tap"] + list(prefixes) + ["--run-dir", run_dir] +
-                                     list(extra_args), env=ENV, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.clock = clock
+        self.stop_wait = stop_wait
+        if config is not None:
+            cmd = [MP, "tap", "-c", config] + list(prefixes) + list(extra_args)
+        else:
+            cmd = [MP, "tap"] + list(prefixes) + ["--run-dir", run_dir] + list(extra_args)
+        self.proc = subprocess.Popen(cmd, env=ENV, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL)
         _live.append(self)
         self.err = b""
         self._t = threading.Thread(target=self._read, daemon=True)
@@ -259,7 +288,7 @@ class Tap:
 
     def _read(self):
         for line in self.proc.stdout:
-            t = time.monotonic()
+            t = self.clock()
             try:
                 obj = json.loads(line)
             except ValueError:
@@ -289,61 +318,52 @@ class Tap:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(3)
+                self.proc.wait(self.stop_wait)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self._t.join(2)
         try:
-            self.err = self.proc.stderr.read() or b""
+            if self.proc.stderr is not None:
+                self.err = self.proc.stderr.read() or b""
         except (OSError, ValueError):
             pass
 
 
 # ---------------------------------------------------------------------------------------------
-# Pipeline: `meterpipe run` with a temp config
+# Supervisor: `meterpipe run` of a config file; Pipeline: the same with a temp config
 
-class Pipeline:
-    """One `meterpipe run` with its own temp dir, config, run_dir and state_dir.
+class Supervisor:
+    """`meterpipe run -c CFG [ARGS]` of a config file the test wrote itself, its stderr
+    collected line by line (with arrival times), `meterpipe status` of it.
 
-    body: TOML after the [general] table ([[meter]] tables, [upload] ...).
-    general: extra `key = value` lines for [general] (e.g. 'watchdog_s = 10').
-    "@DIR@" in body or general is replaced by the pipeline's temp dir (for files the config
-    names: file = "@DIR@/telegrams.txt"; write them with open(p.path("telegrams.txt"))).
-    The config is written at construction (self.cfg, self.run_dir), so a Tap can be
-    started before start().
+    start=True (the default) starts it at construction. status_args: how `status` finds it
+    (default ["-c", cfg]). stop() only ends the supervisor (SIGTERM, SIGKILL after 8 s): what
+    else is left is the test's business (Pipeline.stop() does more).
     """
 
-    def __init__(self, body, general="", prefix="mpt."):
-        self.dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
-        self.run_dir = os.path.join(self.dir, "run")
-        self.cfg = os.path.join(self.dir, "meterpipe.toml")
-        with open(self.cfg, "w") as f:
-            f.write('[general]\nrun_dir = "%s"\nstate_dir = "%s"\n%s\n\n%s'
-                    % (self.run_dir, os.path.join(self.dir, "state"),
-                       general.replace("@DIR@", self.dir), body.replace("@DIR@", self.dir)))
+    def __init__(self, cfg, args=(), start=True, status_args=None):
+        self.cfg = cfg
+        self.status_args = list(status_args) if status_args else ["-c", cfg]
         self.proc = None
+        self.reader = None
         self.lines = []   # (monotonic time, stderr line of the supervisor and its workers)
         self.lock = threading.Lock()
-        self.taps = []
         self.seen_pids = set()
-        self._reader = None
+        if start:
+            self.start(args)
 
-    def path(self, name):
-        """A path inside this pipeline's temp dir."""
-        return os.path.join(self.dir, name)
-
-    def start(self, args=()):
-        self.proc = subprocess.Popen([MP, "run", "-c", self.cfg] + list(args), env=ENV,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        _live.append(self)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+    def start(self, args=(), env=None, stdout=subprocess.DEVNULL):
+        """Starts `meterpipe run` (env: instead of ENV; stdout: where its stdout goes)."""
+        self.proc = subprocess.Popen([MP, "run", "-c", self.cfg] + list(args),
+                                     env=ENV if env is None else env, stdin=subprocess.DEVNULL,
+                                     stdout=stdout, stderr=subprocess.PIPE)
+        self.reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self.reader.start()
         return self
 
-    def _read(self):
-        for raw in self.proc.stderr:
+    def _read(self, proc):
+        for raw in proc.stderr:
             with self.lock:
                 self.lines.append((time.monotonic(), raw.decode(errors="replace").rstrip("\n")))
 
@@ -356,6 +376,10 @@ class Pipeline:
     def timed_log(self):
         with self.lock:
             return list(self.lines)
+
+    def clear_log(self):
+        with self.lock:
+            self.lines = []
 
     def log_matching(self, regex, since=0.0):
         """Lines matching regex (re.search) that arrived at or after monotonic time since."""
@@ -379,8 +403,8 @@ class Pipeline:
     def status(self):
         """`meterpipe status --json` as a dict, or None when nothing answers."""
         try:
-            r = run_cli(["status", "--json", "--run-dir", self.run_dir], timeout=10)
-        except subprocess.TimeoutExpired:
+            r = run_cli(["status", "--json"] + self.status_args, timeout=10)
+        except (subprocess.TimeoutExpired, OSError):
             return None
         if r.returncode != 0:
             return None
@@ -411,17 +435,19 @@ class Pipeline:
         st = st or self.status() or {"workers": []}
         return {w["name"]: w["pid"] for w in st["workers"]}
 
+    def all_running(self):
+        """Status when every worker runs and has sent a heartbeat, else None (one look)."""
+        st = self.status()
+        if not st or not st["workers"]:
+            return None
+        for w in st["workers"]:
+            if w["state"] != "running" or w["pid"] <= 0 or w["last_health_age_s"] is None:
+                return None
+        return st
+
     def wait_running(self, timeout=10):
         """Status once every worker runs and has sent a heartbeat; None on timeout."""
-        def ok():
-            st = self.status()
-            if not st or not st["workers"]:
-                return None
-            for w in st["workers"]:
-                if w["state"] != "running" or w["pid"] <= 0 or w["last_health_age_s"] is None:
-                    return None
-            return st
-        return wait_for(ok, timeout, 0.1)
+        return wait_for(self.all_running, timeout, 0.1)
 
     def wait_counter(self, worker, counter, pred, timeout=10):
         """Waits until pred(value of counter, 0 when absent) holds; returns the last value."""
@@ -432,6 +458,57 @@ class Pipeline:
             return pred(last[0])
         wait_for(ok, timeout, 0.2)
         return last[0]
+
+    # --- end
+    def stop_process(self):
+        """SIGTERM the supervisor (SIGKILL after 8 s), waits for its stderr; its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(8)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.reader:
+            self.reader.join(2)
+        return self.proc.returncode
+
+    def stop(self):
+        return self.stop_process()
+
+
+class Pipeline(Supervisor):
+    """One `meterpipe run` with its own temp dir, config, run_dir and state_dir.
+
+    body: TOML after the [general] table ([[meter]] tables, [upload] ...).
+    general: extra `key = value` lines for [general] (e.g. 'watchdog_s = 10').
+    "@DIR@" in body or general is replaced by the pipeline's temp dir (for files the config
+    names: file = "@DIR@/telegrams.txt"; write them with open(p.path("telegrams.txt"))).
+    The config is written at construction (self.cfg, self.run_dir), so a Tap can be
+    started before start().
+    """
+
+    def __init__(self, body, general="", prefix="mpt."):
+        self.dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        self.run_dir = os.path.join(self.dir, "run")
+        cfg = os.path.join(self.dir, "meterpipe.toml")
+        with open(cfg, "w") as f:
+            f.write('[general]\nrun_dir = "%s"\nstate_dir = "%s"\n%s\n\n%s'
+                    % (self.run_dir, os.path.join(self.dir, "state"),
+                       general.replace("@DIR@", self.dir), body.replace("@DIR@", self.dir)))
+        Supervisor.__init__(self, cfg, start=False, status_args=["--run-dir", self.run_dir])
+        self.taps = []
+
+    def path(self, name):
+        """A path inside this pipeline's temp dir."""
+        return os.path.join(self.dir, name)
+
+    def start(self, args=()):
+        Supervisor.start(self, args)
+        _live.append(self)
+        return self
 
     # --- taps
     def start_tap(self, prefixes=("",)):
@@ -466,22 +543,12 @@ class Pipeline:
             _live.remove(self)
         for t in self.taps:
             t.stop()
-        rc = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                try:
-                    self.status()  # remember the current worker pids
-                except Exception:  # noqa: BLE001
-                    pass
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(8)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            rc = self.proc.returncode
-            if self._reader:
-                self._reader.join(2)
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.status()  # remember the current worker pids
+            except Exception:  # noqa: BLE001
+                pass
+        rc = self.stop_process()
         for pid in self.seen_pids:
             if alive(pid):
                 try:

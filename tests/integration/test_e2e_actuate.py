@@ -16,55 +16,21 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-BIN = os.environ.get("MP_BIN_DIR") or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin")
-MP = os.path.join(BIN, "meterpipe")
-
-ENV = dict(os.environ)
-for k in ("MP_SUPERVISED", "JOURNAL_STREAM", "MP_LOG_LEVEL"):
-    ENV.pop(k, None)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mptest  # noqa: E402
+from mptest import MP, alive, procs_using, wait_for  # noqa: E402
 
 STEP = 0.8  # seconds between telegrams in the timed sequences (on/off delays are 2 s)
 
-passed = 0
-failed = 0
+ck = mptest.Checker(handle_signals=False, max_detail=None)
+check = ck.check
 started = []  # every Popen we started, to clean up
 temp_dirs = []
-
-
-def check(cond, what, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + what, flush=True)
-    else:
-        failed += 1
-        print("FAIL " + what + ((": " + str(detail)) if detail != "" else ""), flush=True)
-    return cond
-
-
-def wait_for(pred, timeout, interval=0.05):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= end:
-            return v
-        time.sleep(interval)
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def is_sleep30(pid):
@@ -76,24 +42,8 @@ def is_sleep30(pid):
         return False
 
 
-def procs_using(needle):
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmd and alive(int(d)):
-            out.append(int(d))
-    return out
-
-
 def run_cli(args, timeout=15):
-    return subprocess.run([MP] + args, env=ENV, capture_output=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return mptest.run_cli(args, timeout=timeout)
 
 
 # ---- DSMR 5 telegrams -----------------------------------------------------------------------
@@ -107,15 +57,6 @@ def dsmr_time(when):
         return dt.strftime("%y%m%d%H%M%S") + ("S" if dt.dst() else "W")
     except Exception:  # no tz database: CET
         return time.strftime("%y%m%d%H%M%S", time.gmtime(when + 3600)) + "W"
-
-def crc16_arc(data):
-    crc = 0
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
 
 def telegram(net_w, when=None):
     """A DSMR 5 telegram (shape of tests/data/dsmr/v5.txt) whose net power is net_w."""
@@ -147,7 +88,7 @@ def telegram(net_w, when=None):
         "0-1:24.2.1(170102161005W)(00000.107*m3)",
     ]
     body = ("\r\n".join(lines) + "\r\n!").encode()
-    return body + b"%04X\r\n" % crc16_arc(body)
+    return body + b"%04X\r\n" % mptest.crc16(body)
 
 
 class P1Server:
@@ -226,32 +167,19 @@ class Feeder:
         self.stop_ev.set()
 
 
-class Tap:
+class Tap(mptest.Tap):
     """`meterpipe tap` in the background; lines kept with their arrival (wall) time."""
 
     def __init__(self, cfg, prefixes):
-        self.proc = subprocess.Popen([MP, "tap", "-c", cfg] + prefixes, env=ENV,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
+        mptest.Tap.__init__(self, None, prefixes, config=cfg, clock=time.time,
+                            keep_stderr=False)
         started.append(self.proc)
-        self.lock = threading.Lock()
-        self.msgs = []  # (wall time, parsed line)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for raw in self.proc.stdout:
-            try:
-                o = json.loads(raw)
-            except ValueError:
-                continue
-            with self.lock:
-                self.msgs.append((time.time(), o))
 
     def events(self, since=0.0):
         """Relay events after wall time `since`: (time, RelayEvent dict with defaults)."""
         out = []
         with self.lock:
-            msgs = list(self.msgs)
+            msgs = list(self.items)
         for t, o in msgs:
             if t < since or not o.get("topic", "").startswith("relay/"):
                 continue
@@ -265,76 +193,14 @@ class Tap:
 
     def health(self, since=0.0):
         with self.lock:
-            return [(t, o["envelope"].get("health", {})) for t, o in self.msgs
+            return [(t, o["envelope"].get("health", {})) for t, o in self.items
                     if t >= since and o.get("topic") == "health/actuate"]
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
-
-class Supervisor:
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.lines = []
-        self.lock = threading.Lock()
-        self.proc = subprocess.Popen([MP, "run", "-c", cfg], env=ENV, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        started.append(self.proc)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            with self.lock:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-
-    def text(self):
-        with self.lock:
-            return list(self.lines)
-
-    def status(self):
-        try:
-            r = run_cli(["status", "--json", "-c", self.cfg], timeout=10)
-        except subprocess.TimeoutExpired:
-            return None
-        if r.returncode != 0:
-            return None
-        try:
-            return json.loads(r.stdout)
-        except ValueError:
-            return None
-
-    def worker(self, name, st=None):
-        st = st or self.status()
-        for w in (st or {}).get("workers", []):
-            if w["name"] == name:
-                return w
-        return None
-
-    def all_running(self):
-        st = self.status()
-        if not st or not st["workers"]:
-            return None
-        for w in st["workers"]:
-            if w["state"] != "running" or w["pid"] <= 0 or w["last_health_age_s"] is None:
-                return None
-        return st
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(8)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.reader.join(2)
+def Supervisor(cfg):
+    sup = mptest.Supervisor(cfg)
+    started.append(sup.proc)
+    return sup
 
 
 class Env:
@@ -447,23 +313,23 @@ def test_rules_failsafe_override_restart():
     try:
         st = wait_for(sup.all_running, 8, 0.2)
         if not check(st is not None, "supervisor runs acquire, process, actuate, upload",
-                     sup.text()[-6:]):
+                     sup.log()[-6:]):
             return
         names = [w["name"] for w in st["workers"]]
         check("actuate" in names, "a [[relay]] makes the supervisor start actuate", names)
         if not check(warm_up(server, tap, sup), "telegrams from the TCP source reach actuate",
-                     sup.text()[-6:]):
+                     sup.log()[-6:]):
             return
 
         # --- start: no data yet and no persisted state -> failsafe off, once
         calls = env.calls()
         check([c[1:] for c in calls] == [("boiler", "off")],
               "start without data: the off command runs once (failsafe off)", calls)
-        logs = "\n".join(sup.text())
+        logs = "\n".join(sup.log())
         check(re.search(r"^actuate: info: relay boiler off \(failsafe\): no data from meter "
                         r"'home' yet: failsafe off$", logs, re.M),
               "start: actuate logs the failsafe switch with its reason",
-              [l for l in sup.text() if "boiler" in l])
+              [l for l in sup.log() if "boiler" in l])
 
         # --- 1. hysteresis and delays (telegrams STEP = 0.8 s apart, delays 2 s)
         time.sleep(1.0)
@@ -511,7 +377,7 @@ def test_rules_failsafe_override_restart():
         t_quiet = time.time()  # after the on event of the last telegram
         ev = wait_for(lambda: [e for e in tap.events(t_quiet) if e[1]["relay"] == "boiler"], 9,
                       0.1)
-        if check(ev, "silence: a relay event comes", sup.text()[-4:]):
+        if check(ev, "silence: a relay event comes", sup.log()[-4:]):
             t, e = ev[0]
             check(5.0 <= t - t_last <= 7.0,
                   "failsafe switch %.1f s after the last telegram (stale_after_s = 5; ticks "
@@ -588,24 +454,30 @@ def test_rules_failsafe_override_restart():
         def kill_and_watch(what, watch_s=5.0):
             w = sup.worker("actuate")
             old_pid = w["pid"] if w else -1
-            n_log = len(sup.text())
+            n_log = len(sup.log())
             t_kill = time.time()
             os.kill(old_pid, signal.SIGKILL)
             w2 = wait_for(lambda: (lambda x: x if x and x["pid"] not in (old_pid, -1, 0) and
                                    x["last_health_age_s"] is not None else None)(
                 sup.worker("actuate")), 6, 0.1)
             check(w2 is not None, "%s: kill -9 actuate, the supervisor restarts it" % what,
-                  sup.text()[-4:])
+                  sup.log()[-4:])
             time.sleep(watch_s)
             evs = tap.events(t_kill)
             # the tap may miss the very first event of the new instance (it connects anew):
             # the command log and actuate's own log lines catch it anyway
-            switched = [l for l in sup.text()[n_log:]
+            # A restart may re-assert the restored state once (mode "restore": a GPIO line or
+            # a Shelly may have lost it), but never switch: no other event, no "off" call.
+            switched = [l for l in sup.log()[n_log:]
                         if re.match(r"^actuate: (info|warn): relay boiler[: ]", l) and
-                        "command on:" not in l]
+                        "command on:" not in l and "(restore)" not in l]
             calls = [(round(t - t_kill, 2), r, s) for t, r, s in env.calls(t_kill)]
-            check(evs == [] and calls == [] and switched == [],
-                  "%s: after the restart no relay event, no command call (relay stays on)"
+            restore = [e for e in summary(evs) if e[1] == "restore"]
+            others = [e for e in summary(evs) if e[1] != "restore"]
+            check(others == [] and all(s == "on" for _, _, s in calls) and len(calls) <= 1 and
+                  switched == [] and all(e[0] == "on" for e in restore),
+                  "%s: after the restart no switch: at most the restored \"on\" re-asserted "
+                  "once, no other event or command call (relay stays on)"
                   % what, (summary(evs), calls, switched))
             w = sup.worker("actuate")
             check(w and w["gauges"].get("relay_boiler") == 1,
@@ -621,7 +493,7 @@ def test_rules_failsafe_override_restart():
         kill_and_watch("crash 8 s after the last switch", 5.0)
         feeder.value = None
 
-        logs = sup.text()
+        logs = sup.log()
         bad = [l for l in logs if any(x in l for x in ("terminate called", "Segmentation",
                                                         "what():", "Aborted"))]
         check(not bad, "no crash in the logs", bad[:3])
@@ -648,9 +520,9 @@ def test_failing_and_hanging_commands():
     feeder = Feeder(server, 0.5)
     try:
         if not check(wait_for(sup.all_running, 8, 0.2) is not None, "second supervisor runs",
-                     sup.text()[-6:]):
+                     sup.log()[-6:]):
             return
-        if not check(warm_up(server, tap, sup), "telegrams reach actuate", sup.text()[-6:]):
+        if not check(warm_up(server, tap, sup), "telegrams reach actuate", sup.log()[-6:]):
             return
         time.sleep(0.5)
         open(env.fail_flag, "w").close()
@@ -794,25 +666,15 @@ def main():
     if not os.access(MP, os.X_OK):
         print("FAIL meterpipe not found at %s (set MP_BIN_DIR)" % MP)
         return 1
-    t0 = time.monotonic()
-    for t in (test_config_errors, test_rules_failsafe_override_restart,
-              test_failing_and_hanging_commands):
-        print("--- " + t.__name__, flush=True)
-        try:
-            t()
-        except Exception as e:
-            import traceback
-            traceback.print_exc()
-            check(False, t.__name__ + " raised", repr(e))
+    ck.run(test_config_errors, test_rules_failsafe_override_restart,
+           test_failing_and_hanging_commands, where=False, print_tb=True)
     for p in started:
         if p.poll() is None:
             p.kill()
             p.wait()
     for d in temp_dirs:
         shutil.rmtree(d, ignore_errors=True)
-    print("(%.1f s)" % (time.monotonic() - t0))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return ck.finish()
 
 
 if __name__ == "__main__":

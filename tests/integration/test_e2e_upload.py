@@ -54,13 +54,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-BIN = os.environ.get("MP_BIN_DIR") or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin")
-MP = os.path.join(BIN, "meterpipe")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mptest  # noqa: E402
+from mptest import ENV, MP, alive, free_port, procs_using  # noqa: E402
 
-ENV = dict(os.environ)
-for k in ("MP_SUPERVISED", "JOURNAL_STREAM", "MP_LOG_LEVEL"):
-    ENV.pop(k, None)
+BIN = mptest.BIN_DIR
 
 OUTAGE_S = 60        # influxd down (issue: 60 s)
 KILL_PERIOD_S = 5    # kill -9 of upload every 5 s ...
@@ -103,38 +101,6 @@ def wait_for(pred, timeout, interval=0.1):
         if v or time.monotonic() >= end or aborting.is_set():
             return v
         time.sleep(interval)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
-def procs_using(needle):
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmd and alive(int(d)):
-            out.append(int(d))
-    return out
 
 
 def http_req(method, url, body=None, headers=None, timeout=10):
@@ -246,37 +212,22 @@ class Influxd:
             {"Content-Type": "text/plain; charset=utf-8"}, timeout=30)
 
 
-class Tap:
+class Tap(mptest.Tap):
     """`meterpipe tap reading/` with every JSON line kept (arrival time, object)."""
 
     def __init__(self, run_dir):
-        self.lines = []
-        self.bad = []
-        self.lk = threading.Lock()
-        self.proc = subprocess.Popen([MP, "tap", "reading/", "--run-dir", run_dir], env=ENV,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+        mptest.Tap.__init__(self, run_dir, ["reading/"], stop_wait=5)
         started.append(self.proc)
-        self.th = threading.Thread(target=self._read, daemon=True)
-        self.th.start()
 
-    def _read(self):
-        for raw in self.proc.stdout:
-            t = time.monotonic()
-            try:
-                o = json.loads(raw)
-            except ValueError:
-                with self.lk:
-                    self.bad.append(raw[:200])
-                continue
-            with self.lk:
-                self.lines.append((t, o))
+    @property
+    def lines(self):
+        return self.items
 
     def readings(self):
         """[{inst, seq, t (meter ns), send, recv, values{name: number|text}, arrival}]"""
         out = []
-        with self.lk:
-            lines = list(self.lines)
+        with self.lock:
+            lines = list(self.items)
         for arr, o in lines:
             env = o["envelope"]
             r = env["reading"]
@@ -292,18 +243,8 @@ class Tap:
                         "arrival": arr, "meter": r.get("meter")})
         return out
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.th.join(2)
 
-
-class Pipeline:
+class Pipeline(mptest.Supervisor):
     """A config + `meterpipe run` + a tap, all in one short temp dir."""
 
     def __init__(self, label, upload_toml, rate_hz=RATE_HZ, speed=SPEED, watchdog_s=60,
@@ -312,7 +253,8 @@ class Pipeline:
         self.dir = tempfile.mkdtemp(prefix="mpu.", dir="/tmp")
         self.run_dir = os.path.join(self.dir, "run")
         self.state_dir = os.path.join(self.dir, "state")
-        self.cfg = os.path.join(self.dir, "mp.toml")
+        mptest.Supervisor.__init__(self, os.path.join(self.dir, "mp.toml"), start=False,
+                                   status_args=["--run-dir", self.run_dir])
         self.env = dict(ENV)
         self.env.update(env or {})
         self.rate_hz, self.speed, self.watchdog_s, self.log_level = (rate_hz, speed, watchdog_s,
@@ -320,8 +262,6 @@ class Pipeline:
         self.write_config(upload_toml)
         self.sup = None
         self.tap = None
-        self.lines = []
-        self.lk = threading.Lock()
         self.frozen = None
         cleanups.append(self.cleanup)
 
@@ -335,17 +275,12 @@ class Pipeline:
 
     def start(self, with_tap=True, args=()):
         self.frozen = None
-        with self.lk:
-            self.lines = []
+        self.clear_log()
         pub = os.path.join(self.run_dir, "process.pub")
         if os.path.exists(pub):
             os.unlink(pub)  # stale socket of a previous run
-        self.sup = subprocess.Popen([MP, "run", "-c", self.cfg] + list(args), env=self.env,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
+        self.sup = mptest.Supervisor.start(self, args, env=self.env, stdout=subprocess.PIPE).proc
         started.append(self.sup)
-        self.rd = threading.Thread(target=self._read, args=(self.sup,), daemon=True)
-        self.rd.start()
         if with_tap:
             # The tap connects as soon as process has bound its socket (a subscriber started
             # earlier backs off its reconnects up to 1 s and misses more). Readings published
@@ -353,44 +288,6 @@ class Pipeline:
             wait_for(lambda: os.path.exists(pub) or self.sup.poll() is not None, 10, 0.005)
             self.tap = Tap(self.run_dir)
         return wait_for(self.all_running, 10, 0.1)
-
-    def _read(self, proc):
-        for raw in proc.stderr:
-            with self.lk:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-
-    def log(self):
-        with self.lk:
-            return list(self.lines)
-
-    def status(self):
-        try:
-            r = subprocess.run([MP, "status", "--json", "--run-dir", self.run_dir], env=ENV,
-                               capture_output=True, timeout=10)
-        except (subprocess.TimeoutExpired, OSError):
-            return None
-        if r.returncode != 0:
-            return None
-        try:
-            return json.loads(r.stdout)
-        except ValueError:
-            return None
-
-    def worker(self, name, st=None):
-        st = st or self.status()
-        for w in (st or {}).get("workers", []):
-            if w["name"] == name:
-                return w
-        return None
-
-    def all_running(self):
-        st = self.status()
-        if not st or not st["workers"]:
-            return None
-        for w in st["workers"]:
-            if w["state"] != "running" or w["pid"] <= 0 or w["last_health_age_s"] is None:
-                return None
-        return st
 
     def freeze(self):
         """SIGSTOP acquire: no new readings. Returns process's readings_home after it settled.
@@ -431,7 +328,7 @@ class Pipeline:
         if rc is None:
             self.sup.kill()
             self.sup.wait()
-        self.rd.join(2)
+        self.reader.join(2)
         if self.tap:
             self.tap.stop()
         return rc, dt

@@ -13,78 +13,26 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-BIN = os.environ.get("MP_BIN_DIR") or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin")
-MP = os.path.join(BIN, "meterpipe")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mptest  # noqa: E402
+from mptest import ENV, MP, alive, procs_using, wait_for  # noqa: E402
+
+BIN = mptest.BIN_DIR
 WATCHDOG_S = 2
 
-ENV = dict(os.environ)
-for k in ("MP_SUPERVISED", "JOURNAL_STREAM", "MP_LOG_LEVEL"):
-    ENV.pop(k, None)
-
-passed = 0
-failed = 0
+ck = mptest.Checker(handle_signals=False, max_detail=None)
+check = ck.check
 started = []  # every Popen we started, to clean up
 
 
-def check(cond, what, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + what, flush=True)
-    else:
-        failed += 1
-        print("FAIL " + what + ((": " + str(detail)) if detail != "" else ""), flush=True)
-    return cond
-
-
-def wait_for(pred, timeout, interval=0.05):
-    """Polls pred() until it returns a truthy value or timeout passes; returns the value."""
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= end:
-            return v
-        time.sleep(interval)
-
-
-def alive(pid):
-    """True when pid exists and is not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-    except OSError:
-        return False
-    state = stat[stat.rindex(")") + 2]
-    return state not in "ZX"
-
-
 def ppid_of(pid):
+    st = mptest.proc_stat(pid)
     try:
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-        return int(stat[stat.rindex(")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
+        return int(st[1])
+    except (TypeError, ValueError, IndexError):
         return -1
-
-
-def procs_using(needle):
-    """Live pids whose command line mentions needle (e.g. a config path)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmd and alive(int(d)):
-            out.append(int(d))
-    return out
 
 
 class Dir:
@@ -104,84 +52,19 @@ class Dir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-class Supervisor:
+def Supervisor(cfg, args=()):
     """`meterpipe run` with its stderr collected line by line (with arrival times)."""
-
-    def __init__(self, cfg, args=()):
-        self.cfg = cfg
-        self.lines = []  # (monotonic time, line)
-        self.lock = threading.Lock()
-        self.proc = subprocess.Popen([MP, "run", "-c", cfg] + list(args), env=ENV,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        started.append(self.proc)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            with self.lock:
-                self.lines.append((time.monotonic(), raw.decode(errors="replace").rstrip("\n")))
-
-    def text(self):
-        with self.lock:
-            return [l for _, l in self.lines]
-
-    def timed(self):
-        with self.lock:
-            return list(self.lines)
-
-    def status(self):
-        r = subprocess.run([MP, "status", "--json", "-c", self.cfg], env=ENV,
-                           capture_output=True, timeout=10)
-        if r.returncode != 0:
-            return None
-        try:
-            return json.loads(r.stdout)
-        except ValueError:
-            return None
-
-    def worker(self, name, st=None):
-        st = st or self.status()
-        if not st:
-            return None
-        for w in st["workers"]:
-            if w["name"] == name:
-                return w
-        return None
-
-    def pids(self):
-        st = self.status() or {"workers": []}
-        return {w["name"]: w["pid"] for w in st["workers"]}
-
-    def all_running(self):
-        st = self.status()
-        if not st or not st["workers"]:
-            return None
-        for w in st["workers"]:
-            if w["state"] != "running" or w["pid"] <= 0 or w["last_health_age_s"] is None:
-                return None
-        return st
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(8)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.reader.join(2)
+    sup = mptest.Supervisor(cfg, args)
+    started.append(sup.proc)
+    return sup
 
 
 def run_cli(args, timeout=15):
-    return subprocess.run([MP] + args, env=ENV, capture_output=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return mptest.run_cli(args, timeout=timeout)
 
 
 def no_crash_text(s):
-    return not any(t in s for t in ("Traceback", "terminate called", "Aborted", "core dumped",
-                                    "Segmentation", "what():"))
+    return mptest.no_crash_text(s, sanitizer=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +120,7 @@ def test_running_supervisor():
             h = wait_for(fresh, 4, 0.1)
             check(h is not None, "health of the new acquire resumes", sup.worker("acquire"))
         check(not alive(old["acquire"]), "killed acquire pid is gone (reaped)")
-        logs = "\n".join(sup.text())
+        logs = "\n".join(sup.log())
         check(re.search(r"^supervisor: warn: acquire \(pid %d\) ended after [0-9.]+ s: killed by "
                         r"signal 9 \(Killed\); restart 1 in 0\.1 s$" % old["acquire"], logs, re.M),
               "supervisor logs the death and the 0.1 s restart delay", logs[-600:])
@@ -259,7 +142,7 @@ def test_running_supervisor():
         check(w is not None and dt <= WATCHDOG_S + 1.0,
               "SIGSTOP process: restarted within watchdog_s + 1 s (%.2f s)" % dt, w)
         check(wait_for(lambda: not alive(victim), 1), "the stopped process is gone")
-        logs = "\n".join(sup.text())
+        logs = "\n".join(sup.log())
         check(re.search(r"^supervisor: warn: process \(pid %d\): no heartbeat for [0-9.]+ s: "
                         r"killing it$" % victim, logs, re.M),
               "supervisor logs the missing heartbeat", logs[-600:])
@@ -329,7 +212,7 @@ def test_running_supervisor():
               "the first supervisor still answers status", st and st["supervisor_pid"])
         check(all(alive(p) and ppid_of(p) == sup.proc.pid for p in before.values()),
               "the first supervisor's workers survived the second attempt",
-              ({n: alive(p) for n, p in before.items()}, sup.text()[-4:]))
+              ({n: alive(p) for n, p in before.items()}, sup.log()[-4:]))
         after = sup.pids()
         check(after == before, "status still lists the first supervisor's workers",
               (before, after))
@@ -349,7 +232,7 @@ def test_running_supervisor():
               not procs_using(cfg), "SIGTERM: every worker gone within 6 s",
               [p for p in pids if alive(p)])
         sup.reader.join(2)
-        logs = sup.text()
+        logs = sup.log()
         check(logs and logs[-1] == "supervisor: info: stopped", "last log line is 'stopped'",
               logs[-3:])
         for name in ("acquire", "process", "upload"):
@@ -371,7 +254,7 @@ def test_kill9_supervisor():
     sup = Supervisor(cfg)
     try:
         st = wait_for(sup.all_running, 6)
-        if not check(st is not None, "kill -9 run: workers up", sup.text()[-5:]):
+        if not check(st is not None, "kill -9 run: workers up", sup.log()[-5:]):
             return
         pids = [w["pid"] for w in st["workers"]]
         sup.proc.kill()
@@ -408,7 +291,7 @@ def test_backoff():
                          r"exit status 1; restart (\d+) in ([0-9.]+) s$")
 
         def restarts():
-            return [(t, pat.match(l)) for t, l in sup.timed() if pat.match(l)]
+            return [(t, pat.match(l)) for t, l in sup.timed_log() if pat.match(l)]
 
         got = wait_for(lambda: len(restarts()) >= 6, 10, 0.1)
         rs = restarts()
@@ -418,7 +301,7 @@ def test_backoff():
               "failing upload: restart delays 0.1 0.2 0.4 0.8 1.6 3.2", delays)
         check(nums[:6] == [1, 2, 3, 4, 5, 6], "restart numbers count up", nums)
         # the delays are really waited: time from one death to the next start
-        starts = [t for t, l in sup.timed() if re.match(r"^supervisor: info: started upload", l)]
+        starts = [t for t, l in sup.timed_log() if re.match(r"^supervisor: info: started upload", l)]
         gaps = []
         for i, (t_dead, m) in enumerate(rs[:5]):
             nxt = [t for t in starts if t > t_dead]
@@ -427,7 +310,7 @@ def test_backoff():
         ok = len(gaps) == 5 and all(
             delays[i] * 0.9 - 0.02 <= gaps[i] <= delays[i] + 0.4 for i in range(5))
         check(ok, "measured restart intervals follow the delays", gaps)
-        logs = sup.text()
+        logs = sup.log()
         check(any(l.startswith("upload: fake upload failing (args: --config %s)" % cfg)
                   for l in logs), "worker stderr forwarded with the worker name",
               [l for l in logs if "fake" in l][:3])
@@ -475,7 +358,7 @@ def test_stop_escalation():
     helper = None
     try:
         def helper_pid():
-            for l in sup.text():
+            for l in sup.log():
                 m = re.match(r"^upload: helper (\d+)$", l)
                 if m:
                     return int(m.group(1))
@@ -485,7 +368,7 @@ def test_stop_escalation():
         st = wait_for(lambda: (lambda s: s if s and all(w["pid"] > 0 for w in s["workers"])
                                else None)(sup.status()), 5)
         if not check(helper is not None and st is not None, "stubborn upload started",
-                     sup.text()[-5:]):
+                     sup.log()[-5:]):
             return
         up = sup.worker("upload", st)["pid"]
         t0 = time.monotonic()
@@ -498,7 +381,7 @@ def test_stop_escalation():
         check(rc == 0 and dt <= 6.0,
               "SIGTERM with a worker ignoring it: exit 0 within 6 s (%.2f s)" % dt, rc)
         sup.reader.join(2)
-        logs = "\n".join(sup.text())
+        logs = "\n".join(sup.log())
         check(re.search(r"^supervisor: warn: upload \(pid %d\) did not stop within 5 s: SIGKILL$"
                         % up, logs, re.M), "the stubborn worker is named and SIGKILLed",
               logs[-400:])
@@ -523,7 +406,7 @@ def test_smallest_watchdog():
     sup = Supervisor(cfg)
     try:
         time.sleep(4)
-        kills = [l for l in sup.text() if "no heartbeat" in l]
+        kills = [l for l in sup.log() if "no heartbeat" in l]
         check(not kills, "watchdog_s = 1: no healthy worker killed in 4 s", kills[:3])
         st = sup.status()
         check(st and all(w["restarts"] == 0 for w in st["workers"]),
@@ -603,20 +486,13 @@ def main():
     if not os.access(MP, os.X_OK):
         print("FAIL meterpipe not found at %s (set MP_BIN_DIR)" % MP)
         return 1
-    t0 = time.monotonic()
-    for t in (test_bad_input, test_running_supervisor, test_kill9_supervisor, test_backoff,
-              test_stop_escalation, test_smallest_watchdog):
-        print("--- " + t.__name__, flush=True)
-        try:
-            t()
-        except Exception as e:  # a crash of the test itself is a failure, not a traceback
-            check(False, t.__name__ + " raised", repr(e))
+    ck.run(test_bad_input, test_running_supervisor, test_kill9_supervisor, test_backoff,
+           test_stop_escalation, test_smallest_watchdog, where=False)
     for p in started:
         if p.poll() is None:
             p.kill()
             p.wait()
-    print("%d passed, %d failed (%.1f s)" % (passed, failed, time.monotonic() - t0))
-    return 1 if failed else 0
+    return ck.finish(time_inline=True)
 
 
 if __name__ == "__main__":
