@@ -152,6 +152,11 @@ def wait_for(pred, timeout, interval=0.05):
         time.sleep(interval)
 
 
+def note(text):
+    """An indented line of information between the checks (not counted)."""
+    print("     " + text, flush=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Processes
 
@@ -209,6 +214,44 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def kill_proc(proc, sig=signal.SIGTERM, wait=5):
+    """Sends `sig` to a Popen and waits up to `wait` s, then SIGKILL; no-op when it ended."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(sig)
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Serial tests (run inside tests/harness/serial_ns.sh)
+
+def in_serial_harness():
+    """True inside serial_ns.sh: MP_SERIAL_HARNESS=1 and a tmpfs on /dev."""
+    if os.environ.get("MP_SERIAL_HARNESS") != "1":
+        return False
+    try:
+        with open("/proc/self/mounts") as f:
+            return any(l.split()[1] == "/dev" and l.split()[2] == "tmpfs" for l in f)
+    except OSError:
+        return False
+
+
+def plug_tty(target, tty="/dev/ttyS0"):
+    """Makes `tty` a symlink to `target`, replaced atomically (as pty_harness.h does)."""
+    tmp = tty + ".plug.%d" % os.getpid()
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    os.symlink(target, tmp)
+    os.rename(tmp, tty)
+
 
 
 class TcpPeer:

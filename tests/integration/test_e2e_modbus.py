@@ -38,41 +38,17 @@ ENV = dict(os.environ)
 for k in ("MP_SUPERVISED", "JOURNAL_STREAM", "MP_LOG_LEVEL"):
     ENV.pop(k, None)
 
-passed = 0
-failed = 0
+sys.path.insert(0, HERE)
+import mptest  # noqa: E402
+from mptest import note, wait_for  # noqa: E402
+from mptest import kill_proc as kill  # noqa: E402
+from mptest import free_port  # noqa: E402
+
+CK = mptest.Checker(handle_signals=False, max_detail=None)
+check = CK.check
+
+
 started = []  # Popen objects we started
-
-
-def check(cond, what, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + what, flush=True)
-    else:
-        failed += 1
-        print("FAIL " + what + ((": " + str(detail)) if detail != "" else ""), flush=True)
-    return cond
-
-
-def note(text):
-    print("     " + text, flush=True)
-
-
-def wait_for(pred, timeout, interval=0.05):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= end:
-            return v
-        time.sleep(interval)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def can_connect(port):
@@ -85,17 +61,6 @@ def can_connect(port):
         return False
     finally:
         s.close()
-
-
-def kill(proc, sig=signal.SIGTERM, wait=5):
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(sig)
-        proc.wait(timeout=wait)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 # ---------------------------------------------------------------------------------------
@@ -626,5 +591,5 @@ if __name__ == "__main__":
         import traceback
         traceback.print_exc()
         check(False, "test script ran to the end", repr(e))
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    sys.exit(1 if failed else 0)
+    print("%d passed, %d failed" % (CK.passed, CK.failed), flush=True)
+    sys.exit(1 if CK.failed else 0)

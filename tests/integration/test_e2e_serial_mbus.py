@@ -42,64 +42,21 @@ ENV = dict(os.environ)
 for k in ("MP_SUPERVISED", "JOURNAL_STREAM", "MP_LOG_LEVEL"):
     ENV.pop(k, None)
 
-passed = 0
-failed = 0
-started = []
+sys.path.insert(0, HERE)
+import mptest  # noqa: E402
+from mptest import note, wait_for  # noqa: E402
+from mptest import kill_proc as kill  # noqa: E402
+from mptest import in_serial_harness as in_harness  # noqa: E402
 
-
-def check(cond, what, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + what, flush=True)
-    else:
-        failed += 1
-        print("FAIL " + what + ((": " + str(detail)) if detail != "" else ""), flush=True)
-    return cond
-
-
-def note(text):
-    print("     " + text, flush=True)
-
-
-def wait_for(pred, timeout, interval=0.05):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= end:
-            return v
-        time.sleep(interval)
-
-
-def kill(proc, sig=signal.SIGTERM, wait=5):
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(sig)
-        proc.wait(timeout=wait)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def in_harness():
-    if os.environ.get("MP_SERIAL_HARNESS") != "1":
-        return False
-    try:
-        with open("/proc/self/mounts") as f:
-            return any(l.split()[1] == "/dev" and l.split()[2] == "tmpfs" for l in f)
-    except OSError:
-        return False
+CK = mptest.Checker(handle_signals=False, max_detail=None)
+check = CK.check
 
 
 def plug(target):
-    tmp = TTY + ".plug.%d" % os.getpid()
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    os.symlink(target, tmp)
-    os.rename(tmp, TTY)
+    mptest.plug_tty(target, TTY)
+
+
+started = []
 
 
 # ---------------------------------------------------------------------------------------
@@ -630,5 +587,5 @@ if __name__ == "__main__":
         import traceback
         traceback.print_exc()
         check(False, "test script ran to the end", repr(e))
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    sys.exit(1 if failed else 0)
+    print("%d passed, %d failed" % (CK.passed, CK.failed), flush=True)
+    sys.exit(1 if CK.failed else 0)
