@@ -209,7 +209,8 @@ SwitchResult SimOutput::set(bool on) {
     return {false, "simulated failure"};
   }
   history_.push_back(on);
-  mp::log::info("sim output %s: %s", name_.c_str(), on ? "on" : "off");
+  // debug: the worker logs every switch with its reason at info already
+  mp::log::debug("sim output %s: %s", name_.c_str(), on ? "on" : "off");
   return {true, ""};
 }
 

@@ -1,9 +1,12 @@
 #include "actuate/worker_actuator.h"
 
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <set>
 #include <sstream>
 
 #include "actuate/state_store.h"
@@ -11,6 +14,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "config/relay_spec.h"
+#include "process/decoder.h"
 #include "process/reading_proto.h"
 
 namespace mp::actuate {
@@ -123,6 +127,9 @@ void Actuator::save() {
 }
 
 void Actuator::saver_loop() {
+  // Bulk disk I/O: give way to the main loop (and its ZeroMQ I/O thread), which share a CPU
+  // with this thread when the supervisor pins the real-time path (general.realtime_cpu).
+  (void)!setpriority(PRIO_PROCESS, pid_t(syscall(SYS_gettid)), 10);
   std::unique_lock<std::mutex> l(save_mu_);
   while (true) {
     save_cv_.wait(l, [this] { return save_pending_ || save_stop_; });
@@ -149,7 +156,11 @@ void Actuator::finish(Out& o, const SwitchResult& r, int64_t now) {
   ev->set_mode(d.mode);
   ev->set_ok(r.ok);
   ev->set_error(r.error);
+  ev->set_trigger_receive_time_ns(o.trigger_wall_ns);
+  ev->set_trigger_receive_mono_ns(o.trigger_mono_ns);
   w_.pub().publish(bus::topic_relay(d.relay), env);
+  if (o.trigger_mono_ns)  // meter to decision: last byte at acquire -> event published
+    w_.gauge("switch_latency_ms", double(clock::mono_ns() - o.trigger_mono_ns) / 1e6);
   if (r.ok) {
     if (d.old_state != d.new_state) w_.count("switches_" + d.relay);
     log::info("relay %s %s (%s): %s", d.relay.c_str(), d.new_state ? "on" : "off", d.mode.c_str(),
@@ -170,6 +181,8 @@ void Actuator::apply(const std::vector<Decision>& ds, int64_t now) {
     Out& o = it->second;
     if (o.pending.valid()) continue;  // one switch in flight per relay
     o.decision = d;
+    o.trigger_wall_ns = trigger_wall_ns_;
+    o.trigger_mono_ns = trigger_mono_ns_;
     if (!o.async) {
       finish(o, o.output->set(d.new_state), now);
     } else {
@@ -258,7 +271,19 @@ void Actuator::handle_ctl(int64_t now) {
 }
 
 int Actuator::run() {
-  bus::Subscriber sub(w_.cfg().general.run_dir, {"process"}, {"reading/"});
+  // Readings for the rules come from acquire's raw frames, decoded here with the same
+  // decoders process uses (process/decoder.h), not from process's reading/ topic: every bus
+  // hop costs two thread wake-ups in each process (ZeroMQ's I/O threads), and switching
+  // should wait for one hop, not two. It also keeps switching going while process restarts.
+  // Decode errors are only counted here; process logs them.
+  std::set<std::string> meters;
+  for (const auto& r : w_.cfg().relays) meters.insert(r.meter);
+  std::vector<std::string> topics;
+  for (const auto& m : meters) topics.push_back(bus::topic_raw(m));
+  bus::Subscriber sub(w_.cfg().general.run_dir, {"acquire"}, topics);
+  process::Decoders decoders(w_.cfg());
+  for (const auto& e : decoders.setup_errors())
+    log::error("%s (its relays stay failsafe)", e.c_str());
   if (restored_) {
     // The outputs may have lost their state meanwhile (a GPIO line is released when the
     // process ends, a Shelly reboots after a power cut): drive each to the restored state.
@@ -286,17 +311,25 @@ int Actuator::run() {
     const int64_t now = engine_now();
     bus::Message m;
     while (sub.receive(m, 0)) {
-      if (!m.env.has_reading()) continue;
-      // A reading replayed after a restart of process may be old: switching on it would
-      // act on the past. Readings more than 10 s old are counted and ignored.
-      if (m.env.reading().receive_time_ns() &&
-          clock::wall_ns() - m.env.reading().receive_time_ns() > 10000000000LL) {
+      // a topic prefix also matches longer names (raw/home -> raw/home2)
+      if (!m.env.has_raw() || !meters.count(m.env.raw().source())) continue;
+      meterpipe::Reading pr;
+      std::string error;
+      const auto status = decoders.decode(m.env.raw(), pr, error);
+      if (status == process::Status::error) w_.count("decode_errors");
+      if (status != process::Status::reading) continue;
+      // A frame held up somewhere (a stopped acquire resumed) may be old: switching on it
+      // would act on the past. Readings more than 10 s old are counted and ignored.
+      if (pr.receive_time_ns() && clock::wall_ns() - pr.receive_time_ns() > 10000000000LL) {
         w_.count("stale_readings_ignored");
         continue;
       }
       Reading r;
-      from_proto(m.env.reading(), r);
+      from_proto(pr, r);
+      trigger_wall_ns_ = pr.receive_time_ns();
+      trigger_mono_ns_ = pr.receive_mono_ns();
       apply(engine_.step(now, local_time(clock::wall_ns(), ""), &r), now);
+      trigger_wall_ns_ = trigger_mono_ns_ = 0;
       last_step = now;
       w_.count("readings");
     }

@@ -28,6 +28,7 @@ class Actuator {
     bool async = true;  // run set() on its own thread (command, http, gpiod)
     std::future<SwitchResult> pending;
     Decision decision;
+    int64_t trigger_wall_ns = 0, trigger_mono_ns = 0;  // reading the decision was taken on
   };
   void apply(const std::vector<Decision>& ds, int64_t now);
   void finish(Out& o, const SwitchResult& r, int64_t now);
@@ -44,6 +45,8 @@ class Actuator {
   bool dirty_ = false;
   std::map<std::string, std::string> last_reason_;
   int wake_fd_ = -1;  // eventfd: an output finished switching
+  // receive stamps of the reading being stepped (0 outside a reading's step)
+  int64_t trigger_wall_ns_ = 0, trigger_mono_ns_ = 0;
   int64_t engine_now() const;
   int64_t wall0_ = 0, mono0_ = 0;  // engine clock: wall at start + monotonic since
   bool restored_ = false;

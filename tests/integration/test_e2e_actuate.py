@@ -368,6 +368,16 @@ def test_rules_failsafe_override_restart():
         check(all(e["relay"] == "boiler" for _, e in evs) and
               [(e["old_state"], e["new_state"]) for _, e in evs] == [(False, True), (True, False)],
               "events carry old and new state", [(e["old_state"], e["new_state"]) for _, e in evs])
+        # each names the reading it was decided on: its receive time at acquire lies between
+        # the moment the telegram's last byte was sent and the moment the event arrived
+        sends = [t for t, _ in server.sends]
+        for t_ev, e in evs:
+            trig = int(e.get("trigger_receive_time_ns", 0)) / 1e9
+            sent = max([t for t in sends if t <= t_ev + 0.001] or [0])
+            check(sent - 0.001 <= trig <= t_ev + 0.001 and int(e.get("trigger_receive_mono_ns", 0)),
+                  "%s event: trigger_receive_time_ns is the triggering telegram's arrival "
+                  "(sent %.3f, trigger %.3f, event seen %.3f)" % (
+                      "on" if e["new_state"] else "off", sent, trig, t_ev))
 
         # --- 2. failsafe: on, then no more telegrams -> off after stale_after_s (5 s)
         per = run_sequence(server, tap, env, [-2000, -2000, -2000, -2000])
@@ -385,6 +395,8 @@ def test_rules_failsafe_override_restart():
             check((e["new_state"], e["mode"], e["ok"]) == (False, "failsafe", True) and
                   re.fullmatch(r"no fresh data from meter 'home' for [5-7] s: failsafe off",
                                e["reason"]), "failsafe event: off, mode failsafe, reason", e)
+            check("trigger_receive_time_ns" not in e,
+                  "failsafe event: no trigger reading (decided on a timer)", e)
             check([c[2] for c in env.calls(t_quiet)] == ["off"],
                   "failsafe: the off command ran once", env.calls(t_quiet))
         time.sleep(1.5)
@@ -406,6 +418,7 @@ def test_rules_failsafe_override_restart():
             check((e["new_state"], e["mode"], e["ok"]) == (True, "manual", True) and
                   re.fullmatch(r"manual override on \(expires in 5 s\)", e["reason"]),
                   "override event: on, mode manual, reason", e)
+            check("trigger_receive_time_ns" not in e, "override event: no trigger reading", e)
         check([c[2] for c in env.calls(t_cmd)] == ["on"], "override: the on command ran",
               env.calls(t_cmd))
         time.sleep(3.5)
@@ -492,6 +505,32 @@ def test_rules_failsafe_override_restart():
         time.sleep(3)
         kill_and_watch("crash 8 s after the last switch", 5.0)
         feeder.value = None
+
+        # --- 5. actuate decodes acquire's frames itself: switching does not wait for process
+        # and goes on while process is stopped (and then restarted by the watchdog)
+        time.sleep(2 * STEP)
+        w = sup.worker("process")
+        t_stop = time.time()
+        os.kill(w["pid"], signal.SIGSTOP)
+        per = run_sequence(server, tap, env, [500, 500, 500, 500])
+        # (the tap may deliver the restored "on" of the restart above late: not a switch)
+        sw = [(i, [e for e in evs if e[1] != "restore"], cs) for i, evs, cs in switched_at(per)]
+        sw = [x for x in sw if x[1] or x[2]]
+        check(len(sw) == 1 and sw[0][0] == 3 and [e[:2] for e in sw[0][1]] == [("off", "auto")]
+              and sw[0][2] == ["off"],
+              "process stopped: off at the 4th telegram above off_above_w, as with process "
+              "running", sw)
+        w2 = wait_for(lambda: (lambda x: x if x and x["pid"] != w["pid"] else None)(
+            sup.worker("process")), 6, 0.1)
+        check(w2 is not None and any(re.match(r"^supervisor: warn: process .*heartbeat", l)
+                                     for l in sup.log()),
+              "the stopped process was restarted by the watchdog meanwhile",
+              sup.log()[-5:])
+        if w2 is None:
+            os.kill(w["pid"], signal.SIGCONT)
+        hs = [h for _, h in tap.health(t_stop)]
+        check(hs and int(hs[-1].get("counters", {}).get("decode_errors", 0)) == 0,
+              "actuate decoded every frame (decode_errors 0)", hs[-1:] if hs else None)
 
         logs = sup.log()
         bad = [l for l in logs if any(x in l for x in ("terminate called", "Segmentation",
