@@ -23,6 +23,10 @@ struct General {
   int64_t replay_ring = 10000;
   std::string timezone = "Europe/Amsterdam";
   std::string bin_dir;  // where worker executables are; default: next to `meterpipe`
+  // CPU for the real-time path (acquire, actuate); the other workers run on the rest.
+  // kRealtimeCpuAuto: the last usable CPU when there are two or more; -1: no pinning.
+  static constexpr int64_t kRealtimeCpuAuto = -2;
+  int64_t realtime_cpu = kRealtimeCpuAuto;
 };
 
 struct Meter {

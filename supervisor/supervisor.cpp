@@ -1,6 +1,7 @@
 #include "supervisor/supervisor.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
@@ -28,6 +29,43 @@ double Backoff::next(double ran_s) {
   if (d > cap_s) d = cap_s;
   else ++failures;
   return d;
+}
+
+CpuPlan plan_cpus(const std::vector<int>& allowed, int64_t realtime_cpu) {
+  CpuPlan p;
+  if (realtime_cpu == -1 || allowed.empty()) return p;
+  int rt;
+  if (realtime_cpu == config::General::kRealtimeCpuAuto) {
+    if (allowed.size() < 2) return p;  // one CPU: nothing to separate
+    rt = allowed.back();
+  } else {
+    rt = int(realtime_cpu);
+    if (std::find(allowed.begin(), allowed.end(), rt) == allowed.end()) {
+      p.warning = "general.realtime_cpu = " + std::to_string(rt) +
+                  " is not a CPU this supervisor may use (" + cpu_list(allowed) +
+                  "): workers are not pinned";
+      return p;
+    }
+  }
+  p.realtime = {rt};
+  for (int c : allowed)
+    if (c != rt) p.others.push_back(c);
+  return p;
+}
+
+bool is_realtime_worker(const std::string& name) { return name == "acquire" || name == "actuate"; }
+
+std::string cpu_list(const std::vector<int>& cpus) {
+  std::string s;
+  for (size_t i = 0; i < cpus.size();) {
+    size_t j = i;
+    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+    if (!s.empty()) s += ',';
+    s += std::to_string(cpus[i]);
+    if (j > i) s += (j == i + 1 ? "," : "-") + std::to_string(cpus[j]);
+    i = j + 1;
+  }
+  return s;
 }
 
 std::string self_dir() {
@@ -73,6 +111,7 @@ struct Child {
   int64_t last_health_mono = 0;  // 0 = none from this pid yet
   int64_t restart_at_mono = 0;
   int restarts = 0;
+  std::vector<int> cpus;  // affinity given at start (empty = not pinned)
   Backoff backoff;
   std::string last_exit;
   meterpipe::Health health;
@@ -165,6 +204,13 @@ bool Supervisor::spawn(Child& c) {
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
+    if (!c.cpus.empty()) {  // before exec: every thread of the worker inherits it
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      for (int cpu : c.cpus) CPU_SET(cpu, &set);
+      if (sched_setaffinity(0, sizeof set, &set) != 0)
+        dprintf(STDERR_FILENO, "warning: cannot set CPU affinity: %s\n", std::strerror(errno));
+    }
     setenv("MP_SUPERVISED", "1", 1);
     std::string arg0 = "meterpipe-" + c.name;
     const char* argv[] = {arg0.c_str(), "--config", opt_.config_file.c_str(), nullptr};
@@ -284,7 +330,9 @@ std::string Supervisor::status_json() {
     json::append_string(s, c.name);
     s += ",\"pid\":" + std::to_string(c.pid) + ",\"state\":";
     json::append_string(s, state_name(c.state));
-    s += ",\"restarts\":" + std::to_string(c.restarts) + ",\"uptime_s\":";
+    s += ",\"restarts\":" + std::to_string(c.restarts) + ",\"cpus\":";
+    json::append_string(s, cpu_list(c.cpus));
+    s += ",\"uptime_s\":";
     json::append_number(s, c.state == State::running ? double(now - c.started_mono) / 1e9 : 0);
     s += ",\"last_health_age_s\":";
     if (c.last_health_mono) json::append_number(s, double(now - c.last_health_mono) / 1e9);
@@ -426,6 +474,26 @@ int Supervisor::run() {
       return 1;
     }
     children_.push_back(std::move(c));
+  }
+  {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> allowed;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+      for (int i = 0; i < CPU_SETSIZE; ++i)
+        if (CPU_ISSET(i, &set)) allowed.push_back(i);
+    const CpuPlan plan = plan_cpus(allowed, cfg_.general.realtime_cpu);
+    if (!plan.warning.empty()) log::warn("%s", plan.warning.c_str());
+    std::string rt_names;
+    for (auto& c : children_) {
+      c.cpus = is_realtime_worker(c.name) ? plan.realtime : plan.others;
+      if (is_realtime_worker(c.name)) rt_names += (rt_names.empty() ? "" : ", ") + c.name;
+    }
+    if (!plan.realtime.empty())
+      log::info("CPU %s: %s; %s %s: the other workers (general.realtime_cpu)",
+                cpu_list(plan.realtime).c_str(), rt_names.c_str(),
+                plan.others.size() == 1 ? "CPU" : "CPUs",
+                plan.others.empty() ? "any" : cpu_list(plan.others).c_str());
   }
   if (pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) != 0) {
     log::error("cannot create signal pipe: %s", std::strerror(errno));

@@ -24,6 +24,24 @@ struct Backoff {
   double next(double ran_s);
 };
 
+// CPU placement (general.realtime_cpu), pure. The real-time path (acquire reads the meter,
+// actuate switches) gets one CPU of its own; the other workers run on the remaining CPUs.
+// Each ZeroMQ hop wakes an I/O thread on each side; when the whole chain sits on one CPU
+// those wake-ups are plain context switches rather than cross-CPU interrupts, and bulk work
+// (upload, gzip, spool writes, the web page) never competes with it.
+struct CpuPlan {
+  std::vector<int> realtime;  // empty: do not pin the real-time workers
+  std::vector<int> others;    // empty: do not pin the other workers
+  std::string warning;        // why the configured CPU is not used (empty when fine)
+};
+// `allowed`: the CPUs the supervisor may run on (sched_getaffinity), ascending.
+// `realtime_cpu`: config::General::realtime_cpu (-2 auto, -1 off, else a CPU number).
+CpuPlan plan_cpus(const std::vector<int>& allowed, int64_t realtime_cpu);
+// acquire and actuate
+bool is_realtime_worker(const std::string& name);
+// "0-2,5" style list
+std::string cpu_list(const std::vector<int>& cpus);
+
 struct Options {
   std::string config_file;
   std::string bin_dir;  // where meterpipe-<worker> executables are

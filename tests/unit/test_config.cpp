@@ -51,6 +51,10 @@ TEST_CASE("bad configurations name file, line, column and key") {
        "general.watchdog", "unknown key"},
       {"wrong type", "[general]\nwatchdog_s = \"5\"\n", 2, "general.watchdog_s", "must be a number"},
       {"out of range", "[general]\nwatchdog_s = 0\n", 2, "general.watchdog_s", "out of range"},
+      {"realtime_cpu below -1", "[general]\nrealtime_cpu = -2\n", 2, "general.realtime_cpu",
+       "out of range"},
+      {"realtime_cpu as text", "[general]\nrealtime_cpu = \"auto\"\n", 2,
+       "general.realtime_cpu", "must be an integer"},
       {"bad log level", "[general]\nlog_level = \"loud\"\n", 2, "general.log_level",
        "is not one of"},
       {"meter without name", "[[meter]]\nsource = \"simulate\"\n", 1, "meter[0].name",
@@ -176,6 +180,7 @@ TEST_CASE("a minimal config gets documented defaults") {
   const auto& c = *r.config;
   CHECK(c.general.run_dir == "/run/meterpipe");
   CHECK(c.general.watchdog_s == 5);
+  CHECK(c.general.realtime_cpu == mp::config::General::kRealtimeCpuAuto);
   CHECK(c.upload.spool_dir == "/var/lib/meterpipe/spool");
   CHECK(c.upload.spool_max_mb == 256);
   CHECK(c.upload.batch_size == 5000);
