@@ -5,34 +5,39 @@ Prints figures; it is not a pass/fail test (exit status 0 unless the pipeline co
 measured at all).
 
 What is timed: from the moment the last byte of a DSMR telegram has been written into the
-TCP source (a server in this script that acquire connects to, source = "tcp") to the moment
-the relay/ event arrives on a pyzmq SUB socket connected directly to
-ipc://<run_dir>/actuate.pub. Every telegram causes a switch: one relay with on_delay_s =
-off_delay_s = 0, min_on_s = min_off_s = 0, max_switches_per_hour = 0 (unlimited),
-on_below_w = -100, off_above_w = 100, and telegrams alternating -2000 W / +2000 W. With one
-relay the engine's settle_s (5 s) does not apply (it only corrects what OTHER relays of the
-same meter see), so nothing else limits switching; telegrams are sent one at a time, the next
-one `--spacing-ms` (default 20 ms) after the previous send and only once its event arrived.
+TCP source (a server in this script that acquire connects to, source = "tcp") to the relay/
+event, both
+  on the bus : the event's envelope send time (stamped by actuate as it publishes), and
+  seen       : the moment a C++ subscriber (bench/latency_observer, bus::Subscriber connected
+               to ipc://<run_dir>/actuate.pub) took it off its socket: one more bus hop.
+The observer prints its stamps, so this script's own delays never enter the figures.
+Every telegram causes a switch: one relay with on_delay_s = off_delay_s = 0, min_on_s =
+min_off_s = 0, max_switches_per_hour = 0 (unlimited), on_below_w = -100, off_above_w = 100,
+and telegrams alternating -2000 W / +2000 W. With one relay the engine's settle_s (5 s) does
+not apply (it only corrects what OTHER relays of the same meter see), so nothing else limits
+switching; telegrams are sent one at a time, the next one `--spacing-ms` (default 20 ms)
+after the previous send and only once its event arrived.
 
-Each run also subscribes to reading/ on process.pub, so the time splits into
-  wire->acquire : last byte written -> acquire read it (Reading.receive_mono_ns, CLOCK_MONOTONIC)
-  acquire->read : acquire read it -> reading/ arrives here (acquire + process + 2 bus hops)
-  read->relay   : reading/ arrives here -> relay/ arrives here (actuate)
+The event carries the receive stamps of the reading it was decided on
+(RelayEvent.trigger_receive_*), so the time splits into
+  wire->acquire : last byte written -> acquire read it (CLOCK_MONOTONIC)
+  acquire->bus  : acquire read it -> event published (framing, one bus hop, decode, engine)
+  bus->seen     : event published -> taken off the observer's socket (one bus hop)
 
 Runs (each with a fresh supervisor):
   file     upload target = "file"                     (normal)
   stalled  upload target = "influxdb1" at 127.0.0.1:<port> that accepts and never answers
-  and with --command also: output type "command" (/bin/true) with target = "file".
+  with --unpinned also both again with general.realtime_cpu = -1 (acquire and actuate not on
+  a CPU of their own), and with --command also: output type "command" (/bin/true), "file".
 
-Needs Debian's python3-zmq and python3-protobuf, and protoc (meterpipe_pb2 is generated into
-a temp dir from proto/meterpipe.proto).
+Needs the build's bench/latency_observer (cmake -DMP_BENCH=ON, the default).
 
-usage: bench/bench_latency.py [-n 1000] [--spacing-ms 20] [--command] [--repeat R]
+usage: bench/bench_latency.py [-n 1000] [--spacing-ms 20] [--unpinned] [--command] [--repeat R]
                               [--dir /tmp] [--log-level info] [--bin-dir DIR]
 """
 import argparse
 import datetime
-import importlib
+import select
 import os
 import shutil
 import signal
@@ -47,10 +52,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.environ.get("MP_SOURCE_DIR") or os.path.join(HERE, "..")
 BIN = os.environ.get("MP_BIN_DIR") or os.path.join(SRC, "build", "bin")
 
-try:
-    import zmq
-except ImportError:
-    sys.exit("bench_latency: needs python3-zmq (apt-get install python3-zmq python3-protobuf)")
+BENCH = os.environ.get("MP_BENCH_DIR") or os.path.join(os.path.dirname(BIN), "bench")
 
 ENV = dict(os.environ)
 for k in ("MP_SUPERVISED", "JOURNAL_STREAM", "MP_LOG_LEVEL"):
@@ -140,11 +142,34 @@ def percentile(xs, p):
     return xs[i] + (xs[j] - xs[i]) * (k - i)
 
 
-def gen_pb2(tmp):
-    subprocess.run(["protoc", "--python_out=" + tmp, "-I", os.path.join(SRC, "proto"),
-                    os.path.join(SRC, "proto", "meterpipe.proto")], check=True)
-    sys.path.insert(0, tmp)
-    return importlib.import_module("meterpipe_pb2")
+class Observer:
+    """bench/latency_observer: one line per relay/ event, stamped as it was received."""
+
+    def __init__(self, run_dir):
+        self.p = subprocess.Popen([os.path.join(BENCH, "latency_observer"), run_dir],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.buf = b""
+
+    def line(self, timeout_s):
+        end = time.monotonic() + timeout_s
+        while b"\n" not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.p.stdout], [], [], left)[0]:
+                return None
+            chunk = os.read(self.p.stdout.fileno(), 65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+    def close(self):
+        self.p.stdin.close()
+        try:
+            self.p.wait(2)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
 
 
 def supervisor_status(cfg):
@@ -157,7 +182,8 @@ def supervisor_status(cfg):
         return None
 
 
-def run_case(pb, label, upload, output, n, spacing_ms, quiet, base="/tmp", log_level="info"):
+def run_case(label, upload, output, n, spacing_ms, quiet, base="/tmp", log_level="info",
+             general=""):
     d = tempfile.mkdtemp(prefix="mpb.", dir=base)
     run_dir = os.path.join(d, "run")
     srv = listener()
@@ -175,25 +201,16 @@ def run_case(pb, label, upload, output, n, spacing_ms, quiet, base="/tmp", log_l
     cfg = os.path.join(d, "meterpipe.toml")
     with open(cfg, "w") as f:
         f.write('[general]\nrun_dir = "%s"\nstate_dir = "%s/state"\nwatchdog_s = 5\n'
-                'log_level = "%s"\n\n'
+                'log_level = "%s"\n%s\n'
                 '[[meter]]\nname = "home"\nsource = "tcp"\nhost = "127.0.0.1"\nport = %d\n\n'
                 '%s\n[[relay]]\nname = "bench"\nmeter = "home"\non_below_w = -100\n'
                 'off_above_w = 100\non_delay_s = 0\noff_delay_s = 0\nmin_on_s = 0\n'
                 'min_off_s = 0\nmax_switches_per_hour = 0\nstale_after_s = 30\n%s'
-                % (run_dir, d, log_level, srv.getsockname()[1], up, out))
+                % (run_dir, d, log_level, general, srv.getsockname()[1], up, out))
     log = open(os.path.join(d, "supervisor.log"), "wb")
     sup = subprocess.Popen([os.path.join(BIN, "meterpipe"), "run", "-c", cfg], env=ENV,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-    ctx = zmq.Context.instance()
-    relay_sub = ctx.socket(zmq.SUB)
-    relay_sub.setsockopt(zmq.SUBSCRIBE, b"relay/")
-    relay_sub.connect("ipc://%s/actuate.pub" % run_dir)
-    read_sub = ctx.socket(zmq.SUB)
-    read_sub.setsockopt(zmq.SUBSCRIBE, b"reading/")
-    read_sub.connect("ipc://%s/process.pub" % run_dir)
-    poller = zmq.Poller()
-    poller.register(relay_sub, zmq.POLLIN)
-    poller.register(read_sub, zmq.POLLIN)
+    obs = Observer(run_dir)
     result = None
     try:
         srv.settimeout(10)
@@ -204,50 +221,40 @@ def run_case(pb, label, upload, output, n, spacing_ms, quiet, base="/tmp", log_l
 
         def drain():
             n = 0
-            for s in (relay_sub, read_sub):
-                while True:
-                    try:
-                        s.recv_multipart(zmq.NOBLOCK)
-                        n += 1
-                    except zmq.Again:
-                        break
+            while obs.line(0) is not None:
+                n += 1
             return n
 
         def one(i, timeout_s=1.0):
-            """Sends telegram i; returns (t_send, t_acq, t_read, t_relay, event) in ns.
+            """Sends telegram i; returns a dict of moments in ns (keys below) and the event.
             Only the event with the state telegram i asks for counts (the failsafe event of
-            actuate's start, or a late event of an earlier telegram, are skipped)."""
+            actuate's start, or a late event of an earlier telegram, are skipped).
+              send, acq, seen          : CLOCK_MONOTONIC (acq = acquire's read stamp)
+              send_w, acq_w, pub_w, seen_w : CLOCK_REALTIME (pub_w = the event's envelope
+                                         send time, stamped by actuate when it published)"""
             stray[0] += drain()
             data = telegram(want[i % 2])
             conn.sendall(data)
-            t_send = time.monotonic_ns()
-            t_acq = t_read = t_relay = None
+            t = {"send": time.monotonic_ns(), "send_w": time.time_ns()}
             ev = None
-            end = t_send + int(timeout_s * 1e9)
-            while t_relay is None:
-                left = (end - time.monotonic_ns()) // 1000000
-                if left <= 0:
+            end = time.monotonic() + timeout_s
+            while ev is None:
+                line = obs.line(end - time.monotonic())
+                if line is None:
                     break
-                for s, _ in poller.poll(left):
-                    topic, payload = s.recv_multipart()
-                    now = time.monotonic_ns()
-                    env = pb.Envelope()
-                    env.ParseFromString(payload)
-                    if s is read_sub and env.HasField("reading"):
-                        t_read = now
-                        t_acq = env.reading.receive_mono_ns
-                    elif (s is relay_sub and env.HasField("relay") and
-                          env.relay.new_state == (want[i % 2] < 0)):
-                        t_relay = now
-                        ev = env.relay
-            return t_send, t_acq, t_read, t_relay, ev
+                f = line.split()
+                if len(f) != 7 or int(f[0]) != (want[i % 2] < 0):
+                    continue  # "ready", or not the state this telegram asks for
+                ev = {"new_state": f[0] == "1", "ok": f[1] == "1"}
+                t["acq"], t["acq_w"], t["pub_w"], t["seen"], t["seen_w"] = map(int, f[2:])
+            return t, ev
 
-        # warm-up: until the subscribers are connected and every telegram switches
+        # warm-up: until the subscriber is connected and every telegram switches
         ok_streak = 0
         for i in range(400):
-            _, _, t_read, t_relay, ev = one(i, 0.5)
-            ok_streak = ok_streak + 1 if (t_read and t_relay and ev.new_state == (i % 2 == 0)
-                                          and ev.ok) else 0
+            t, ev = one(i, 0.5)
+            ok_streak = ok_streak + 1 if (ev is not None and ev["new_state"] == (i % 2 == 0)
+                                          and ev["ok"] and t["acq"]) else 0
             if ok_streak >= 20:
                 break
             time.sleep(spacing_ms / 1000.0)
@@ -257,23 +264,24 @@ def run_case(pb, label, upload, output, n, spacing_ms, quiet, base="/tmp", log_l
             return None
         start_i = i + 1
         stray[0] = 0
-        tot, wire, acq, act = [], [], [], []
+        res = {k: [] for k in KEYS}
         missed = wrong = 0
         t0 = time.monotonic()
         for k in range(n):
             i = start_i + k
-            t_send, t_acq, t_read, t_relay, ev = one(i)
-            if t_relay is None:
+            t, ev = one(i)
+            if ev is None:
                 missed += 1
             else:
-                if ev.new_state != (i % 2 == 0) or not ev.ok:
+                if ev["new_state"] != (i % 2 == 0) or not ev["ok"]:
                     wrong += 1
-                tot.append((t_relay - t_send) / 1e6)
-                if t_read and t_acq:
-                    wire.append((t_acq - t_send) / 1e6)
-                    acq.append((t_read - t_acq) / 1e6)
-                    act.append((t_relay - t_read) / 1e6)
-            nxt = t_send / 1e9 + spacing_ms / 1000.0
+                ms = lambda a, b: (t[b] - t[a]) / 1e6
+                res["seen"].append(ms("send", "seen"))
+                res["bus"].append(ms("send_w", "pub_w"))
+                res["wire"].append(ms("send", "acq"))
+                res["decide"].append(ms("acq_w", "pub_w"))
+                res["observe"].append(ms("pub_w", "seen_w"))
+            nxt = t["send"] / 1e9 + spacing_ms / 1000.0
             pause = nxt - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
@@ -283,19 +291,20 @@ def run_case(pb, label, upload, output, n, spacing_ms, quiet, base="/tmp", log_l
         for w in (st or {}).get("workers", []):
             if w["name"] == "upload":
                 up_w = w
-        result = {"tot": tot, "wire": wire, "acq": acq, "act": act, "missed": missed,
-                  "wrong": wrong + stray[0], "dur": dur, "upload": up_w, "restarts":
-                  {w["name"]: w["restarts"] for w in (st or {}).get("workers", [])}}
+        result = dict(res)
+        result.update({"missed": missed, "wrong": wrong + stray[0], "dur": dur,
+                       "upload": up_w, "restarts": {w["name"]: w["restarts"]
+                                                    for w in (st or {}).get("workers", [])},
+                       "cpus": {w["name"]: w.get("cpus", "") for w in (st or {}).get("workers", [])}})
         if not quiet:
             print("%-26s %5d events in %.1f s, missed %d, late or unexpected %d" %
-                  (label, len(tot), dur, missed, wrong))
+                  (label, len(res["bus"]), dur, missed, wrong))
         return result
     except OSError as e:
         print("%-26s failed: %s (see %s)" % (label, e, log.name))
         return None
     finally:
-        relay_sub.close(0)
-        read_sub.close(0)
+        obs.close()
         try:
             conn.close()
         except Exception:
@@ -315,6 +324,13 @@ def run_case(pb, label, upload, output, n, spacing_ms, quiet, base="/tmp", log_l
             shutil.rmtree(d, ignore_errors=True)
 
 
+# bus: last byte written -> relay/ event published (its envelope's send time)
+# seen: last byte written -> the event taken off latency_observer's socket (one more hop)
+# wire: last byte written -> acquire read it; decide: acquire read it -> event published;
+# observe: event published -> arrived here
+KEYS = ("bus", "seen", "wire", "decide", "observe")
+
+
 def loadavg():
     try:
         with open("/proc/loadavg") as f:
@@ -332,6 +348,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=1000, help="measured telegrams per run")
     ap.add_argument("--spacing-ms", type=float, default=20.0, help="telegram spacing")
+    ap.add_argument("--unpinned", action="store_true",
+                    help="also measure with general.realtime_cpu = -1 (no CPU pinning)")
     ap.add_argument("--command", action="store_true",
                     help="also measure output type command (/bin/true)")
     ap.add_argument("--repeat", type=int, default=1,
@@ -346,56 +364,62 @@ def main():
         BIN = a.bin_dir
     if not os.access(os.path.join(BIN, "meterpipe"), os.X_OK):
         sys.exit("bench_latency: no meterpipe in %s (set MP_BIN_DIR or --bin-dir)" % BIN)
-    tmp = tempfile.mkdtemp(prefix="mpb.pb.", dir="/tmp")
-    try:
-        pb = gen_pb2(tmp)
-        print("meter -> relay latency: last byte written to the TCP source -> relay/ event on "
-              "actuate.pub")
-        print("%d telegrams per run, one every %.0f ms, each switching (sim output unless "
-              "noted); state in %s, log_level %s; load average %s" %
-              (a.n, a.spacing_ms, a.dir, a.log_level, loadavg()))
-        cases = [("file", "file", "sim"), ("stalled", "stalled", "sim")]
-        if a.command:
-            cases.append(("file, command output", "file", "command"))
-        res = {}
-        for _ in range(max(1, a.repeat)):
-            for label, upload, output in cases:
-                r = run_case(pb, label, upload, output, a.n, a.spacing_ms, False, a.dir,
-                             a.log_level)
-                if r is None:
-                    continue
-                if label in res:  # pool the samples of repeated runs
-                    for k in ("tot", "wire", "acq", "act"):
-                        res[label][k] += r[k]
-                    for k in ("missed", "wrong", "dur"):
-                        res[label][k] += r[k]
-                    res[label]["upload"] = r["upload"]
-                    res[label]["restarts"] = r["restarts"]
-                else:
-                    res[label] = r
+    if not os.access(os.path.join(BENCH, "latency_observer"), os.X_OK):
+        sys.exit("bench_latency: no latency_observer in %s (build with -DMP_BENCH=ON, or set "
+                 "MP_BENCH_DIR)" % BENCH)
+    print("meter -> relay latency: last byte written to the TCP source -> relay/ event on "
+          "actuate.pub")
+    print("%d telegrams per run, one every %.0f ms, each switching (sim output unless "
+          "noted); state in %s, log_level %s; load average %s" %
+          (a.n, a.spacing_ms, a.dir, a.log_level, loadavg()))
+    cases = [("file", "file", "sim", ""), ("stalled", "stalled", "sim", "")]
+    if a.unpinned:
+        cases += [("file, unpinned", "file", "sim", "realtime_cpu = -1"),
+                  ("stalled, unpinned", "stalled", "sim", "realtime_cpu = -1")]
+    if a.command:
+        cases.append(("file, command output", "file", "command", ""))
+    res = {}
+    for _ in range(max(1, a.repeat)):
+        for label, upload, output, general in cases:
+            r = run_case(label, upload, output, a.n, a.spacing_ms, False, a.dir,
+                         a.log_level, general)
+            if r is None:
+                continue
+            if label in res:  # pool the samples of repeated runs
+                for k in KEYS:
+                    res[label][k] += r[k]
+                for k in ("missed", "wrong", "dur"):
+                    res[label][k] += r[k]
+                res[label]["upload"] = r["upload"]
+                res[label]["restarts"] = r["restarts"]
+            else:
+                res[label] = r
+    print()
+    for label, r in res.items():
+        print("%-22s on the bus    %s" % (label, fmt(r["bus"])))
+        print("%-22s seen          %s" % ("", fmt(r["seen"])))
+        print("%-22s  wire->acquire %s" % ("", fmt(r["wire"])))
+        print("%-22s  acquire->bus  %s" % ("", fmt(r["decide"])))
+        print("%-22s  bus->seen     %s" % ("", fmt(r["observe"])))
+        u = r["upload"]
+        if u:
+            print("%-22s  upload: restarts %d, gauges %s" % (
+                "", u["restarts"], {k: round(v, 1) for k, v in u["gauges"].items()}))
+        print("%-22s  worker restarts %s" % ("", r["restarts"]))
+        print("%-22s  worker CPUs %s" % ("", r["cpus"]))
+    print("load average at the end: %s" % loadavg())
+    for normal, stalled in (("file", "stalled"), ("file, unpinned", "stalled, unpinned")):
+        if normal not in res or stalled not in res:
+            continue
         print()
-        for label, r in res.items():
-            print("%-22s total          %s" % (label, fmt(r["tot"])))
-            print("%-22s  wire->acquire %s" % ("", fmt(r["wire"])))
-            print("%-22s  acquire->read %s" % ("", fmt(r["acq"])))
-            print("%-22s  read->relay   %s" % ("", fmt(r["act"])))
-            u = r["upload"]
-            if u:
-                print("%-22s  upload: restarts %d, gauges %s" % (
-                    "", u["restarts"], {k: round(v, 1) for k, v in u["gauges"].items()}))
-            print("%-22s  worker restarts %s" % ("", r["restarts"]))
-        print("load average at the end: %s" % loadavg())
-        if "file" in res and "stalled" in res:
-            n50, n99 = percentile(res["file"]["tot"], 50), percentile(res["file"]["tot"], 99)
-            s50, s99 = percentile(res["stalled"]["tot"], 50), percentile(res["stalled"]["tot"], 99)
-            print()
-            print("p50 normal %.3f ms, stalled upload %.3f ms" % (n50, s50))
-            print("p99 normal %.3f ms, stalled upload %.3f ms   (goal: p99 <= 2 ms)" % (n99, s99))
-            print("stalled/normal ratio: p50 %.2f, p99 %.2f   (goal: <= 1.1)" %
-                  (s50 / n50, s99 / n99))
-        return 0 if res else 1
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for key, what in (("bus", "on the bus"), ("seen", "seen by a subscriber")):
+            n50, n99 = percentile(res[normal][key], 50), percentile(res[normal][key], 99)
+            s50, s99 = (percentile(res[stalled][key], 50), percentile(res[stalled][key], 99))
+            print("%s, %s: p50 normal %.3f ms, stalled upload %.3f ms; p99 normal %.3f ms, "
+                  "stalled %.3f ms (goal <= 2); stalled/normal p50 %.2f, p99 %.2f "
+                  "(goal <= 1.1)" % ("pinned" if normal == "file" else "unpinned", what,
+                                     n50, s50, n99, s99, s50 / n50, s99 / n99))
+    return 0 if res else 1
 
 
 if __name__ == "__main__":
