@@ -212,6 +212,10 @@ class ModbusRunner : public Runner {
       dc.unit_id = int(m->unit_id);
       dc.type = m->protocol == "sunspec" ? "sunspec" : m->type;
       dc.interval_ms = int(m->interval_ms);
+      dc.sunspec_part = m->sunspec_part == "inverter" ? modbus::SunspecPart::inverter
+                        : m->sunspec_part == "meter"  ? modbus::SunspecPart::meter
+                                                      : modbus::SunspecPart::automatic;
+      dc.sunspec_index = int(m->sunspec_index);
       std::string err;
       if (!bus.add_device(dc, &err)) log::error("meter %s: %s", m->name.c_str(), err.c_str());
       else

@@ -1,7 +1,5 @@
 #include "config/config.h"
 
-#include "config/relay_spec.h"
-
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -11,8 +9,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
+
+#include "config/relay_spec.h"
 
 namespace mp::config {
 
@@ -278,6 +279,9 @@ void read_meter(Checker& c, const toml::table& t, const std::string& path, Meter
   s.integer("interval_ms", m.interval_ms, 10, 3600000);
   // one request may block this long; the worker watchdog allows watchdog_s / 2 per step
   s.integer("timeout_ms", m.timeout_ms, 10, 2000);
+  s.str("sunspec_part", m.sunspec_part, false, {"auto", "inverter", "meter"});
+  s.integer("sunspec_index", m.sunspec_index, 0, 63);
+  s.boolean("invert_power", m.invert_power);
   s.integer("address", m.address, 0, 250);
   s.finish();
 
@@ -292,6 +296,9 @@ void read_meter(Checker& c, const toml::table& t, const std::string& path, Meter
     c.error_at(t.get("source")->source(), s.key("source"),
                "\"simulate\" exists only for protocol = \"dsmr\"");
   if ((m.protocol == "modbus") && m.type.empty()) s.missing("type", " (protocol = \"modbus\")");
+  for (const char* k : {"sunspec_part", "sunspec_index", "invert_power"})
+    if (m.protocol != "sunspec" && t.get(k))
+      c.error_at(t.get(k)->source(), s.key(k), "only for protocol = \"sunspec\"");
   if (m.protocol == "mbus" && m.source != "serial")
     c.error_at(t.get("source")->source(), s.key("source"),
                "M-Bus meters are read over \"serial\" (an M-Bus level converter)");
@@ -299,6 +306,118 @@ void read_meter(Checker& c, const toml::table& t, const std::string& path, Meter
       m.source != "tcp")
     c.error_at(t.get("source")->source(), s.key("source"),
                "Modbus meters are read over \"serial\" (RTU) or \"tcp\"");
+}
+
+// Meters on one serial line (an RS485 bus with several Modbus meters, an M-Bus line with
+// several slaves) or one Modbus TCP gateway share that line: acquire opens it once, with the
+// settings of the first meter. A later meter that says otherwise would be silently ignored,
+// so its differing key is an error, as are a second meter at the same unit id / address and
+// two protocols (or two P1 readers) on one device.
+struct LineSettings {
+  std::string family;  // "dsmr", "modbus" (incl. sunspec), "mbus"
+  int64_t baud = 0, data_bits = 0, stop_bits = 0, timeout_ms = -1;
+  std::string parity;
+};
+
+LineSettings line_settings(const Meter& m) {
+  LineSettings l;
+  l.family = m.protocol == "sunspec" ? "modbus" : m.protocol;
+  if (l.family == "modbus") {  // what acquire's Modbus runner uses
+    l.baud = m.baud ? m.baud : 9600;
+    l.data_bits = m.data_bits ? m.data_bits : 8;
+    l.stop_bits = m.stop_bits ? m.stop_bits : 1;
+    l.parity = m.parity.empty() ? "none" : m.parity;
+    l.timeout_ms = m.timeout_ms;
+  } else if (l.family == "mbus") {  // preset "mbus" (2400 8E1) unless set
+    const bool dsmr23 = m.preset == "dsmr2" || m.preset == "dsmr3";
+    const bool p115 = m.preset == "dsmr4" || m.preset == "dsmr5" || m.preset == "fluvius";
+    l.baud = m.baud ? m.baud : dsmr23 ? 9600 : p115 ? 115200 : 2400;
+    l.data_bits = m.data_bits ? m.data_bits : dsmr23 ? 7 : 8;
+    l.stop_bits = m.stop_bits ? m.stop_bits : 1;
+    l.parity = !m.parity.empty() ? m.parity : p115 ? "none" : "even";
+  }
+  return l;
+}
+
+void check_shared_lines(Checker& c, const Config& cfg, const toml::array& meters) {
+  struct First {
+    size_t index;
+    LineSettings line;
+  };
+  std::map<std::string, First> lines;  // line key -> first meter
+  std::map<std::pair<std::string, int64_t>, std::vector<size_t>> stations;  // (line, unit)
+  for (size_t i = 0; i < cfg.meters.size(); ++i) {
+    const Meter& m = cfg.meters[i];
+    const toml::table* mt = meters.get(i) ? meters.get(i)->as_table() : nullptr;
+    if (!mt) continue;
+    std::string key, what;
+    if (m.source == "serial" && !m.device.empty()) {
+      // two names of one device (/dev/serial/by-id/... -> /dev/ttyUSB0) are one line
+      char real[4096];
+      key = realpath(m.device.c_str(), real) ? std::string(real) : m.device;
+      what = "line " + m.device;
+    } else if (m.source == "tcp" && (m.protocol == "modbus" || m.protocol == "sunspec")) {
+      key = "tcp:" + m.host + ":" + std::to_string(m.port);
+      what = "gateway " + m.host + ":" + std::to_string(m.port);
+    } else {
+      continue;
+    }
+    const LineSettings l = line_settings(m);
+    const std::string mk = "meter[" + std::to_string(i) + "].";
+    auto at = [&](const char* k) {
+      const toml::node* n = mt->get(k);
+      return n ? n->source() : mt->source();
+    };
+    auto [it, fresh] = lines.emplace(key, First{i, l});
+    if (!fresh) {
+      const First& f = it->second;
+      const Meter& fm = cfg.meters[f.index];
+      const std::string other = "meter[" + std::to_string(f.index) + "] \"" + fm.name + "\"";
+      if (l.family != f.line.family || l.family == "dsmr") {
+        c.error_at(at("device"), mk + "device",
+                   l.family == "dsmr" && f.line.family == "dsmr"
+                       ? "\"" + m.device + "\" is already read by " + other +
+                             " (one P1 port gives one meter's telegrams)"
+                       : "\"" + m.device + "\" is already used by " + other + " (" + fm.protocol +
+                             "): one serial line carries one protocol");
+        continue;
+      }
+      auto differs = [&](const char* k, const std::string& mine, const std::string& theirs) {
+        if (mine == theirs) return;
+        c.error_at(at(k), mk + k,
+                   mine + " differs from " + other + " (" + theirs + ") on the same " + what +
+                       ": meters sharing it must agree (acquire opens it once)");
+      };
+      differs("baud", std::to_string(l.baud), std::to_string(f.line.baud));
+      differs("data_bits", std::to_string(l.data_bits), std::to_string(f.line.data_bits));
+      differs("parity", l.parity, f.line.parity);
+      differs("stop_bits", std::to_string(l.stop_bits), std::to_string(f.line.stop_bits));
+      if (l.family == "modbus")
+        differs("timeout_ms", std::to_string(l.timeout_ms), std::to_string(f.line.timeout_ms));
+    }
+    if (l.family == "dsmr") continue;
+    const bool modbus = l.family == "modbus";
+    const int64_t station = modbus ? m.unit_id : m.address;
+    auto& taken = stations[std::make_pair(key, station)];
+    for (size_t j : taken) {
+      const Meter& fm = cfg.meters[j];
+      // one SunSpec device may be read as several meters: its inverter and its meter part
+      const bool parts = m.protocol == "sunspec" && fm.protocol == "sunspec" &&
+                         m.sunspec_part != "auto" && fm.sunspec_part != "auto" &&
+                         (m.sunspec_part != fm.sunspec_part || m.sunspec_index != fm.sunspec_index);
+      if (parts) continue;
+      std::string msg = std::string(modbus ? "unit id " : "M-Bus address ") +
+                        std::to_string(station) + " is already used by meter[" + std::to_string(j) +
+                        "] \"" + fm.name + "\" on the same " + what;
+      if (m.protocol == "sunspec" && fm.protocol == "sunspec")
+        msg +=
+            " (to read two parts of one SunSpec device, give both sunspec_part = "
+            "\"inverter\" / \"meter\", or another sunspec_index)";
+      c.error_at(at(modbus ? "unit_id" : "address"), mk + (modbus ? "unit_id" : "address"), msg);
+      break;
+    }
+    taken.push_back(i);
+  }
 }
 
 void read_upload(Checker& c, const toml::table* t, Upload& u) {
@@ -577,6 +696,8 @@ Result load_string(const std::string& text, const std::string& name) {
                  "must be below half of general.watchdog_s (a request blocks that long)");
     }
   }
+
+  if (meters) check_shared_lines(c, cfg, *meters);
 
   // defaults that depend on other keys
   if (cfg.upload.spool_dir.empty()) cfg.upload.spool_dir = cfg.general.state_dir + "/spool";

@@ -55,6 +55,12 @@ struct Meter {
   std::string type;  // register map (sdm630, ...) for modbus
   int64_t interval_ms = 1000;
   int64_t timeout_ms = 500;
+  // sunspec: which model of a device that has several (an inverter with a grid meter behind
+  // it): "auto" (first inverter model, else first meter model) | "inverter" | "meter", and
+  // the Nth model of that part (0 = first); invert_power flips the meter models' W sign.
+  std::string sunspec_part = "auto";
+  int64_t sunspec_index = 0;
+  bool invert_power = false;
   // mbus
   int64_t address = 1;
   int line = 0;  // where the [[meter]] starts (for messages)

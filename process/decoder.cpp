@@ -99,7 +99,9 @@ Status Decoders::decode_multi(MeterState& st, const meterpipe::RawFrame& raw, Re
     st.partial.protocol = "modbus";
     if (raw.device_type() == "sunspec") {
       st.partial.protocol = "sunspec";
-      sunspec::decode_block_bytes(uint16_t(raw.start_address()), bytes, n, st.partial.values);
+      sunspec::DecodeOptions opt;
+      opt.invert_meter_power = st.cfg->invert_power;
+      sunspec::decode_block_bytes(uint16_t(raw.start_address()), bytes, n, st.partial.values, opt);
     } else {
       const modbus::MeterMap* map = modbus::find_map(raw.device_type());
       if (!map) {

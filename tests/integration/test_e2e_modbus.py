@@ -284,8 +284,13 @@ def main():
                     'host = "127.0.0.1"\nport = %d\nunit_id = 1\ntype = "sdm630"\n'
                     'interval_ms = 500\ntimeout_ms = 300\n\n' % peer_a.port)
             f.write('[[meter]]\nname = "pv"\nprotocol = "sunspec"\nsource = "tcp"\n'
-                    'host = "127.0.0.1"\nport = %d\nunit_id = 2\ninterval_ms = 500\n\n'
-                    % peer_b.port)
+                    'host = "127.0.0.1"\nport = %d\nunit_id = 2\ninterval_ms = 500\n'
+                    'sunspec_part = "inverter"\n\n' % peer_b.port)
+            # the meter behind the same inverter (unit 2), read as its own meter, mounted
+            # the other way round (invert_power)
+            f.write('[[meter]]\nname = "pvgrid"\nprotocol = "sunspec"\nsource = "tcp"\n'
+                    'host = "127.0.0.1"\nport = %d\nunit_id = 2\ninterval_ms = 500\n'
+                    'sunspec_part = "meter"\ninvert_power = true\n\n' % peer_b.port)
             f.write('[[meter]]\nname = "pvmeter"\nprotocol = "sunspec"\nsource = "tcp"\n'
                     'host = "127.0.0.1"\nport = %d\nunit_id = 3\ninterval_ms = 500\n'
                     % peer_b.port)
@@ -387,6 +392,16 @@ def main():
                   [number(pm, n) for n in ("energy_import_kwh", "energy_export_kwh",
                                            "voltage_l1_v", "frequency_hz")])
             check("pv_power_w" not in vs, "meter 203 reading has no inverter values")
+
+        pg = wait_for(lambda: tap.last("reading/pvgrid"), 10)
+        if check(pg is not None, "reading/pvgrid (unit 2, sunspec_part = \"meter\") arrives"):
+            vs = values(pg)
+            check(approx(number(pg, "power_net_w"), 2500.0) and
+                  vs["power_net_w"].get("native_id") == "sunspec:203.W@40140" and
+                  approx(number(pg, "energy_import_kwh"), 7.0) and "pv_power_w" not in vs,
+                  "unit 2's meter model 203 (after the inverter model), invert_power: "
+                  "power_net_w +2500 W, import 7 kWh, no inverter values",
+                  (vs.get("power_net_w"), number(pg, "energy_import_kwh")))
 
         # polling rate: interval 500 ms -> about 2 readings/s per meter
         t0 = time.monotonic()

@@ -1,5 +1,6 @@
 // Config validation: every bad configuration names its file, line and key path.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -49,12 +50,21 @@ TEST_CASE("bad configurations name file, line, column and key") {
       {"unknown top-level table", "[genral]\nrun_dir = \"/tmp\"\n", 1, "genral", "unknown key"},
       {"unknown key in general", "[general]\nrun_dir = \"/tmp/x\"\nwatchdog = 5\n", 3,
        "general.watchdog", "unknown key"},
-      {"wrong type", "[general]\nwatchdog_s = \"5\"\n", 2, "general.watchdog_s", "must be a number"},
+      {"wrong type", "[general]\nwatchdog_s = \"5\"\n", 2, "general.watchdog_s",
+       "must be a number"},
       {"out of range", "[general]\nwatchdog_s = 0\n", 2, "general.watchdog_s", "out of range"},
+      {"sunspec_part on a modbus meter",
+       "[[meter]]\nname = \"m\"\nprotocol = \"modbus\"\ntype = \"sdm630\"\nsource = \"tcp\"\n"
+       "host = \"h\"\nport = 502\nsunspec_part = \"meter\"\n",
+       8, "meter[0].sunspec_part", "only for protocol = \"sunspec\""},
+      {"bad sunspec_part",
+       "[[meter]]\nname = \"m\"\nprotocol = \"sunspec\"\nsource = \"tcp\"\n"
+       "host = \"h\"\nport = 502\nsunspec_part = \"battery\"\n",
+       7, "meter[0].sunspec_part", "is not one of"},
       {"realtime_cpu below -1", "[general]\nrealtime_cpu = -2\n", 2, "general.realtime_cpu",
        "out of range"},
-      {"realtime_cpu as text", "[general]\nrealtime_cpu = \"auto\"\n", 2,
-       "general.realtime_cpu", "must be an integer"},
+      {"realtime_cpu as text", "[general]\nrealtime_cpu = \"auto\"\n", 2, "general.realtime_cpu",
+       "must be an integer"},
       {"bad log level", "[general]\nlog_level = \"loud\"\n", 2, "general.log_level",
        "is not one of"},
       {"meter without name", "[[meter]]\nsource = \"simulate\"\n", 1, "meter[0].name",
@@ -70,12 +80,12 @@ TEST_CASE("bad configurations name file, line, column and key") {
       {"tcp without host", "[[meter]]\nname = \"a\"\nsource = \"tcp\"\nport = 23\n", 1,
        "meter[0].host", "required key is missing"},
       {"baud out of range", M + "baud = 12\n", 4, "meter[0].baud", "out of range"},
-      {"typo in meter key", M + "devcie = \"/dev/ttyUSB0\"\n", 4, "meter[0].devcie",
-       "unknown key"},
+      {"typo in meter key", M + "devcie = \"/dev/ttyUSB0\"\n", 4, "meter[0].devcie", "unknown key"},
       {"bad parity", M + "parity = \"mark\"\n", 4, "meter[0].parity", "is not one of"},
       {"duplicate meter", M + M, 5, "meter[1].name", "duplicate meter name"},
       {"modbus without type",
-       "[[meter]]\nname = \"a\"\nprotocol = \"modbus\"\nsource = \"tcp\"\nhost = \"h\"\nport = 502\n",
+       "[[meter]]\nname = \"a\"\nprotocol = \"modbus\"\nsource = \"tcp\"\nhost = \"h\"\nport = "
+       "502\n",
        1, "meter[0].type", "required key is missing"},
       {"meter must be an array of tables", "meter = 3\n", 1, "meter", "array of tables"},
       {"token in the config", M + "[upload]\ntoken = \"abc\"\n", 5, "upload.token",
@@ -127,16 +137,16 @@ TEST_CASE("bad configurations name file, line, column and key") {
        M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\n[relay.output]\ntype = \"sim\"\n"
            "[[relay.condition]]\nname = \"voltage_l1_v\"\n",
        9, "relay[0].condition[0].min", "required key is missing"},
-      {"negative demand limit", M + "[actuate]\ndemand_limit_w = -5\n", 5,
-       "actuate.demand_limit_w", "out of range"},
+      {"negative demand limit", M + "[actuate]\ndemand_limit_w = -5\n", 5, "actuate.demand_limit_w",
+       "out of range"},
       {"serve enabled not boolean", "[serve]\nenabled = \"yes\"\n", 2, "serve.enabled",
        "must be a boolean"},
       {"TOML syntax error", "[general\nrun_dir = 1\n", 1, "", "TOML syntax"},
       {"time zone typo", "[general]\ntimezone = \"Europe/Amsterdm\"\n", 2, "general.timezone",
        "is not a time zone"},
       {"M-Bus over tcp",
-       "[[meter]]\nname = \"m\"\nprotocol = \"mbus\"\nsource = \"tcp\"\nhost = \"h\"\nport = 1\n", 4,
-       "meter[0].source", "M-Bus meters are read over"},
+       "[[meter]]\nname = \"m\"\nprotocol = \"mbus\"\nsource = \"tcp\"\nhost = \"h\"\nport = 1\n",
+       4, "meter[0].source", "M-Bus meters are read over"},
       {"serve listen without port", "[serve]\nlisten = \"0.0.0.0\"\n", 2, "serve.listen",
        "is not HOST:PORT"},
       {"one threshold given, above the default off threshold",
@@ -226,4 +236,122 @@ TEST_CASE("secrets come from a file or the environment, never the TOML") {
   v = mp::config::resolve_secret("", "MP_TEST_TOKEN_MISSING", err);
   CHECK_FALSE(v);
   CHECK(err == "environment variable MP_TEST_TOKEN_MISSING is not set");
+}
+
+TEST_CASE("meters sharing a serial line or a Modbus gateway must agree on it") {
+  // lines 1-7: an SDM630 on an RS485 line at 9600 (default) 8N1
+  const std::string first =
+      "[[meter]]\nname = \"a\"\nprotocol = \"modbus\"\ntype = \"sdm630\"\n"
+      "source = \"serial\"\ndevice = \"/dev/ttyUSB7\"\nunit_id = 1\n";
+  auto second = [](const std::string& extra) {  // starts at line 8
+    return "[[meter]]\nname = \"b\"\nprotocol = \"modbus\"\ntype = \"sdm120\"\n"
+           "source = \"serial\"\ndevice = \"/dev/ttyUSB7\"\n" +
+           extra;
+  };
+  SUBCASE("same settings, another unit id: fine (defaults and explicit values compare alike)") {
+    auto r =
+        load_string(first + second("unit_id = 2\nbaud = 9600\nparity = \"none\"\n"), "ok.toml");
+    CHECK_MESSAGE(r.config.has_value(), dump(r));
+  }
+  SUBCASE("another baud rate") {
+    auto r = load_string(first + second("unit_id = 2\nbaud = 19200\n"), "bad.toml");
+    INFO(dump(r));
+    CHECK(r.errors.size() == 1);
+    CHECK(has_error(r, 15, "meter[1].baud",
+                    "19200 differs from meter[0] \"a\" (9600) on the same line /dev/ttyUSB7"));
+  }
+  SUBCASE("parity and timeout") {
+    auto r = load_string(first + second("unit_id = 2\nparity = \"even\"\ntimeout_ms = 300\n"),
+                         "bad.toml");
+    INFO(dump(r));
+    CHECK(r.errors.size() == 2);
+    CHECK(has_error(r, 15, "meter[1].parity", "even differs from meter[0] \"a\" (none)"));
+    CHECK(has_error(r, 16, "meter[1].timeout_ms", "300 differs from meter[0] \"a\" (500)"));
+  }
+  SUBCASE("the same unit id twice") {
+    auto r = load_string(first + second("unit_id = 1\n"), "bad.toml");
+    INFO(dump(r));
+    CHECK(has_error(r, 14, "meter[1].unit_id",
+                    "unit id 1 is already used by meter[0] \"a\" on the same line /dev/ttyUSB7"));
+  }
+  SUBCASE("a P1 meter on the Modbus line") {
+    auto r = load_string(first +
+                             "[[meter]]\nname = \"p1\"\nsource = \"serial\"\n"
+                             "device = \"/dev/ttyUSB7\"\n",
+                         "bad.toml");
+    INFO(dump(r));
+    CHECK(has_error(r, 11, "meter[1].device",
+                    "\"/dev/ttyUSB7\" is already used by meter[0] \"a\" (modbus): one serial "
+                    "line carries one protocol"));
+  }
+  SUBCASE("two P1 readers of one port") {
+    auto r = load_string(
+        "[[meter]]\nname = \"p1\"\nsource = \"serial\"\ndevice = \"/dev/ttyS9\"\n"
+        "[[meter]]\nname = \"p2\"\nsource = \"serial\"\ndevice = \"/dev/ttyS9\"\n",
+        "bad.toml");
+    INFO(dump(r));
+    CHECK(has_error(r, 8, "meter[1].device", "is already read by meter[0] \"p1\""));
+  }
+  SUBCASE("one device under two names is one line") {
+    char dir[] = "/tmp/mp-cfg-XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    const std::string real = std::string(dir) + "/ttyUSB7", link = std::string(dir) + "/by-id";
+    { std::ofstream(real.c_str()) << ""; }
+    REQUIRE(symlink(real.c_str(), link.c_str()) == 0);
+    auto r = load_string(
+        "[[meter]]\nname = \"a\"\nprotocol = \"mbus\"\nsource = \"serial\"\n"
+        "device = \"" +
+            real +
+            "\"\naddress = 5\n"
+            "[[meter]]\nname = \"b\"\nprotocol = \"mbus\"\nsource = \"serial\"\n"
+            "device = \"" +
+            link + "\"\naddress = 5\nbaud = 300\n",
+        "bad.toml");
+    INFO(dump(r));
+    CHECK(r.errors.size() == 2);
+    CHECK(has_error(r, 13, "meter[1].baud", "300 differs from meter[0] \"a\" (2400)"));
+    CHECK(has_error(r, 12, "meter[1].address", "M-Bus address 5 is already used by meter[0]"));
+    unlink(link.c_str());
+    unlink(real.c_str());
+    rmdir(dir);
+  }
+  SUBCASE("a Modbus TCP gateway") {
+    const std::string tcp =
+        "[[meter]]\nname = \"inv\"\nprotocol = \"sunspec\"\nsource = \"tcp\"\n"
+        "host = \"10.0.0.9\"\nport = 502\nunit_id = 1\n";
+    auto r = load_string(tcp +
+                             "[[meter]]\nname = \"m\"\nprotocol = \"modbus\"\ntype = \"sdm630\"\n"
+                             "source = \"tcp\"\nhost = \"10.0.0.9\"\nport = 502\nunit_id = 1\n",
+                         "bad.toml");
+    INFO(dump(r));
+    CHECK(has_error(r, 15, "meter[1].unit_id",
+                    "unit id 1 is already used by meter[0] \"inv\" on the same gateway "
+                    "10.0.0.9:502"));
+    // one SunSpec device read twice: its inverter part and its meter part
+    const std::string part =
+        "[[meter]]\nname = \"grid\"\nprotocol = \"sunspec\"\n"
+        "source = \"tcp\"\nhost = \"10.0.0.9\"\nport = 502\nunit_id = 1\n";
+    r = load_string(tcp + part, "bad.toml");  // the first one is "auto": ambiguous
+    INFO(dump(r));
+    CHECK(has_error(r, 14, "meter[1].unit_id", "give both sunspec_part = \"inverter\""));
+    r = load_string(tcp + "sunspec_part = \"inverter\"\n" + part + "sunspec_part = \"meter\"\n",
+                    "ok.toml");
+    CHECK_MESSAGE(r.config.has_value(), dump(r));
+    r = load_string(tcp + "sunspec_part = \"meter\"\n" + part +
+                        "sunspec_part = \"meter\"\nsunspec_index = 1\ninvert_power = true\n",
+                    "ok.toml");
+    REQUIRE_MESSAGE(r.config.has_value(), dump(r));
+    CHECK(r.config->meters[1].sunspec_part == "meter");
+    CHECK(r.config->meters[1].sunspec_index == 1);
+    CHECK(r.config->meters[1].invert_power);
+    r = load_string(tcp + "sunspec_part = \"meter\"\n" + part + "sunspec_part = \"meter\"\n",
+                    "bad.toml");
+    CHECK(has_error(r, 15, "meter[1].unit_id", "unit id 1 is already used by meter[0]"));
+    // another port is another gateway
+    r = load_string(tcp +
+                        "[[meter]]\nname = \"m\"\nprotocol = \"modbus\"\ntype = \"sdm630\"\n"
+                        "source = \"tcp\"\nhost = \"10.0.0.9\"\nport = 503\nunit_id = 1\n",
+                    "ok.toml");
+    CHECK_MESSAGE(r.config.has_value(), dump(r));
+  }
 }
