@@ -294,6 +294,12 @@ def main():
             f.write('[[meter]]\nname = "pvmeter"\nprotocol = "sunspec"\nsource = "tcp"\n'
                     'host = "127.0.0.1"\nport = %d\nunit_id = 3\ninterval_ms = 500\n'
                     % peer_b.port)
+            # relays on a Modbus meter (a poll of 5 requests) and a SunSpec meter: actuate
+            # decodes their raw frames itself (both export: on at the first reading)
+            for rname, meter in (("export_grid", "grid"), ("export_pv", "pvmeter")):
+                f.write('\n[[relay]]\nname = "%s"\nmeter = "%s"\non_below_w = -1000\n'
+                        'off_above_w = 100\non_delay_s = 0\noff_delay_s = 0\n'
+                        '[relay.output]\ntype = "sim"\n' % (rname, meter))
         r = subprocess.run([MP, "check-config", cfg], env=ENV, capture_output=True, text=True)
         check(r.returncode == 0, "check-config accepts modbus + sunspec meters",
               r.stderr.strip())
@@ -402,6 +408,17 @@ def main():
                   "unit 2's meter model 203 (after the inverter model), invert_power: "
                   "power_net_w +2500 W, import 7 kWh, no inverter values",
                   (vs.get("power_net_w"), number(pg, "energy_import_kwh")))
+
+        act = wait_for(lambda: (lambda w: w if w and w["gauges"].get("relay_export_grid") == 1
+                                and w["gauges"].get("relay_export_pv") == 1 else None)(
+            worker(status(run_dir), "actuate")), 8, 0.2)
+        check(act is not None, "actuate: both relays on (export 1234.5 W on the SDM630, 2500 W "
+              "on the SunSpec meter), from the raw frames it decodes itself",
+              (worker(status(run_dir), "actuate") or {}).get("gauges"))
+        if act:
+            c = act.get("counters", {})
+            check(int(c.get("readings", 0)) > 0 and int(c.get("decode_errors", 0)) == 0,
+                  "actuate: readings counted, no decode errors", c)
 
         # polling rate: interval 500 ms -> about 2 readings/s per meter
         t0 = time.monotonic()
