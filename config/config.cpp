@@ -446,6 +446,8 @@ void read_upload(Checker& c, const toml::table* t, Upload& u) {
   s.number("batch_age_s", u.batch_age_s, 0.01, 3600);
   s.number("timeout_s", u.timeout_s, 0.1, 3600);
   s.str("data_dir", u.data_dir);
+  s.integer("keep_days", u.keep_days, 0, 36500);
+  s.boolean("compress", u.compress);
   for (const char* secret : {"token", "password"}) {
     if (const toml::node* n = t->get(secret)) {
       s.allowed.insert(secret);

@@ -84,6 +84,8 @@ struct Upload {
   double batch_age_s = 5;
   double timeout_s = 30;
   std::string data_dir;  // default <state_dir>/data (target = "file")
+  int64_t keep_days = 0;     // day files older than this are deleted; 0 = keep all
+  bool compress = true;      // finished day files are gzipped (YYYY-MM-DD.lp.gz)
 };
 
 struct Output {

@@ -50,6 +50,15 @@ void DailyFiles::close() {
 DailyFiles::Slot* DailyFiles::slot_for(const std::string& name) {
   for (auto& s : slots_)
     if (s.fd >= 0 && s.name == name) {
+      // The retention pass (day_retention.h) may have compressed and unlinked an old day's
+      // file that this slot still holds (late points): lines written on would be lost, so
+      // open the name again (a new file, which the next pass adds to the .gz).
+      struct stat st;
+      if (::fstat(s.fd, &st) == 0 && st.st_nlink == 0) {
+        ::close(s.fd);
+        s = Slot{};
+        break;
+      }
       s.used = ++stamp_;
       return &s;
     }

@@ -3,7 +3,8 @@
 // ready for `influx write --file` (precision: whatever the encoder used, ns by default).
 // Writes go to the kernel at once; fsync happens at most once per second (maybe_sync) and on
 // close. At most two day files are kept open (today and a late point from yesterday).
-// Not thread safe: call from one thread (the bus receiver).
+// Not thread safe: call from one thread (the bus receiver). A file of an old day that was
+// unlinked meanwhile (upload/day_retention.h) is opened again on the next append to it.
 #pragma once
 
 #include <cstdint>

@@ -3,20 +3,30 @@
 // thread drains the spool, so a slow or dead server never makes this loop miss messages.
 // The bus position is saved after each spool sync, so a restarted uploader asks process
 // (and actuate) to replay what it missed.
+// With target = "file", a low-priority thread compresses finished day files and deletes old
+// ones (upload/day_retention.h: compress, keep_days).
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "bus/worker.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/rate_limit.h"
 #include "upload/daily_files.h"
+#include "upload/day_retention.h"
 #include "upload/line_protocol.h"
 #include "upload/sender.h"
 #include "upload/spool.h"
@@ -44,6 +54,89 @@ std::string relay_line(const meterpipe::Envelope& env, mp::upload::Precision p) 
   return line;
 }
 
+// Runs retention passes over the day files on its own thread: one at start, then about once
+// an hour and whenever the UTC day changes (checked every minute). A pass is abandoned within
+// one 64 KiB chunk when the worker stops (its temp file is removed; the next run redoes it).
+// Health: counters day_files_compressed, day_files_deleted, day_files_errors; gauge
+// data_dir_bytes (every regular file in data_dir, refreshed every minute).
+class DayFileKeeper {
+ public:
+  DayFileKeeper(mp::Worker& w, const mp::config::Upload& uc, std::mutex& writer)
+      : w_(w), dir_(uc.data_dir), writer_(writer) {
+    opt_.keep_days = uc.keep_days;
+    opt_.compress = uc.compress;
+    opt_.writer_mutex = &writer_;
+    opt_.keep_going = [this] { return !stop_flag_.load() && !mp::g_stop.load(); };
+  }
+  ~DayFileKeeper() { stop(); }
+  DayFileKeeper(const DayFileKeeper&) = delete;
+  DayFileKeeper& operator=(const DayFileKeeper&) = delete;
+
+  void start() {
+    w_.count("day_files_compressed", 0);
+    w_.count("day_files_deleted", 0);
+    w_.count("day_files_errors", 0);
+    thread_ = std::thread([this] { run(); });
+  }
+  // Prompt: a pass in progress stops at its next chunk.
+  void stop() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_flag_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void run() {
+    // Bulk disk I/O and compression: give way to the bus loop (and the other workers).
+    (void)!setpriority(PRIO_PROCESS, pid_t(syscall(SYS_gettid)), 10);
+    constexpr int64_t kHourNs = 3600LL * 1000000000LL;
+    bool first = true;
+    int64_t last_pass = 0, last_day = 0;
+    std::unique_lock<std::mutex> lk(mu_);
+    while (!stop_flag_) {
+      lk.unlock();
+      const int64_t mono = mp::clock::mono_ns(), wall = mp::clock::wall_ns();
+      const int64_t today = mp::upload::utc_day(wall);
+      if (first || today != last_day || mono - last_pass >= kHourNs) {
+        pass(wall);
+        first = false;
+        last_pass = mono;
+        last_day = today;
+      } else {
+        w_.gauge("data_dir_bytes", double(mp::upload::dir_bytes(dir_)));
+      }
+      lk.lock();
+      cv_.wait_for(lk, std::chrono::seconds(60), [this] { return stop_flag_.load(); });
+    }
+  }
+
+  void pass(int64_t wall) {
+    const auto st = mp::upload::retention_pass(dir_, wall, opt_);
+    w_.count("day_files_compressed", st.compressed);
+    w_.count("day_files_deleted", st.deleted);
+    w_.count("day_files_errors", st.errors.size());
+    w_.gauge("data_dir_bytes", double(st.dir_bytes));
+    const std::string done = mp::upload::describe(st, opt_.keep_days);
+    if (!done.empty()) mp::log::info("%s", done.c_str());
+    if (!st.errors.empty())
+      mp::log::warn("day files: %zu problem%s (files kept as they were): %s%s", st.errors.size(),
+                    st.errors.size() == 1 ? "" : "s", st.errors.front().c_str(),
+                    st.errors.size() > 1 ? "; ..." : "");
+  }
+
+  mp::Worker& w_;
+  const std::string dir_;
+  std::mutex& writer_;
+  mp::upload::RetentionOptions opt_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<bool> stop_flag_{false};
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -63,6 +156,8 @@ int main(int argc, char** argv) {
   mp::upload::Spool spool;
   mp::upload::DailyFiles files;
   std::unique_ptr<mp::upload::Sender> sender;
+  std::mutex files_mu;  // appends vs. the keeper's unlink of a compressed day file
+  std::unique_ptr<DayFileKeeper> keeper;
   std::string err;
   std::string state_dir;
   if (to_files) {
@@ -72,6 +167,8 @@ int main(int argc, char** argv) {
     }
     state_dir = uc.data_dir;
     mp::log::info("writing daily line-protocol files to %s", uc.data_dir.c_str());
+    keeper = std::make_unique<DayFileKeeper>(w, uc, files_mu);
+    keeper->start();
   } else {
     if (!spool.open(uc.spool_dir, uint64_t(uc.spool_max_mb) << 20, 0, &err)) {
       mp::log::error("upload: spool_dir %s: %s", uc.spool_dir.c_str(), err.c_str());
@@ -128,7 +225,13 @@ int main(int argc, char** argv) {
   uint64_t saved_points = 0;
   bool store_failing = false;
   auto store = [&](const std::string& line, int64_t t) {
-    bool ok = to_files ? files.append(line, t) : spool.append(line, t);
+    bool ok;
+    if (to_files) {
+      std::lock_guard<std::mutex> l(files_mu);
+      ok = files.append(line, t);
+    } else {
+      ok = spool.append(line, t);
+    }
     if (ok) {
       ++points;
     } else {
@@ -201,6 +304,7 @@ int main(int argc, char** argv) {
     w.tick();
   }
   if (sender) sender->stop();
+  if (keeper) keeper->stop();
   if (to_files)
     files.sync();
   else
