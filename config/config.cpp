@@ -438,7 +438,10 @@ void read_upload(Checker& c, const toml::table* t, Upload& u) {
   s.str("precision", u.precision, false, {"s", "ms", "us", "ns"});
   s.boolean("gzip", u.gzip);
   s.boolean("tls_verify", u.tls_verify);
-  s.str("ca_file", u.ca_file);
+  if (s.str("ca_file", u.ca_file) && !u.ca_file.empty() && access(u.ca_file.c_str(), R_OK) != 0)
+    c.error_at(t->get("ca_file")->source(), "upload.ca_file",
+               "cannot read " + u.ca_file + ": " + std::strerror(errno) +
+                   " (the PEM file of the CA that signed the server's certificate)");
   s.str("measurement", u.measurement);
   s.str("spool_dir", u.spool_dir);
   s.integer("spool_max_mb", u.spool_max_mb, 1, 1 << 20);

@@ -374,6 +374,17 @@ WriteResult InfluxClient::write(std::string_view body) {
   if (rc != CURLE_OK) {
     res.cls = rc == CURLE_ABORTED_BY_CALLBACK ? WriteClass::aborted : WriteClass::retry;
     res.message = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+    // A certificate that does not verify will not verify on the next try either: a
+    // configuration error (data kept, told once a minute), with what to change.
+    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+        rc == CURLE_SSL_ISSUER_ERROR || rc == CURLE_SSL_CRL_BADFILE) {
+      res.cls = WriteClass::config_error;
+      res.message += rc == CURLE_SSL_CACERT_BADFILE
+                         ? " (upload.ca_file must be a readable PEM file of the CA)"
+                         : " (TLS: set upload.ca_file to the CA that signed the server's "
+                           "certificate, or use the host name the certificate is for in "
+                           "upload.url)";
+    }
     return res;
   }
   long status = 0;

@@ -10,7 +10,8 @@
 // Result classes:
 //   ok            2xx
 //   bad_data      400, 413 and 422: the batch will never be accepted; drop it
-//   config_error  401, 403, 404: keep the data, tell the user (once a minute)
+//   config_error  401, 403, 404, a server certificate that does not verify, an unreadable
+//                 ca_file: keep the data, tell the user (once a minute)
 //   retry         429, 5xx, other statuses, timeouts, connection errors
 //   aborted       abort() was called during the request (shutdown)
 #pragma once

@@ -187,6 +187,10 @@ int main(int argc, char** argv) {
     ic.precision = lp.precision;
     ic.verify_tls = uc.tls_verify;
     ic.ca_file = uc.ca_file;
+    if (!uc.tls_verify && uc.url.rfind("https:", 0) == 0)
+      mp::log::warn("upload: tls_verify = false: the server's certificate is not checked, "
+                    "anyone on the way can pose as %s and read the credentials",
+                    uc.url.c_str());
     ic.gzip = uc.gzip;
     ic.request_timeout_ms = long(uc.timeout_s * 1000);
     std::string serr;
