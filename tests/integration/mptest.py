@@ -228,6 +228,66 @@ def kill_proc(proc, sig=signal.SIGTERM, wait=5):
         proc.wait()
 
 
+class InfluxServer:
+    """A real influxd 1.6 (Debian `influxdb`) with everything in a temp dir, on free
+    127.0.0.1 ports (HTTP and the RPC port it always opens); restartable. `http_extra`: more
+    lines for its [http] table (auth-enabled, https-*), `scheme` "https" with it.
+    start() waits for /ping to answer 204 through self.ping(), which a subclass with its own
+    client (TLS, auth) replaces."""
+
+    def __init__(self, prefix="mpinflux.", http_extra="", scheme="http"):
+        self.dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        self.port = free_port()
+        rpc = free_port()
+        while rpc == self.port:
+            rpc = free_port()
+        self.scheme = scheme
+        self.log_path = os.path.join(self.dir, "influxd.log")
+        self.conf = os.path.join(self.dir, "influxdb.conf")
+        d = self.dir
+        with open(self.conf, "w") as f:
+            f.write('reporting-enabled = false\nbind-address = "127.0.0.1:%d"\n'
+                    '[meta]\n  dir = "%s/meta"\n'
+                    '[data]\n  dir = "%s/data"\n  wal-dir = "%s/wal"\n'
+                    '  query-log-enabled = false\n'
+                    '[monitor]\n  store-enabled = false\n'
+                    '[http]\n  bind-address = "127.0.0.1:%d"\n  log-enabled = false\n'
+                    '  pprof-enabled = false\n%s'
+                    '[ifql]\n  enabled = false\n' % (rpc, d, d, d, self.port, http_extra))
+        self.proc = None
+
+    @property
+    def url(self):
+        return "%s://127.0.0.1:%d" % (self.scheme, self.port)
+
+    def ping(self):
+        """HTTP status of GET /ping (0: no answer)."""
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(self.url + "/ping", timeout=1) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except (urllib.error.URLError, OSError):
+            return 0
+
+    def start(self):
+        """Starts influxd; True once /ping answers 204 (within 20 s)."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(["influxd", "-config", self.conf],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        ok = wait_for(lambda: self.proc.poll() is not None or self.ping() == 204, 20, 0.03)
+        return bool(ok) and self.proc.poll() is None
+
+    def stop(self):
+        kill_proc(self.proc, wait=10)
+
+    def remove(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Serial tests (run inside tests/harness/serial_ns.sh)
 

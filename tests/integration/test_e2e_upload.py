@@ -56,7 +56,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mptest  # noqa: E402
-from mptest import ENV, MP, alive, free_port, procs_using  # noqa: E402
+from mptest import ENV, MP, alive, procs_using  # noqa: E402
 
 BIN = mptest.BIN_DIR
 
@@ -116,55 +116,17 @@ def http_req(method, url, body=None, headers=None, timeout=10):
 
 
 # ---------------------------------------------------------------------------------------------
-class Influxd:
-    """influxd 1.6 with everything in a temp dir, on free 127.0.0.1 ports; restartable."""
+class Influxd(mptest.InfluxServer):
+    """mptest.InfluxServer (plain HTTP, no auth), removed at exit, with queries."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="mpui.", dir="/tmp")
-        self.port = free_port()
-        rpc = free_port()
-        while rpc == self.port:
-            rpc = free_port()
-        self.conf = os.path.join(self.dir, "influxdb.conf")
-        d = self.dir
-        with open(self.conf, "w") as f:
-            f.write('reporting-enabled = false\nbind-address = "127.0.0.1:%d"\n'
-                    '[meta]\n  dir = "%s/meta"\n'
-                    '[data]\n  dir = "%s/data"\n  wal-dir = "%s/wal"\n'
-                    '  query-log-enabled = false\n'
-                    '[monitor]\n  store-enabled = false\n'
-                    '[http]\n  bind-address = "127.0.0.1:%d"\n  log-enabled = false\n'
-                    '  pprof-enabled = false\n'
-                    '[ifql]\n  enabled = false\n' % (rpc, d, d, d, self.port))
-        self.proc = None
+        mptest.InfluxServer.__init__(self, prefix="mpui.")
         cleanups.append(self.remove)
 
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.port
-
     def start(self):
-        log = open(os.path.join(self.dir, "influxd.log"), "ab")
-        self.proc = subprocess.Popen(["influxd", "-config", self.conf], stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=log)
-        log.close()
+        ok = mptest.InfluxServer.start(self)
         started.append(self.proc)
-        ok = wait_for(lambda: self.proc.poll() is not None or
-                      http_req("GET", self.url + "/ping", timeout=1)[0] == 204, 20, 0.03)
-        return ok and self.proc.poll() is None
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def remove(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        return ok
 
     def create_db(self, db):
         st, _ = http_req("POST", self.url + "/query",

@@ -43,7 +43,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mptest  # noqa: E402
-from mptest import alive, free_port, kill_proc, note, procs_using, wait_for  # noqa: E402
+from mptest import alive, note, procs_using, wait_for  # noqa: E402
 
 RATE_HZ = 10
 SPEED = 100        # 10 meter seconds between telegrams: one point per reading (precision s)
@@ -118,42 +118,22 @@ def https_req(port, method, path, ctx, body=None, headers=None, timeout=10):
         conn.close()
 
 
-class Influxd:
-    """influxd 1.6, everything in a temp dir, HTTPS with the given certificate on a free
-    127.0.0.1 port, authentication on (admin USER/PASSWORD made at start)."""
+class Influxd(mptest.InfluxServer):
+    """mptest.InfluxServer with HTTPS (the given certificate) and authentication on (admin
+    USER/PASSWORD made by setup_db)."""
 
     def __init__(self, crt, key, ca, name_ok=True):
-        self.dir = tempfile.mkdtemp(prefix="mptls.ix.", dir="/tmp")
-        self.port = free_port()
-        rpc = free_port()
-        while rpc == self.port:
-            rpc = free_port()
-        self.log_path = os.path.join(self.dir, "influxd.log")
-        self.conf = os.path.join(self.dir, "influxdb.conf")
-        d = self.dir
-        with open(self.conf, "w") as f:
-            f.write('reporting-enabled = false\nbind-address = "127.0.0.1:%d"\n'
-                    '[meta]\n  dir = "%s/meta"\n'
-                    '[data]\n  dir = "%s/data"\n  wal-dir = "%s/wal"\n'
-                    '  query-log-enabled = false\n'
-                    '[monitor]\n  store-enabled = false\n'
-                    '[http]\n  bind-address = "127.0.0.1:%d"\n  log-enabled = false\n'
-                    '  pprof-enabled = false\n  auth-enabled = true\n'
-                    '  https-enabled = true\n  https-certificate = "%s"\n'
-                    '  https-private-key = "%s"\n'
-                    '[ifql]\n  enabled = false\n' % (rpc, d, d, d, self.port, crt, key))
+        mptest.InfluxServer.__init__(
+            self, prefix="mptls.ix.", scheme="https",
+            http_extra='  auth-enabled = true\n  https-enabled = true\n'
+                       '  https-certificate = "%s"\n  https-private-key = "%s"\n' % (crt, key))
         # the test's own client: trusts the CA; checks the name unless the cert is the wrong one
         self.ctx = ssl.create_default_context(cafile=ca)
         if not name_ok:
             self.ctx.check_hostname = False
         self.auth = {"Authorization": "Basic " +
                      base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()}
-        self.proc = None
         cleanups.append(self.remove)
-
-    @property
-    def url(self):
-        return "https://127.0.0.1:%d" % self.port
 
     def req(self, method, path, body=None, headers=None, ctx=None, timeout=10):
         try:
@@ -161,14 +141,8 @@ class Influxd:
         except (OSError, http.client.HTTPException) as e:  # ssl.SSLError is an OSError
             return 0, repr(e)
 
-    def start(self):
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(["influxd", "-config", self.conf], stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=log)
-        log.close()
-        ok = wait_for(lambda: self.proc.poll() is not None or
-                      self.req("GET", "/ping", timeout=1)[0] == 204, 20, 0.03)
-        return bool(ok) and self.proc.poll() is None
+    def ping(self):
+        return self.req("GET", "/ping", timeout=1)[0]
 
     def query_post(self, q, auth=True):
         return self.req("POST", "/query", urllib.parse.urlencode({"q": q}).encode(),
@@ -209,9 +183,6 @@ class Influxd:
         except OSError:
             return 0
 
-    def remove(self):
-        kill_proc(self.proc, wait=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,8 +433,9 @@ def case_unknown_ca(pki, ix):
         seqs = [r[0] for r in reads1]
         k1 = seqs[0] - 1 if seqs else 0
         n1 = len(seqs) + k1
+        # (the last reading or two published while the pipeline stops may miss the tap)
         check(L, stored is not None and k1 <= 10 and seqs == list(range(k1 + 1, n1 + 1)) and
-              n1 - 5 <= stored <= n1,
+              n1 - 5 <= stored <= n1 + 3,
               "upload stored %s points, the readings process published up to the stop (tap: "
               "seq %d..%d)" % (stored, k1 + 1, n1))
 
@@ -478,7 +450,7 @@ def case_unknown_ca(pki, ix):
         check(L, held is not None and held == stored,
               "on restart the spool holds every stored point (%s unsent)" % held)
         spooled_times = {r[1] for r in reads1 if r[0] <= (held or 0)}
-        want = len(spooled_times) + k1
+        want = held or 0  # every spooled point, tapped or not
         wait_for(lambda: ix.count("u1") >= want, 15, 0.3)
         got = set(ix.times("u1") or [])
         missing = sorted(spooled_times - got)
