@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include <arpa/inet.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -13,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/curve_keys.h"
 #include "config/relay_spec.h"
 
 namespace mp::config {
@@ -41,6 +44,7 @@ std::vector<std::string> Config::workers() const {
   if (!relays.empty()) w.push_back("actuate");
   if (upload.enabled && !meters.empty()) w.push_back("upload");
   if (serve.enabled) w.push_back("serve");
+  if (remote.enabled) w.push_back("remote");
   return w;
 }
 
@@ -625,6 +629,81 @@ void read_serve(Checker& c, const toml::table* t, Serve& sv) {
   s.finish();
 }
 
+// HOST:PORT that ZeroMQ can bind: HOST a numeric IPv4 address, "*" or "[IPv6]" (ZeroMQ
+// resolves no host names when it binds, so "localhost" would fail only at start).
+bool bindable_host_port(const std::string& v) {
+  const auto colon = v.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 >= v.size() ||
+      v.find_first_not_of("0123456789", colon + 1) != std::string::npos || v.size() - colon - 1 > 5)
+    return false;
+  const long port = std::atol(v.c_str() + colon + 1);
+  if (port < 1 || port > 65535) return false;
+  std::string host = v.substr(0, colon);
+  if (host == "*") return true;
+  unsigned char buf[16];
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    return inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), buf) == 1;
+  return inet_pton(AF_INET, host.c_str(), buf) == 1;
+}
+
+void read_remote(Checker& c, const toml::table* t, Remote& r, bool check_files) {
+  if (!t) return;
+  auto s = c.scope(*t, "remote");
+  s.boolean("enabled", r.enabled);
+  if (s.str("listen", r.listen) && !bindable_host_port(r.listen))
+    c.error_at(t->get("listen")->source(), "remote.listen",
+               "\"" + r.listen +
+                   "\" is not IP:PORT (like \"127.0.0.1:7558\", or \"0.0.0.0:7558\" for the LAN)");
+  s.str("secret_key_file", r.secret_key_file);
+  s.str("authorized_keys_file", r.authorized_keys_file);
+  s.str_array("publishers", r.publishers);
+  s.finish();
+  if (!r.enabled) return;
+  // the key files are read now, so `check-config` finds what would stop the worker
+  if (r.secret_key_file.empty()) {
+    s.missing("secret_key_file", " (enabled = true; `meterpipe keygen NAME` writes NAME.key)");
+  } else if (check_files) {
+    const auto& at = t->get("secret_key_file")->source();
+    const std::string& f = r.secret_key_file;
+    std::string text, err, key;
+    keys::Problem p;
+    struct stat st {};
+    if (!keys::read_text_file(f, text, err)) {
+      c.error_at(at, "remote.secret_key_file", err);
+    } else if (!keys::parse_key_text(text, key, p)) {
+      // the problem names the line, never its text: this is a secret
+      c.error_at(at, "remote.secret_key_file",
+                 f + (p.line ? ":" + std::to_string(p.line) : "") + ": " + p.message);
+    } else if (stat(f.c_str(), &st) == 0 && (st.st_mode & S_IROTH)) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+      c.error_at(at, "remote.secret_key_file",
+                 f + " is readable by every user (mode " + mode + "): chmod 600 " + f);
+    }
+    std::fill(text.begin(), text.end(), '\0');
+    std::fill(key.begin(), key.end(), '\0');
+  }
+  if (r.authorized_keys_file.empty()) {
+    s.missing("authorized_keys_file", " (enabled = true; one client public key per line)");
+  } else if (check_files) {
+    const auto& at = t->get("authorized_keys_file")->source();
+    const std::string& f = r.authorized_keys_file;
+    std::string text, err;
+    std::vector<keys::Problem> problems;
+    if (!keys::read_text_file(f, text, err)) {
+      c.error_at(at, "remote.authorized_keys_file", err);
+    } else {
+      const auto found = keys::parse_authorized_keys(text, problems);
+      for (const auto& p : problems)
+        c.error_at(at, "remote.authorized_keys_file",
+                   f + ":" + std::to_string(p.line) + ": " + p.message);
+      if (found.empty() && problems.empty())
+        c.error_at(at, "remote.authorized_keys_file",
+                   f + " holds no key: add the public key (NAME.pub) of each client, one per line");
+    }
+  }
+}
+
 template <class T, class F>
 void read_array(Checker& c, Checker::Scope& top, const char* key, std::vector<T>& out, F f) {
   const toml::node* n = top.node(key);
@@ -644,6 +723,10 @@ void read_array(Checker& c, Checker::Scope& top, const char* key, std::vector<T>
 }  // namespace
 
 Result load_string(const std::string& text, const std::string& name) {
+  return load_string(text, name, LoadOptions{});
+}
+
+Result load_string(const std::string& text, const std::string& name, const LoadOptions& opt) {
   Result res;
   toml::table root;
   try {
@@ -664,6 +747,7 @@ Result load_string(const std::string& text, const std::string& name) {
   read_actuate(c, top.table("actuate"), cfg.actuate);
   read_array(c, top, "relay", cfg.relays, read_relay);
   read_serve(c, top.table("serve"), cfg.serve);
+  read_remote(c, top.table("remote"), cfg.remote, opt.check_key_files);
   top.finish();
 
   const toml::array* meters = root["meter"].as_array();
@@ -704,11 +788,26 @@ Result load_string(const std::string& text, const std::string& name) {
 
   if (meters) check_shared_lines(c, cfg, *meters);
 
+  // remote.publishers: workers this config starts (a name that is not would forward nothing)
+  if (const toml::array* pubs = root["remote"]["publishers"].as_array();
+      pubs && cfg.remote.enabled) {
+    const auto running = cfg.workers();
+    std::string list;
+    for (const auto& w : running) list += (list.empty() ? "" : ", ") + w;
+    for (size_t i = 0; i < cfg.remote.publishers.size() && i < pubs->size(); ++i) {
+      const std::string& p = cfg.remote.publishers[i];
+      if (std::find(running.begin(), running.end(), p) == running.end())
+        c.error_at(pubs->get(i)->source(), "remote.publishers[" + std::to_string(i) + "]",
+                   "\"" + p + "\" is not a worker of this config (" + list + ")");
+    }
+  }
+
   // defaults that depend on other keys
   if (cfg.upload.spool_dir.empty()) cfg.upload.spool_dir = cfg.general.state_dir + "/spool";
   if (cfg.upload.data_dir.empty()) cfg.upload.data_dir = cfg.general.state_dir + "/data";
   if (cfg.actuate.state_file.empty())
     cfg.actuate.state_file = cfg.general.state_dir + "/actuate.state";
+  if (cfg.remote.publishers.empty()) cfg.remote.publishers = cfg.workers();
 
   std::stable_sort(res.errors.begin(), res.errors.end(), [](const Error& a, const Error& b) {
     return a.line != b.line ? a.line < b.line : a.column < b.column;
@@ -717,7 +816,9 @@ Result load_string(const std::string& text, const std::string& name) {
   return res;
 }
 
-Result load_file(const std::string& path) {
+Result load_file(const std::string& path) { return load_file(path, LoadOptions{}); }
+
+Result load_file(const std::string& path, const LoadOptions& opt) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     Result r;
@@ -726,7 +827,7 @@ Result load_file(const std::string& path) {
   }
   std::ostringstream ss;
   ss << in.rdbuf();
-  return load_string(ss.str(), path);
+  return load_string(ss.str(), path, opt);
 }
 
 std::optional<std::string> resolve_secret(const std::string& file, const std::string& env,

@@ -140,6 +140,16 @@ struct Serve {
   std::string listen = "127.0.0.1:8080";
 };
 
+// Remote taps: the bus forwarded to tcp://<listen>, CurveZMQ only (clients must hold a key
+// listed in authorized_keys_file). Key files are checked when the config is loaded.
+struct Remote {
+  bool enabled = false;
+  std::string listen = "127.0.0.1:7558";
+  std::string secret_key_file;          // the server's (`meterpipe keygen NAME`: NAME.key)
+  std::string authorized_keys_file;     // client public keys, one per line, a name after each
+  std::vector<std::string> publishers;  // workers forwarded; default: every worker of the config
+};
+
 struct Config {
   std::string file;
   General general;
@@ -148,9 +158,10 @@ struct Config {
   Actuate actuate;
   std::vector<Relay> relays;
   Serve serve;
+  Remote remote;
 
   const Meter* meter(const std::string& name) const;
-  // Workers to run, in start order: acquire, process, actuate, upload, serve.
+  // Workers to run, in start order: acquire, process, actuate, upload, serve, remote.
   std::vector<std::string> workers() const;
 };
 
@@ -171,6 +182,15 @@ struct Result {
 Result load_file(const std::string& path);
 // Validates TOML text; `name` is used as FILE in messages.
 Result load_string(const std::string& text, const std::string& name);
+
+// What loading checks beyond the TOML itself. Commands that need only run_dir (status, tap,
+// relay) skip the key files [remote] names: members of group meterpipe cannot read the
+// server's secret key, and need not.
+struct LoadOptions {
+  bool check_key_files = true;
+};
+Result load_file(const std::string& path, const LoadOptions& opt);
+Result load_string(const std::string& text, const std::string& name, const LoadOptions& opt);
 
 // Reads a secret from a file (first line, trimmed) or an environment variable.
 // Returns nullopt and sets `error` (without the secret) when it cannot be read.

@@ -1,6 +1,8 @@
 #include "supervisor/cli.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -9,11 +11,14 @@
 #include <fstream>
 #include <sstream>
 #include <iostream>
+#include <memory>
 #include <zmq.hpp>
 
 #include "bus/bus.h"
+#include "bus/remote.h"
 #include "bus/worker.h"
 #include "common/clock.h"
+#include "common/curve_keys.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "config/config.h"
@@ -31,7 +36,8 @@ namespace mp::cli {
 namespace {
 
 const char* kDefaultConfig = "/etc/meterpipe/meterpipe.toml";
-const std::vector<std::string> kWorkers = {"acquire", "process", "actuate", "upload", "serve"};
+const std::vector<std::string> kWorkers = {"acquire", "process", "actuate",
+                                           "upload",  "serve",   "remote"};
 
 int print_errors(const config::Result& r) {
   for (const auto& e : r.errors) std::fprintf(stderr, "%s\n", e.str().c_str());
@@ -43,7 +49,9 @@ std::string find_run_dir(const std::string& run_dir, const std::string& cfg_file
   if (!run_dir.empty()) return run_dir;
   std::string f = cfg_file.empty() ? kDefaultConfig : cfg_file;
   if (!cfg_file.empty() || access(f.c_str(), R_OK) == 0) {
-    auto r = config::load_file(f);
+    config::LoadOptions lo;
+    lo.check_key_files = false;  // [remote]'s secret key is not for every group member
+    auto r = config::load_file(f, lo);
     if (r.config) return r.config->general.run_dir;
     if (!cfg_file.empty()) {
       print_errors(r);
@@ -158,6 +166,19 @@ int cmd_status(const std::string& run_dir, bool as_json) {
   return 0;
 }
 
+// One bus message as the JSON line `tap` prints.
+void print_tap_line(const bus::Message& m) {
+  google::protobuf::util::JsonPrintOptions jo;
+  jo.preserve_proto_field_names = true;
+  std::string body;
+  (void)google::protobuf::util::MessageToJsonString(m.env, &body, jo);
+  std::string line = "{\"topic\":" + json::quote(m.topic) +
+                     ",\"publisher\":" + json::quote(m.env.publisher()) +
+                     ",\"seq\":" + std::to_string(m.env.seq()) + ",\"envelope\":" + body + "}\n";
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
+}
+
 int cmd_tap(const std::string& run_dir, std::vector<std::string> prefixes, long count,
             double seconds) {
   install_stop_signals();
@@ -166,24 +187,158 @@ int cmd_tap(const std::string& run_dir, std::vector<std::string> prefixes, long 
   so.replay = true;
   so.first_contact_max = 0;
   bus::Subscriber sub(run_dir, kWorkers, prefixes, so);
-  google::protobuf::util::JsonPrintOptions jo;
-  jo.preserve_proto_field_names = true;
   long n = 0;
   const int64_t deadline = seconds > 0 ? clock::mono_ns() + int64_t(seconds * 1e9) : 0;
   while (!g_stop && (count <= 0 || n < count)) {
     if (deadline && clock::mono_ns() > deadline) break;
     bus::Message m;
     if (!sub.receive(m, 200)) continue;
-    std::string body;
-    (void)google::protobuf::util::MessageToJsonString(m.env, &body, jo);
-    std::string line = "{\"topic\":" + json::quote(m.topic) + ",\"publisher\":" +
-                       json::quote(m.env.publisher()) +
-                       ",\"seq\":" + std::to_string(m.env.seq()) + ",\"envelope\":" + body + "}\n";
-    std::fwrite(line.data(), 1, line.size(), stdout);
-    std::fflush(stdout);
+    print_tap_line(m);
     ++n;
   }
   return (count > 0 && n < count) ? 1 : 0;
+}
+
+// A key file named on the command line: its one key, or a one-line error on stderr.
+bool read_key_arg(const std::string& what, const std::string& path, std::string& key) {
+  std::string text, err;
+  keys::Problem p;
+  if (!keys::read_text_file(path, text, err)) {
+    std::fprintf(stderr, "tap: %s: %s\n", what.c_str(), err.c_str());
+    return false;
+  }
+  const bool ok = keys::parse_key_text(text, key, p);
+  std::fill(text.begin(), text.end(), '\0');
+  if (!ok) {
+    std::fprintf(stderr, "tap: %s: %s%s: %s\n", what.c_str(), path.c_str(),
+                 p.line ? (":" + std::to_string(p.line)).c_str() : "", p.message.c_str());
+    return false;
+  }
+  return true;
+}
+
+bool is_file(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// `tap --remote`: the same lines, from a remote endpoint ([remote] of the server's config).
+int cmd_tap_remote(const std::string& server, const std::string& server_key_arg,
+                   const std::string& key_arg, std::vector<std::string> prefixes, long count,
+                   double seconds) {
+  bus::RemoteSubscriber::Options o;
+  o.server = server;
+  o.prefixes = std::move(prefixes);
+  if (server.rfind(':') == std::string::npos || server.rfind(':') == 0) {
+    std::fprintf(stderr, "tap: --remote: \"%s\" is not HOST:PORT\n", server.c_str());
+    return 2;
+  }
+  // --server-key: the server's NAME.pub, or the key itself
+  if (keys::valid_z85_key(server_key_arg) && !is_file(server_key_arg)) {
+    o.server_key = server_key_arg;
+  } else if (!read_key_arg("--server-key", server_key_arg, o.server_key)) {
+    return 2;
+  }
+  // --key: this client's NAME.key, or NAME (then NAME.key); the public key follows from it
+  std::string key_file = key_arg;
+  if (key_arg.size() > 4 && key_arg.compare(key_arg.size() - 4, 4, ".pub") == 0) {
+    std::fprintf(stderr,
+                 "tap: --key: %s is a public key; give the secret key (NAME.key, or NAME)\n",
+                 key_arg.c_str());
+    return 2;
+  }
+  if (!is_file(key_file) && is_file(key_arg + ".key")) key_file = key_arg + ".key";
+  if (!is_file(key_file)) {
+    std::fprintf(stderr,
+                 "tap: --key: neither %s nor %s.key is a file (make one with `meterpipe "
+                 "keygen NAME`)\n",
+                 key_arg.c_str(), key_arg.c_str());
+    return 2;
+  }
+  if (!read_key_arg("--key", key_file, o.secret_key)) return 2;
+  if (!bus::curve_public_key(o.secret_key, o.public_key)) {
+    std::fprintf(stderr, "tap: --key: %s: not a CurveZMQ secret key\n", key_file.c_str());
+    return 2;
+  }
+  install_stop_signals();
+  std::unique_ptr<bus::RemoteSubscriber> sub;
+  try {
+    sub = std::make_unique<bus::RemoteSubscriber>(std::move(o));  // wipes the secret
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tap: %s\n", e.what());
+    return 2;
+  }
+  long n = 0;
+  const int64_t start = clock::mono_ns();
+  const int64_t deadline = seconds > 0 ? start + int64_t(seconds * 1e9) : 0;
+  bool said_waiting = false;
+  while (!g_stop && (count <= 0 || n < count)) {
+    if (deadline && clock::mono_ns() > deadline) break;
+    bus::Message m;
+    if (!sub->receive(m, 200)) {
+      if (!sub->failure().empty()) {
+        std::fprintf(stderr, "tap: %s: %s\n", server.c_str(), sub->failure().c_str());
+        return 1;
+      }
+      if (!said_waiting && !sub->connected() && clock::mono_ns() - start > 5000000000LL) {
+        std::fprintf(stderr,
+                     "tap: no connection to %s yet, still trying (is [remote] enabled there, "
+                     "and the port reachable?)\n",
+                     server.c_str());
+        said_waiting = true;
+      }
+      continue;
+    }
+    print_tap_line(m);
+    ++n;
+  }
+  return (count > 0 && n < count) ? 1 : 0;
+}
+
+// `keygen BASE`: BASE.key (secret, 0600) and BASE.pub; never overwrites.
+int cmd_keygen(const std::string& base) {
+  const std::string key_path = base + ".key", pub_path = base + ".pub";
+  for (const auto& p : {key_path, pub_path}) {
+    if (access(p.c_str(), F_OK) == 0) {
+      std::fprintf(stderr, "keygen: %s exists: not overwritten\n", p.c_str());
+      return 1;
+    }
+  }
+  std::string pub, sec;
+  if (!bus::curve_keypair(pub, sec)) {
+    std::fprintf(stderr, "keygen: this libzmq has no CurveZMQ support\n");
+    return 1;
+  }
+  auto write_new = [](const std::string& path, const std::string& text, mode_t mode) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+      std::fprintf(stderr, "keygen: cannot create %s: %s\n", path.c_str(), std::strerror(errno));
+      return false;
+    }
+    bool ok = mode != 0600 || fchmod(fd, 0600) == 0;  // never wider than 0600
+    ok = ok && ::write(fd, text.data(), text.size()) == ssize_t(text.size());
+    ok = ::fsync(fd) == 0 && ok;
+    if (::close(fd) != 0) ok = false;
+    if (!ok) {
+      std::fprintf(stderr, "keygen: cannot write %s: %s\n", path.c_str(), std::strerror(errno));
+      ::unlink(path.c_str());
+    }
+    return ok;
+  };
+  std::string sec_text = sec + "\n";
+  std::fill(sec.begin(), sec.end(), '\0');
+  const bool key_ok = write_new(key_path, sec_text, 0600);
+  std::fill(sec_text.begin(), sec_text.end(), '\0');
+  if (!key_ok) return 1;
+  if (!write_new(pub_path, pub + "\n", 0644)) {
+    ::unlink(key_path.c_str());
+    return 1;
+  }
+  std::printf(
+      "%s: secret key (mode 0600; keep it on this machine)\n"
+      "%s: public key %s\n",
+      key_path.c_str(), pub_path.c_str(), pub.c_str());
+  return 0;
 }
 
 // "2h", "30m", "90s", "1h30m", "45" (seconds) -> seconds; -1 when malformed.
@@ -409,12 +564,30 @@ int main(int argc, char** argv) {
   std::vector<std::string> prefixes;
   long count = 0;
   double seconds = 0;
+  std::string remote, server_key, client_key;
   auto* tap = app.add_subcommand("tap", "Print bus messages as JSON lines");
   tap->add_option("PREFIX", prefixes, "Topic prefixes (default: everything)");
   tap->add_option("-c,--config", cfg_file, "Config file (for run_dir)");
   tap->add_option("--run-dir", run_dir, "Run directory (default from config)");
   tap->add_option("-n,--count", count, "Stop after N messages (exit 1 if fewer came)");
   tap->add_option("--seconds", seconds, "Stop after this many seconds");
+  auto* tap_remote = tap->add_option(
+      "--remote", remote,
+      "Tap a meterpipe on another machine ([remote] of its config) at HOST:PORT, over "
+      "CurveZMQ. No replay over --remote: a message lost on the way stays lost (seq shows it)");
+  tap->add_option("--server-key", server_key,
+                  "With --remote: the server's public key (its NAME.pub, or the 40 Z85 characters)")
+      ->needs(tap_remote);
+  tap->add_option("--key", client_key,
+                  "With --remote: this client's secret key, NAME.key or NAME (from `meterpipe "
+                  "keygen NAME`; the server's authorized_keys_file lists NAME.pub)")
+      ->needs(tap_remote);
+
+  std::string keygen_base;
+  auto* keygen = app.add_subcommand(
+      "keygen", "Make a CurveZMQ key pair for remote taps: BASE.key (secret, 0600) and BASE.pub");
+  keygen->add_option("OUT_BASENAME", keygen_base, "Path without extension, e.g. ./laptop")
+      ->required();
 
   std::string decode_file = "-", key_file;
   auto* decode = app.add_subcommand("decode", "Decode telegrams or frames from a file or stdin");
@@ -470,6 +643,14 @@ int main(int argc, char** argv) {
   if (*run) return cmd_run(cfg_file, bin_dir);
   if (*check) return cmd_check(check_file);
   if (*status) return cmd_status(find_run_dir(run_dir, cfg_file), as_json);
+  if (*keygen) return cmd_keygen(keygen_base);
+  if (*tap && !remote.empty()) {
+    if (server_key.empty() || client_key.empty()) {
+      std::fprintf(stderr, "tap: --remote needs --server-key and --key\n");
+      return 2;
+    }
+    return cmd_tap_remote(remote, server_key, client_key, prefixes, count, seconds);
+  }
   if (*tap) {
     if (prefixes.empty()) prefixes.push_back("");
     return cmd_tap(find_run_dir(run_dir, cfg_file), prefixes, count, seconds);

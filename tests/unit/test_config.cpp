@@ -1,7 +1,9 @@
 // Config validation: every bad configuration names its file, line and key path.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -354,4 +356,164 @@ TEST_CASE("meters sharing a serial line or a Modbus gateway must agree on it") {
                     "ok.toml");
     CHECK_MESSAGE(r.config.has_value(), dump(r));
   }
+}
+
+namespace {
+
+// A scratch dir with key files for [remote] (valid Z85 keys; no ZeroMQ needed to make them).
+struct RemoteFiles {
+  std::string dir;
+  std::string key, auth;
+  RemoteFiles() {
+    char tmpl[] = "/tmp/mpcfgremote.XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    key = dir + "/server.key";
+    auth = dir + "/authorized_keys";
+    write(key, std::string(39, '0') + "1\n", 0600);
+    write(auth, "# clients\n" + std::string(39, '0') + "2 laptop\n", 0644);
+  }
+  ~RemoteFiles() {
+    std::remove(key.c_str());
+    std::remove(auth.c_str());
+    rmdir(dir.c_str());
+  }
+  static void write(const std::string& path, const std::string& text, mode_t mode) {
+    std::remove(path.c_str());
+    std::ofstream(path) << text;
+    chmod(path.c_str(), mode);
+  }
+  // [remote] at line 1, enabled, both files; `extra` follows on line 5
+  std::string toml(const std::string& extra = "") const {
+    return "[remote]\nenabled = true\nsecret_key_file = \"" + key +
+           "\"\nauthorized_keys_file = \"" + auth + "\"\n" + extra;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("[remote]: off by default; enabled needs both key files") {
+  auto r = load_string(kMeter, "ok.toml");
+  REQUIRE(r.config);
+  CHECK_FALSE(r.config->remote.enabled);
+  CHECK(r.config->remote.listen == "127.0.0.1:7558");
+  for (const auto& w : r.config->workers()) CHECK(w != "remote");
+
+  r = load_string("[remote]\nenabled = true\n", "bad.toml");
+  INFO(dump(r));
+  CHECK(has_error(r, 1, "remote.secret_key_file", "required key is missing"));
+  CHECK(has_error(r, 1, "remote.authorized_keys_file", "required key is missing"));
+  r = load_string("[remote]\nenabled = true\nsecret_key_file = \"\"\nauthorized_keys_file = \"\"\n",
+                  "bad.toml");
+  CHECK(has_error(r, 1, "remote.secret_key_file", "meterpipe keygen"));
+  r = load_string("[remote]\nenabled = true\nport = 7558\n", "bad.toml");
+  CHECK(has_error(r, 3, "remote.port", "unknown key"));
+  // not enabled: the files are not looked at
+  r = load_string("[remote]\nsecret_key_file = \"/nonexistent/k\"\n", "ok.toml");
+  CHECK_MESSAGE(r.config.has_value(), dump(r));
+
+  RemoteFiles f;
+  r = load_string(std::string(kMeter) + f.toml(), "ok.toml");
+  REQUIRE_MESSAGE(r.config.has_value(), dump(r));
+  const auto& rc = r.config->remote;
+  CHECK(rc.enabled);
+  CHECK(rc.secret_key_file == f.key);
+  CHECK(rc.authorized_keys_file == f.auth);
+  const auto workers = r.config->workers();
+  REQUIRE_FALSE(workers.empty());
+  CHECK(workers.back() == "remote");
+  CHECK(rc.publishers == workers);  // default: every worker of the config
+}
+
+TEST_CASE("[remote]: listen is IP:PORT") {
+  for (const char* ok :
+       {"0.0.0.0:7558", "127.0.0.1:1", "192.168.1.20:65535", "*:7558", "[::1]:7558", "[::]:7558"}) {
+    CAPTURE(ok);
+    auto r = load_string(std::string("[remote]\nlisten = \"") + ok + "\"\n", "ok.toml");
+    CHECK_MESSAGE(r.config.has_value(), dump(r));
+  }
+  for (const char* bad :
+       {"localhost:7558", "127.0.0.1", ":7558", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:75x",
+        "::1:7558", "127.0.0.1:*", "256.0.0.1:7558", "127.0.0.1:000007558"}) {
+    CAPTURE(bad);
+    auto r = load_string(std::string("[remote]\nlisten = \"") + bad + "\"\n", "bad.toml");
+    INFO(dump(r));
+    CHECK(has_error(r, 2, "remote.listen", "is not IP:PORT"));
+  }
+}
+
+TEST_CASE("[remote]: unreadable or malformed key files name the file and line") {
+  RemoteFiles f;
+  SUBCASE("missing files") {
+    auto r = load_string(
+        "[remote]\nenabled = true\nsecret_key_file = \"/nonexistent/s.key\"\n"
+        "authorized_keys_file = \"/nonexistent/auth\"\n",
+        "bad.toml");
+    INFO(dump(r));
+    CHECK(has_error(r, 3, "remote.secret_key_file",
+                    "cannot read /nonexistent/s.key: No such file or directory"));
+    CHECK(has_error(r, 4, "remote.authorized_keys_file", "cannot read /nonexistent/auth"));
+  }
+  SUBCASE("a secret key file that is not one key, never echoed") {
+    const std::string secretish = "Zq" + std::string(36, 'x') + "Q";  // 39 characters
+    RemoteFiles::write(f.key, "# server\n" + secretish + "\n", 0600);
+    auto r = load_string(f.toml(), "bad.toml");
+    INFO(dump(r));
+    CHECK(has_error(r, 3, "remote.secret_key_file", f.key + ":2: not a key"));
+    CHECK(dump(r).find(secretish) == std::string::npos);
+    RemoteFiles::write(f.key, "\n", 0600);
+    r = load_string(f.toml(), "bad.toml");
+    CHECK(has_error(r, 3, "remote.secret_key_file", f.key + ": holds no key"));
+  }
+  SUBCASE("a secret key every user can read") {
+    chmod(f.key.c_str(), 0644);
+    auto r = load_string(f.toml(), "bad.toml");
+    INFO(dump(r));
+    CHECK(has_error(r, 3, "remote.secret_key_file", "readable by every user (mode 0644)"));
+  }
+  SUBCASE("bad lines of authorized_keys") {
+    RemoteFiles::write(f.auth,
+                       "# clients\n" + std::string(39, '0') + "2 laptop\nssh-rsa AAAA me@host\n" +
+                           std::string(39, '0') + "2 again\n",
+                       0644);
+    auto r = load_string(f.toml(), "bad.toml");
+    INFO(dump(r));
+    CHECK(has_error(r, 4, "remote.authorized_keys_file", f.auth + ":3: not a public key"));
+    CHECK(has_error(r, 4, "remote.authorized_keys_file", f.auth + ":4: the same key as line 2"));
+    CHECK(dump(r).find("ssh-rsa") == std::string::npos);
+  }
+  SUBCASE("an authorized_keys_file without a key") {
+    RemoteFiles::write(f.auth, "# nobody yet\n", 0644);
+    auto r = load_string(f.toml(), "bad.toml");
+    CHECK(has_error(r, 4, "remote.authorized_keys_file", "holds no key"));
+  }
+}
+
+TEST_CASE("[remote]: publishers are workers of the config") {
+  RemoteFiles f;
+  auto r = load_string(std::string(kMeter) + f.toml("publishers = [\"process\", \"actuate\"]\n"),
+                       "bad.toml");
+  INFO(dump(r));
+  CHECK(has_error(r, 8, "remote.publishers[1]",
+                  "\"actuate\" is not a worker of this config (acquire, process, upload, remote)"));
+  r = load_string(std::string(kMeter) + f.toml("publishers = [\"process\"]\n"), "ok.toml");
+  REQUIRE_MESSAGE(r.config.has_value(), dump(r));
+  CHECK(r.config->remote.publishers == std::vector<std::string>{"process"});
+  r = load_string(std::string(kMeter) + f.toml("publishers = \"process\"\n"), "bad.toml");
+  CHECK(has_error(r, 8, "remote.publishers", "must be an array of strings"));
+}
+
+TEST_CASE("[remote]: commands that need only run_dir do not read the key files") {
+  mp::config::LoadOptions lo;
+  lo.check_key_files = false;
+  const std::string toml =
+      "[general]\nrun_dir = \"/tmp/x\"\n[remote]\nenabled = true\n"
+      "secret_key_file = \"/nonexistent/s.key\"\nauthorized_keys_file = \"/nonexistent/auth\"\n";
+  auto r = load_string(toml, "ok.toml", lo);
+  REQUIRE_MESSAGE(r.config.has_value(), dump(r));
+  CHECK(r.config->general.run_dir == "/tmp/x");
+  CHECK_FALSE(load_string(toml, "bad.toml").config.has_value());
+  // a missing key is still an error
+  r = load_string("[remote]\nenabled = true\n", "bad.toml", lo);
+  CHECK(has_error(r, 1, "remote.secret_key_file", "required key is missing"));
 }
