@@ -63,6 +63,9 @@ TEST_CASE("bad configurations name file, line, column and key") {
        "[[meter]]\nname = \"m\"\nprotocol = \"sunspec\"\nsource = \"tcp\"\n"
        "host = \"h\"\nport = 502\nsunspec_part = \"battery\"\n",
        7, "meter[0].sunspec_part", "is not one of"},
+      {"unreadable ca_file", "[upload]\ntarget = \"influxdb1\"\nurl = \"https://h:8086\"\n"
+       "database = \"d\"\nca_file = \"/nonexistent/ca.pem\"\n",
+       5, "upload.ca_file", "cannot read /nonexistent/ca.pem: No such file or directory"},
       {"realtime_cpu below -1", "[general]\nrealtime_cpu = -2\n", 2, "general.realtime_cpu",
        "out of range"},
       {"realtime_cpu as text", "[general]\nrealtime_cpu = \"auto\"\n", 2, "general.realtime_cpu",
