@@ -178,7 +178,10 @@ try:
           "pyzmq CURVE client with key A: reading/home Envelopes with values",
           [(t, e.publisher) for t, e in got])
 
+    # (health comes once a second: wait for each counter, a busy machine may lag)
     c = p.wait_counter("remote", "remote_clients_rejected", lambda v: v >= 1, 5)
+    p.wait_counter("remote", "remote_clients_accepted", lambda v: v >= 3, 5)
+    p.wait_counter("remote", "remote_forwarded", lambda v: v >= 6, 5)
     cs = p.counters("remote")
     check(cs.get("remote_clients_accepted", 0) >= 3 and c >= 1 and
           cs.get("remote_forwarded", 0) >= 6,

@@ -44,8 +44,12 @@ std::vector<uint8_t> hex(const char* s) { return parse_hex(s); }
 
 // Appends checksum and stop byte to "68 L L 68 C A CI data..." (L computed).
 std::vector<uint8_t> long_frame(uint8_t c, uint8_t a, uint8_t ci, const std::vector<uint8_t>& d) {
-  std::vector<uint8_t> f = {0x68, uint8_t(d.size() + 3), uint8_t(d.size() + 3), 0x68, c, a, ci};
-  f.insert(f.end(), d.begin(), d.end());
+  std::vector<uint8_t> f;
+  f.reserve(d.size() + 9);  // (an insert into the 7-byte list trips GCC 12's -Warray-bounds)
+  for (uint8_t b : {uint8_t(0x68), uint8_t(d.size() + 3), uint8_t(d.size() + 3), uint8_t(0x68),
+                    c, a, ci})
+    f.push_back(b);
+  for (uint8_t b : d) f.push_back(b);
   uint8_t cs = 0;
   for (size_t i = 4; i < f.size(); ++i) cs = uint8_t(cs + f[i]);
   f.push_back(cs);
