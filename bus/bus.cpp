@@ -152,6 +152,14 @@ void Publisher::replay_loop() {
 }
 
 // ---------------------------------------------------------------------------------------
+bool parse_message(const std::vector<zmq::message_t>& parts, Message& out) {
+  if (parts.size() != 2 ||
+      !out.env.ParseFromArray(parts[1].data(), static_cast<int>(parts[1].size())))
+    return false;
+  out.topic = parts[0].to_string();
+  return true;
+}
+
 Subscriber::Subscriber(std::string run_dir, std::vector<std::string> publishers,
                        std::vector<std::string> prefixes, Options opt)
     : run_dir_(std::move(run_dir)),
@@ -207,12 +215,10 @@ bool Subscriber::receive(Message& out, int timeout_ms) {
       if (!r) break;
       ++received_;
       Message m;
-      if (parts.size() != 2 ||
-          !m.env.ParseFromArray(parts[1].data(), static_cast<int>(parts[1].size()))) {
+      if (!parse_message(parts, m)) {
         ++decode_errors_;
         continue;
       }
-      m.topic = parts[0].to_string();
       handle(std::move(m));
     }
     if (pending_.empty() && timeout_ms == 0) return false;

@@ -93,6 +93,10 @@ struct Message {
   bool replayed = false;  // came from a publisher's replay ring, not live
 };
 
+// A received bus message (two frames: topic, serialized Envelope) as a Message; false when
+// it is not one (wrong frame count, an Envelope that does not parse).
+bool parse_message(const std::vector<zmq::message_t>& parts, Message& out);
+
 class Subscriber {
  public:
   struct Options {

@@ -458,12 +458,10 @@ bool RemoteSubscriber::receive(Message& out, int timeout_ms) {
     }
     if (r) {
       Message m;
-      if (parts.size() != 2 ||
-          !m.env.ParseFromArray(parts[1].data(), static_cast<int>(parts[1].size()))) {
+      if (!parse_message(parts, m)) {
         ++decode_errors_;
         continue;
       }
-      m.topic = parts[0].to_string();
       out = std::move(m);
       return true;
     }

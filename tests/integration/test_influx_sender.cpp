@@ -18,6 +18,7 @@
 #include "upload/line_protocol.h"
 #include "upload/sender.h"
 #include "upload/spool.h"
+#include "tests/harness/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace mp::upload;
@@ -32,18 +33,8 @@ namespace {
 constexpr int64_t kBase = 1700000000000000000;  // 2023-11-14T22:13:20Z
 constexpr int64_t kSec = 1000000000;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/mp_upload_test_XXXXXX";
-    char* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : mp::test::TempDir {
+  TempDir() : mp::test::TempDir("mpupload") {}
 };
 
 meterpipe::Reading reading(int i) {

@@ -19,6 +19,7 @@
 
 #include "bus/bus.h"
 #include "supervisor/supervisor.h"
+#include "tests/harness/temp_dir.h"
 
 namespace {
 
@@ -26,19 +27,8 @@ using mp::bus::Message;
 using mp::bus::Publisher;
 using mp::bus::Subscriber;
 
-// A short run_dir under /tmp (ipc paths must stay below ~100 characters).
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/mpbus.XXXXXX";
-    char* p = mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
+struct TempDir : mp::test::TempDir {
+  TempDir() : mp::test::TempDir("mpbus") {}
 };
 
 meterpipe::Envelope raw_env(size_t n = 16) {

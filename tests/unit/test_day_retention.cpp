@@ -23,6 +23,7 @@
 
 #include "upload/daily_files.h"
 #include "upload/day_retention.h"
+#include "tests/harness/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace mp::upload;
@@ -39,19 +40,8 @@ std::string date(int ago) {
   return n.substr(0, 10);
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/mp-retention.XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  std::string at(const std::string& name) const { return path + "/" + name; }
+struct TempDir : mp::test::TempDir {
+  TempDir() : mp::test::TempDir("mpretention") {}
 };
 
 void write_file(const std::string& path, const std::string& data) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "actuate/outputs.h"
+#include "tests/harness/temp_dir.h"
 
 using namespace mp::actuate;
 using Clock = std::chrono::steady_clock;
@@ -30,18 +31,8 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/mp_test_outputs_XXXXXX";
-    char* p = mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    std::string cmd = "rm -rf '" + path + "'";
-    (void)std::system(cmd.c_str());
-  }
+struct TempDir : mp::test::TempDir {
+  TempDir() : mp::test::TempDir("mpoutputs") {}
   std::string write_script(const std::string& name, const std::string& body) {
     std::string file = path + "/" + name;
     std::ofstream(file) << "#!/bin/sh\n" << body;

@@ -13,6 +13,7 @@
 
 #include "upload/daily_files.h"
 #include "upload/spool.h"
+#include "tests/harness/temp_dir.h"
 
 namespace fs = std::filesystem;
 using mp::upload::Spool;
@@ -22,18 +23,8 @@ namespace {
 
 constexpr int64_t kSec = 1000000000;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/mp_spool_test_XXXXXX";
-    char* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : mp::test::TempDir {
+  TempDir() : mp::test::TempDir("mpspool") {}
 };
 
 // Fixed-length lines (40 bytes) so record sizes are known: 8 header + 8 time + 40 = 56.

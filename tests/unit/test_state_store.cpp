@@ -10,23 +10,14 @@
 
 #include "actuate/rules.h"
 #include "actuate/state_store.h"
+#include "tests/harness/temp_dir.h"
 
 using namespace mp::actuate;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/mp_test_state_XXXXXX";
-    char* p = mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    std::string cmd = "rm -rf '" + path + "'";
-    (void)std::system(cmd.c_str());
-  }
+struct TempDir : mp::test::TempDir {
+  TempDir() : mp::test::TempDir("mpstate") {}
 };
 
 std::string slurp(const std::string& file) {
