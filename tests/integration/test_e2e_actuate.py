@@ -102,7 +102,9 @@ class P1Server:
         self.port = self.srv.getsockname()[1]
         self.lock = threading.Lock()
         self.conn = None
-        self.sends = []  # (wall time after the last byte, net_w)
+        # (wall time after the last byte was written, net_w, wall time before the write): the
+        # reader may take the bytes before this thread gets the CPU back to stamp "after"
+        self.sends = []
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -127,13 +129,14 @@ class P1Server:
         with self.lock:
             if not self.conn:
                 return False
+            t_before = time.time()
             try:
                 self.conn.sendall(data)
             except OSError:
                 self.conn.close()
                 self.conn = None
                 return False
-            self.sends.append((time.time(), net_w))
+            self.sends.append((time.time(), net_w, t_before))
             return True
 
     def close(self):
@@ -369,8 +372,9 @@ def test_rules_failsafe_override_restart():
               [(e["old_state"], e["new_state"]) for _, e in evs] == [(False, True), (True, False)],
               "events carry old and new state", [(e["old_state"], e["new_state"]) for _, e in evs])
         # each names the reading it was decided on: its receive time at acquire lies between
-        # the moment the telegram's last byte was sent and the moment the event arrived
-        sends = [t for t, _ in server.sends]
+        # the moment the write of the last telegram before the event began and the moment
+        # the event arrived (the stamp after sendall() can come later than acquire's read)
+        sends = [t_before for _, _, t_before in server.sends]
         for t_ev, e in evs:
             trig = int(e.get("trigger_receive_time_ns", 0)) / 1e9
             sent = max([t for t in sends if t <= t_ev + 0.001] or [0])
