@@ -124,6 +124,13 @@ Condition Condition::window(int from, int to) {
   return c;
 }
 
+Condition Condition::any_window(const std::vector<std::pair<int, int>>& windows) {
+  Condition c =
+      window(windows.empty() ? 0 : windows[0].first, windows.empty() ? 0 : windows[0].second);
+  if (windows.size() > 1) c.more_windows.assign(windows.begin() + 1, windows.end());
+  return c;
+}
+
 Condition Condition::weekdays(unsigned mask) {
   Condition c;
   c.kind = Kind::weekdays;
@@ -143,8 +150,11 @@ Condition Condition::value_range(std::string name, std::optional<double> min,
 
 std::string Condition::describe() const {
   switch (kind) {
-    case Kind::time_window:
-      return "time " + hhmm(from_minute) + "-" + hhmm(to_minute);
+    case Kind::time_window: {
+      std::string s = "time " + hhmm(from_minute) + "-" + hhmm(to_minute);
+      for (const auto& [f, t] : more_windows) s += " or " + hhmm(f) + "-" + hhmm(t);
+      return s;
+    }
     case Kind::weekdays: {
       static const char* names[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
       std::string s = "weekdays ";
@@ -200,14 +210,18 @@ std::vector<Problem> validate(const RelaySpec& r) {
     const Condition& c = r.conditions[i];
     std::string pre = fmt("conditions[%zu].", i);
     switch (c.kind) {
-      case Condition::Kind::time_window:
-        if (c.from_minute < 0 || c.from_minute > 1440)
-          add(pre + "from", "must be a time of day between 00:00 and 24:00");
-        if (c.to_minute < 0 || c.to_minute > 1440)
-          add(pre + "to", "must be a time of day between 00:00 and 24:00");
-        if (c.from_minute % 1440 == c.to_minute % 1440)
-          add(pre + "to", "must differ from \"from\" (the window would be empty)");
+      case Condition::Kind::time_window: {
+        std::vector<std::pair<int, int>> all = {{c.from_minute, c.to_minute}};
+        all.insert(all.end(), c.more_windows.begin(), c.more_windows.end());
+        for (const auto& [from, to] : all) {
+          if (from < 0 || from > 1440)
+            add(pre + "from", "must be a time of day between 00:00 and 24:00");
+          if (to < 0 || to > 1440) add(pre + "to", "must be a time of day between 00:00 and 24:00");
+          if (from % 1440 == to % 1440)
+            add(pre + "to", "must differ from \"from\" (the window would be empty)");
+        }
         break;
+      }
       case Condition::Kind::weekdays:
         if (c.weekday_mask == 0 || c.weekday_mask >= 128)
           add(pre + "weekdays", "must name at least one day of the week");
@@ -362,11 +376,14 @@ bool Engine::conditions_hold(const Relay& r, LocalTime lt, int64_t now, std::str
     std::string extra;
     switch (c.kind) {
       case Condition::Kind::time_window: {
-        int t = lt.minute;
-        if (c.from_minute < c.to_minute)
-          ok = t >= c.from_minute && t < c.to_minute;
-        else if (c.from_minute > c.to_minute)
-          ok = t >= c.from_minute || t < c.to_minute;
+        const int t = lt.minute;
+        auto in = [t](int from, int to) {
+          if (from < to) return t >= from && t < to;
+          if (from > to) return t >= from || t < to;  // across midnight
+          return false;
+        };
+        ok = in(c.from_minute, c.to_minute);
+        for (const auto& [f, to] : c.more_windows) ok = ok || in(f, to);
         extra = " (now " + hhmm(std::clamp(t, 0, 1439)) + ")";
         break;
       }

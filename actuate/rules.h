@@ -65,6 +65,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/reading.h"
@@ -89,6 +90,9 @@ struct Condition {
   // from_minute > to_minute wraps past midnight (22:00-06:00). Range 0..1440.
   int from_minute = 0;
   int to_minute = 0;
+  // time_window: further windows of the same condition (`windows = ["07:00-09:00",
+  // "17:00-20:00"]`); the condition holds when the local time lies in any of them.
+  std::vector<std::pair<int, int>> more_windows;
   // weekdays: bit d set = allowed on weekday d (0 = Sunday ... 6 = Saturday, as tm_wday).
   unsigned weekday_mask = 0;
   // value: the last value `name` of the relay's meter (e.g. "tariff", "voltage_l1_v") lies
@@ -100,6 +104,8 @@ struct Condition {
   std::optional<double> max;
 
   static Condition window(int from_minute, int to_minute);
+  // Any of several windows (at least one): the first as from/to, the rest in more_windows.
+  static Condition any_window(const std::vector<std::pair<int, int>>& windows);
   static Condition weekdays(unsigned mask);
   static Condition value_range(std::string name, std::optional<double> min,
                                std::optional<double> max);

@@ -28,10 +28,15 @@ actuate::RelaySpec to_relay_spec(const Relay& r) {
   s.max_switches_per_hour = int(r.max_switches_per_hour);
   s.stale_after_s = r.stale_after_s;
   actuate::parse_failsafe(r.failsafe, s.failsafe);
-  for (const auto& w : r.windows) {
-    const auto dash = w.find('-');
-    s.conditions.push_back(
-        actuate::Condition::window(parse_minute(w.substr(0, dash)), parse_minute(w.substr(dash + 1))));
+  // Several windows are one condition that holds in any of them (not one condition each:
+  // "07:00-09:00" and "17:00-20:00" must not both have to hold).
+  if (!r.windows.empty()) {
+    std::vector<std::pair<int, int>> ws;
+    for (const auto& w : r.windows) {
+      const auto dash = w.find('-');
+      ws.emplace_back(parse_minute(w.substr(0, dash)), parse_minute(w.substr(dash + 1)));
+    }
+    s.conditions.push_back(actuate::Condition::any_window(ws));
   }
   if (!r.weekdays.empty()) {
     static const char* names[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "config/relay_spec.h"
 
 using mp::config::load_file;
 using mp::config::load_string;
@@ -519,4 +520,18 @@ TEST_CASE("[remote]: commands that need only run_dir do not read the key files")
   // a missing key is still an error
   r = load_string("[remote]\nenabled = true\n", "bad.toml", lo);
   CHECK(has_error(r, 1, "remote.secret_key_file", "required key is missing"));
+}
+
+TEST_CASE("several relay windows are one condition that holds in any of them") {
+  auto r = load_string(std::string(kMeter) +
+                           "[[relay]]\nname = \"b\"\nmeter = \"home\"\n"
+                           "windows = [\"07:00-09:00\", \"17:00-20:00\"]\n"
+                           "[relay.output]\ntype = \"sim\"\n",
+                       "ok.toml");
+  INFO(dump(r));
+  REQUIRE(r.config);
+  REQUIRE(r.config->relays.size() == 1);
+  const auto spec = mp::config::to_relay_spec(r.config->relays[0]);
+  REQUIRE(spec.conditions.size() == 1);
+  CHECK(spec.conditions[0].describe() == "time 07:00-09:00 or 17:00-20:00");
 }

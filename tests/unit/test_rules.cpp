@@ -327,6 +327,27 @@ TEST_CASE("conditions: time window, weekdays, tariff, voltage") {
     std::vector<Event> expect2 = {{"r", "10:00:00", true}, {"r", "12:00:00", false}};
     CHECK(held.events == expect2);
   }
+  SUBCASE("several windows: on in any of them, off between them") {
+    RelaySpec r = relay("r", 1, 0, -1500);
+    r.on_delay_s = 0;
+    r.conditions.push_back(Condition::any_window({{7 * 60, 9 * 60}, {17 * 60, 20 * 60}}));
+    CHECK(validate(r).empty());
+    CHECK(r.conditions[0].describe() == "time 07:00-09:00 or 17:00-20:00");
+    Sim sim(SiteSpec{}, {r});
+    sim.eng.import_state(all_off({r}));
+    sim.base = [](int64_t) { return -2000.0; };
+    sim.run(at(6, 0), at(21, 0));
+    std::vector<Event> expect = {{"r", "07:00:00", true},
+                                 {"r", "09:00:00", false},
+                                 {"r", "17:00:00", true},
+                                 {"r", "20:00:00", false}};
+    CHECK(sim.events == expect);
+    RelaySpec bad = r;
+    bad.conditions[0] = Condition::any_window({{7 * 60, 9 * 60}, {600, 600}});
+    auto probs = validate(bad);
+    REQUIRE(probs.size() == 1);
+    CHECK(probs[0].field == "conditions[0].to");
+  }
   SUBCASE("window across midnight and weekdays") {
     RelaySpec r = relay("r", 1, 0, -1500);
     r.on_delay_s = 0;
