@@ -552,6 +552,11 @@ bool Engine::confirm(std::string_view relay, bool ok, int64_t now) {
   return true;
 }
 
+void Engine::forget_state(std::string_view relay) {
+  Relay* r = find(relay);
+  if (r && !r->pending) r->known = false;
+}
+
 bool Engine::set_override(std::string_view relay, Override mode, int64_t expires_ns) {
   Relay* r = find(relay);
   if (!r) return false;

@@ -232,6 +232,11 @@ class Engine {
   // Returns false when the relay is unknown or has no pending decision.
   bool confirm(std::string_view relay, bool ok, int64_t now_ns);
 
+  // The relay's real state is no longer known (re-asserting a restored state failed): the
+  // next step() treats it as at a start without state (failsafe or off, then the rules).
+  // Ignored while the engine has a decision of its own pending for the relay.
+  void forget_state(std::string_view relay);
+
   // Manual override; Override::automatic clears it. expires_ns 0 = until cleared.
   // Takes effect at the next step(). Returns false for an unknown relay.
   bool set_override(std::string_view relay, Override mode, int64_t expires_ns = 0);

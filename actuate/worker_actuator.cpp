@@ -30,7 +30,8 @@ std::vector<RelaySpec> specs(const config::Config& c) {
 std::unique_ptr<Output> make_output(const config::Relay& r, bool& async) {
   const auto& o = r.output;
   async = true;
-  if (o.type == "command") return std::make_unique<CommandOutput>(o.on_command, o.off_command, o.timeout_s);
+  if (o.type == "command")
+    return std::make_unique<CommandOutput>(o.on_command, o.off_command, o.timeout_s);
   if (o.type == "http") {
     HttpRequest on{o.on_url.empty() ? o.url : o.on_url, o.method, o.on_body, o.headers};
     HttpRequest off{o.off_url.empty() ? o.url : o.off_url, o.method, o.off_body, o.headers};
@@ -87,7 +88,8 @@ Actuator::Actuator(Worker& w)
       restored_ = true;
       log::info("relay state restored from %s", state_file_.c_str());
       break;
-    case LoadResult::missing: break;
+    case LoadResult::missing:
+      break;
     case LoadResult::error:
       log::warn("relay state %s unreadable (%s): starting from failsafe", state_file_.c_str(),
                 err.c_str());
@@ -146,7 +148,12 @@ void Actuator::saver_loop() {
 
 void Actuator::finish(Out& o, const SwitchResult& r, int64_t now) {
   const Decision& d = o.decision;
-  engine_.confirm(d.relay, r.ok, now);
+  // A restore re-asserts what the engine already believes: it is not the engine's decision,
+  // so it confirms none. When it fails the relay's real state is unknown.
+  if (d.mode != "restore")
+    engine_.confirm(d.relay, r.ok, now);
+  else if (!r.ok)
+    engine_.forget_state(d.relay);
   meterpipe::Envelope env;
   auto* ev = env.mutable_relay();
   ev->set_relay(d.relay);
@@ -167,8 +174,12 @@ void Actuator::finish(Out& o, const SwitchResult& r, int64_t now) {
               d.reason.c_str());
   } else {
     w_.count("switch_failures_" + d.relay);
-    log::warn("relay %s: switching %s failed: %s (will retry)", d.relay.c_str(),
-              d.new_state ? "on" : "off", r.error.c_str());
+    if (d.mode == "restore")
+      log::warn("relay %s: re-asserting the restored state (%s) failed: %s (state now unknown)",
+                d.relay.c_str(), d.new_state ? "on" : "off", r.error.c_str());
+    else
+      log::warn("relay %s: switching %s failed: %s (will retry)", d.relay.c_str(),
+                d.new_state ? "on" : "off", r.error.c_str());
   }
   last_reason_[d.relay] = d.reason;
   dirty_ = true;
@@ -179,7 +190,14 @@ void Actuator::apply(const std::vector<Decision>& ds, int64_t now) {
     auto it = outs_.find(d.relay);
     if (it == outs_.end()) continue;
     Out& o = it->second;
-    if (o.pending.valid()) continue;  // one switch in flight per relay
+    if (o.pending.valid()) {  // one switch in flight per relay
+      if (o.decision.mode == "restore") {
+        o.queued = d;
+        o.queued_wall_ns = trigger_wall_ns_;
+        o.queued_mono_ns = trigger_mono_ns_;
+      }
+      continue;
+    }
     o.decision = d;
     o.trigger_wall_ns = trigger_wall_ns_;
     o.trigger_mono_ns = trigger_mono_ns_;
@@ -202,8 +220,19 @@ void Actuator::apply(const std::vector<Decision>& ds, int64_t now) {
 void Actuator::collect(int64_t now) {
   for (auto& [name, o] : outs_) {
     if (o.pending.valid() &&
-        o.pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready)
+        o.pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
       finish(o, o.pending.get(), now);
+      if (o.queued) {  // the engine's decision that came during the restore
+        const Decision d = *o.queued;
+        o.queued.reset();
+        const int64_t wall = trigger_wall_ns_, mono = trigger_mono_ns_;
+        trigger_wall_ns_ = o.queued_wall_ns;
+        trigger_mono_ns_ = o.queued_mono_ns;
+        apply({d}, now);
+        trigger_wall_ns_ = wall;
+        trigger_mono_ns_ = mono;
+      }
+    }
   }
 }
 
@@ -250,8 +279,7 @@ void Actuator::handle_ctl(int64_t now) {
       double secs = wd.size() == 4 ? std::atof(wd[3].c_str()) : 0;
       if (!parse_override(wd[2], mode)) {
         reply = "{\"error\":\"state must be on, off or auto\"}";
-      } else if (!engine_.set_override(wd[1], mode,
-                                       secs > 0 ? now + int64_t(secs * 1e9) : 0)) {
+      } else if (!engine_.set_override(wd[1], mode, secs > 0 ? now + int64_t(secs * 1e9) : 0)) {
         reply = "{\"error\":" + json::quote("no relay named " + wd[1]) + "}";
       } else {
         log::info("relay %s: manual override %s%s", wd[1].c_str(), wd[2].c_str(),
@@ -290,7 +318,8 @@ int Actuator::run() {
     std::vector<Decision> again;
     for (const auto& st : engine_.status(engine_now()))
       if (st.known)
-        again.push_back(Decision{st.name, st.on, st.on, "restore", "state restored after a restart"});
+        again.push_back(
+            Decision{st.name, st.on, st.on, "restore", "state restored after a restart"});
     apply(again, engine_now());
   }
   int64_t last_step = 0, last_save = clock::mono_ns();

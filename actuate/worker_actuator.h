@@ -3,11 +3,12 @@
 
 #include <condition_variable>
 #include <future>
-#include <mutex>
-#include <thread>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <zmq.hpp>
 
 #include "actuate/outputs.h"
@@ -29,6 +30,11 @@ class Actuator {
     std::future<SwitchResult> pending;
     Decision decision;
     int64_t trigger_wall_ns = 0, trigger_mono_ns = 0;  // reading the decision was taken on
+    // An engine decision that came while the start-up restore of this relay was in flight:
+    // applied when the restore is done (dropping it would leave the engine waiting on a
+    // switch that never runs, and the restore's result would confirm it).
+    std::optional<Decision> queued;
+    int64_t queued_wall_ns = 0, queued_mono_ns = 0;
   };
   void apply(const std::vector<Decision>& ds, int64_t now);
   void finish(Out& o, const SwitchResult& r, int64_t now);

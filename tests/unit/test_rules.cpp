@@ -764,3 +764,22 @@ TEST_CASE("restart with old saved data time: grace instead of a failsafe flap") 
   CHECK(ds[0].mode == "failsafe");
   CHECK_FALSE(ds[0].new_state);
 }
+
+TEST_CASE("forget_state (a restored state could not be re-asserted): decided anew") {
+  RelaySpec r = relay("boiler", 1, 1000, -1500);
+  Sim sim(SiteSpec{}, {r});
+  sim.eng.import_state(all_off({r}));
+  sim.base = [](int64_t) { return -2000.0; };
+  sim.run(at(9, 0), at(9, 10));
+  REQUIRE(sim.events.size() == 1);
+  CHECK(sim.events[0].on);
+  const size_t before = sim.decisions.size();
+  sim.eng.forget_state("boiler");
+  sim.run(at(9, 10), at(9, 10, 5));
+  REQUIRE(sim.decisions.size() == before + 1);
+  CHECK(sim.decisions[before].new_state == false);
+  CHECK(sim.decisions[before].reason == "state unknown at start: off until the rules switch it on");
+  // then the rules (still -2000 W) switch it on again, after min_off_s and on_delay_s
+  sim.run(at(9, 10, 5), at(9, 30));
+  CHECK(sim.events.back().on);
+}
