@@ -1,7 +1,7 @@
 #include "supervisor/cli.h"
 
-#include <google/protobuf/util/json_util.h>
 #include <fcntl.h>
+#include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,11 +9,14 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <zmq.hpp>
 
+#include "acquire/mbus_poll.h"
+#include "acquire/modbus_poll.h"
+#include "acquire/serial_source.h"
 #include "bus/bus.h"
 #include "bus/remote.h"
 #include "bus/worker.h"
@@ -22,9 +25,6 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "config/config.h"
-#include "acquire/mbus_poll.h"
-#include "acquire/modbus_poll.h"
-#include "acquire/serial_source.h"
 #include "process/decode_dsmr_cli.h"
 #include "process/decode_mbus_cli.h"
 #include "process/mbus.h"
@@ -90,20 +90,19 @@ int cmd_run(const std::string& file, const std::string& bin_dir) {
     char cwd[4096];
     if (getcwd(cwd, sizeof cwd)) opt.config_file = std::string(cwd) + "/" + file;
   }
-  opt.bin_dir = !bin_dir.empty()                       ? bin_dir
+  opt.bin_dir = !bin_dir.empty()                     ? bin_dir
                 : !r.config->general.bin_dir.empty() ? r.config->general.bin_dir
                                                      : supervisor::self_dir();
   return supervisor::run(*r.config, opt);
 }
 
 // One request/reply on a control socket; empty on timeout.
-std::string ctl_request(const std::string& endpoint, const std::string& request,
-                        int timeout_ms) {
+std::string ctl_request(const std::string& endpoint, const std::string& request, int timeout_ms) {
   // ZeroMQ hides a permission problem behind a timeout: say it plainly
   const std::string path = endpoint.substr(6);  // after "ipc://"
   if (access(path.c_str(), F_OK) == 0 && access(path.c_str(), W_OK) != 0) {
-    std::fprintf(stderr, "%s: %s (run as root or as a member of group meterpipe)\n",
-                 path.c_str(), std::strerror(errno));
+    std::fprintf(stderr, "%s: %s (run as root or as a member of group meterpipe)\n", path.c_str(),
+                 std::strerror(errno));
     std::exit(1);
   }
   zmq::socket_t s(bus::context(), zmq::socket_type::req);
@@ -135,15 +134,15 @@ int cmd_status(const std::string& run_dir, bool as_json) {
   const std::string ep = bus::ctl_endpoint(run_dir, "supervisor");
   std::string rep = ctl_request(ep, "status", 2000);
   if (rep.empty()) {
-    std::fprintf(stderr, "no supervisor answers on %s (is `meterpipe run` running?)\n",
-                 ep.c_str());
+    std::fprintf(stderr, "no supervisor answers on %s (is `meterpipe run` running?)\n", ep.c_str());
     return 1;
   }
   if (as_json) {
     std::printf("%s\n", rep.c_str());
     return 0;
   }
-  std::printf("supervisor pid %s, up %.0f s, config %s\n", json_field(rep, "supervisor_pid").c_str(),
+  std::printf("supervisor pid %s, up %.0f s, config %s\n",
+              json_field(rep, "supervisor_pid").c_str(),
               std::atof(json_field(rep, "uptime_s").c_str()), json_field(rep, "config").c_str());
   std::printf("%-10s %-8s %-9s %8s %10s %12s\n", "WORKER", "PID", "STATE", "RESTARTS", "UPTIME",
               "HEALTH AGE");
@@ -155,13 +154,36 @@ int cmd_status(const std::string& run_dir, bool as_json) {
     std::string w = rep.substr(pos, end - pos);
     std::string age = json_field(w, "last_health_age_s");
     char agebuf[32];
-    if (age == "null") std::snprintf(agebuf, sizeof agebuf, "-");
-    else std::snprintf(agebuf, sizeof agebuf, "%.1f s", std::atof(age.c_str()));
+    if (age == "null")
+      std::snprintf(agebuf, sizeof agebuf, "-");
+    else
+      std::snprintf(agebuf, sizeof agebuf, "%.1f s", std::atof(age.c_str()));
     std::printf("%-10s %-8s %-9s %8s %8.0f s %12s\n", json_field(w, "name").c_str(),
                 json_field(w, "pid").c_str(), json_field(w, "state").c_str(),
                 json_field(w, "restarts").c_str(), std::atof(json_field(w, "uptime_s").c_str()),
                 agebuf);
     pos = end;
+  }
+  // Relays: actuate's own view (state, last reason, manual override and its expiry).
+  if (rep.find("{\"name\":\"actuate\"") == std::string::npos) return 0;
+  const std::string arep = ctl_request(bus::ctl_endpoint(run_dir, "actuate"), "status", 1000);
+  if (arep.empty()) {
+    std::printf("relays: actuate does not answer on its control socket\n");
+    return 0;
+  }
+  std::printf("\n%-12s %-5s %-9s %-22s %s\n", "RELAY", "STATE", "MODE", "OVERRIDE", "LAST REASON");
+  for (size_t p = arep.find("{\"name\":"); p != std::string::npos;
+       p = arep.find("{\"name\":", p + 1)) {
+    const std::string r = arep.substr(p, arep.find('}', p) - p + 1);
+    std::string ovr = json_field(r, "override");
+    if (ovr == "auto")
+      ovr = "-";
+    else if (long left = std::atol(json_field(r, "override_left_s").c_str()); left > 0)
+      ovr += " (" + std::to_string(left) + " s left)";
+    const std::string state =
+        json_field(r, "known") == "true" ? (json_field(r, "on") == "true" ? "on" : "off") : "?";
+    std::printf("%-12s %-5s %-9s %-22s %s\n", json_field(r, "name").c_str(), state.c_str(),
+                json_field(r, "mode").c_str(), ovr.c_str(), json_field(r, "last_reason").c_str());
   }
   return 0;
 }
@@ -371,8 +393,7 @@ int cmd_relay(const std::string& run_dir, const std::string& name, const std::st
   if (!for_text.empty()) {
     double secs = parse_duration(for_text);
     if (secs <= 0) {
-      std::fprintf(stderr, "--for: \"%s\" is not a duration like 2h, 30m, 90s\n",
-                   for_text.c_str());
+      std::fprintf(stderr, "--for: \"%s\" is not a duration like 2h, 30m, 90s\n", for_text.c_str());
       return 2;
     }
     req += " " + std::to_string(int64_t(secs));
@@ -380,7 +401,8 @@ int cmd_relay(const std::string& run_dir, const std::string& name, const std::st
   const std::string ep = bus::ctl_endpoint(run_dir, "actuate");
   std::string rep = ctl_request(ep, req, 3000);
   if (rep.empty()) {
-    std::fprintf(stderr, "actuate does not answer on %s (is a relay configured and meterpipe running?)\n",
+    std::fprintf(stderr,
+                 "actuate does not answer on %s (is a relay configured and meterpipe running?)\n",
                  ep.c_str());
     return 1;
   }
@@ -468,7 +490,8 @@ int cmd_scan(const ModbusTarget& t, const std::string& mbus_dev, const std::stri
         continue;
       }
       const auto& f = res.frames[0];
-      auto dec = mbus::decode(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(f.data()), f.size()));
+      auto dec = mbus::decode(
+          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(f.data()), f.size()));
       std::string js = dec.ok() ? mbus::to_json(dec.frame) : "";
       std::printf("%-8d %-18s %-6s %s\n", id, json_field(js, "id").c_str(),
                   json_field(js, "manufacturer").c_str(), json_field(js, "medium").c_str());
@@ -488,9 +511,10 @@ int cmd_scan(const ModbusTarget& t, const std::string& mbus_dev, const std::stri
   std::printf("%-6s %-14s %s\n", "ID", "TYPE", "L1 VOLTAGE");
   for (const auto& h : hits)
     std::printf("%-6d %-14s %.1f V\n", h.unit_id, h.type.c_str(), h.voltage_l1_v);
-  std::printf("%zu of %zu ids answered. Devices with register maps we do not know (or that\n"
-              "report no L1 voltage, such as SunSpec inverters) may be missed.\n",
-              hits.size(), ids.size());
+  std::printf(
+      "%zu of %zu ids answered. Devices with register maps we do not know (or that\n"
+      "report no L1 voltage, such as SunSpec inverters) may be missed.\n",
+      hits.size(), ids.size());
   return 0;
 }
 
@@ -518,15 +542,18 @@ int cmd_read(const ModbusTarget& t, int id, const std::string& type) {
       modbus::decode_bytes(*map, b.fc, b.start, b.bytes.data(), b.bytes.size(), values);
   });
   if (type != "sunspec") modbus::complete(values);
-  std::string js = "{\"ok\":" + std::string(ok ? "true" : "false") + ",\"unit_id\":" +
-                   std::to_string(id) + ",\"type\":" + json::quote(type) + ",\"values\":[";
+  std::string js = "{\"ok\":" + std::string(ok ? "true" : "false") +
+                   ",\"unit_id\":" + std::to_string(id) + ",\"type\":" + json::quote(type) +
+                   ",\"values\":[";
   for (size_t i = 0; i < values.size(); ++i) {
     const auto& v = values[i];
     if (i) js += ',';
     js += "{\"name\":" + json::quote(v.name) + ",\"register\":" + json::quote(v.native_id) +
           ",\"value\":";
-    if (v.is_text) json::append_string(js, v.text);
-    else json::append_number(js, v.number);
+    if (v.is_text)
+      json::append_string(js, v.text);
+    else
+      json::append_number(js, v.number);
     js += ",\"unit\":" + json::quote(v.unit) + "}";
   }
   js += "],\"errors\":[";

@@ -432,6 +432,11 @@ def test_rules_failsafe_override_restart():
         w = sup.worker("actuate")
         check(w and w["gauges"].get("relay_boiler") == 1, "status: gauge relay_boiler = 1",
               w and w["gauges"])
+        r = run_cli(["status"] + sup.status_args)
+        check(r.returncode == 0 and re.search(r"^boiler +on +manual +on \([1-5] s left\) +"
+                                              r"manual override on", r.stdout.decode(), re.M),
+              "`meterpipe status` shows the relay on, its manual override and its expiry",
+              (r.stdout + r.stderr).decode())
         ev = wait_for(lambda: tap.events(t_cmd)[1:], 4, 0.05)
         if check(ev, "after the override expires an event comes", summary(tap.events(t_cmd))):
             t, e = ev[0]
