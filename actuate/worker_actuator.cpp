@@ -247,9 +247,10 @@ std::string Actuator::status_json(int64_t now) {
          ",\"override\":" + json::quote(to_string(st.override_mode)) +
          ",\"override_expires_ns\":" + std::to_string(st.override_expires_ns) +
          ",\"override_left_s\":" +
-         std::to_string(st.override_expires_ns
-                            ? std::max<int64_t>(0, (st.override_expires_ns - now) / 1000000000)
-                            : 0) +
+         std::to_string(
+             st.override_expires_ns
+                 ? std::max<int64_t>(0, (st.override_expires_ns - now + 999999999) / 1000000000)
+                 : 0) +
          ",\"pending\":" + (st.pending ? "true" : "false") +
          ",\"failures\":" + std::to_string(st.failures) +
          ",\"switches_last_hour\":" + std::to_string(st.switches_last_hour) +

@@ -433,7 +433,7 @@ def test_rules_failsafe_override_restart():
         check(w and w["gauges"].get("relay_boiler") == 1, "status: gauge relay_boiler = 1",
               w and w["gauges"])
         r = run_cli(["status"] + sup.status_args)
-        check(r.returncode == 0 and re.search(r"^boiler +on +manual +on \([1-5] s left\) +"
+        check(r.returncode == 0 and re.search(r"^boiler +on +manual +on \([1-6] s left\) +"
                                               r"manual override on", r.stdout.decode(), re.M),
               "`meterpipe status` shows the relay on, its manual override and its expiry",
               (r.stdout + r.stderr).decode())
