@@ -211,15 +211,15 @@ std::vector<Problem> validate(const RelaySpec& r) {
     std::string pre = fmt("conditions[%zu].", i);
     switch (c.kind) {
       case Condition::Kind::time_window: {
-        std::vector<std::pair<int, int>> all = {{c.from_minute, c.to_minute}};
-        all.insert(all.end(), c.more_windows.begin(), c.more_windows.end());
-        for (const auto& [from, to] : all) {
+        auto check = [&](int from, int to) {
           if (from < 0 || from > 1440)
             add(pre + "from", "must be a time of day between 00:00 and 24:00");
           if (to < 0 || to > 1440) add(pre + "to", "must be a time of day between 00:00 and 24:00");
           if (from % 1440 == to % 1440)
             add(pre + "to", "must differ from \"from\" (the window would be empty)");
-        }
+        };
+        check(c.from_minute, c.to_minute);
+        for (const auto& [from, to] : c.more_windows) check(from, to);
         break;
       }
       case Condition::Kind::weekdays:

@@ -201,20 +201,24 @@ void Actuator::apply(const std::vector<Decision>& ds, int64_t now) {
     o.decision = d;
     o.trigger_wall_ns = trigger_wall_ns_;
     o.trigger_mono_ns = trigger_mono_ns_;
-    if (!o.async) {
-      finish(o, o.output->set(d.new_state), now);
-    } else {
-      Output* out = o.output.get();
-      const bool on = d.new_state;
-      const int fd = wake_fd_;
-      o.pending = std::async(std::launch::async, [out, on, fd] {
-        SwitchResult r = out->set(on);
-        const uint64_t one = 1;
-        if (fd >= 0) (void)!::write(fd, &one, sizeof one);  // wake the main loop
-        return r;
-      });
-    }
+    start(o, now);
   }
+}
+
+void Actuator::start(Out& o, int64_t now) {
+  if (!o.async) {
+    finish(o, o.output->set(o.decision.new_state), now);
+    return;
+  }
+  Output* out = o.output.get();
+  const bool on = o.decision.new_state;
+  const int fd = wake_fd_;
+  o.pending = std::async(std::launch::async, [out, on, fd] {
+    SwitchResult r = out->set(on);
+    const uint64_t one = 1;
+    if (fd >= 0) (void)!::write(fd, &one, sizeof one);  // wake the main loop
+    return r;
+  });
 }
 
 void Actuator::collect(int64_t now) {
@@ -223,14 +227,11 @@ void Actuator::collect(int64_t now) {
         o.pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
       finish(o, o.pending.get(), now);
       if (o.queued) {  // the engine's decision that came during the restore
-        const Decision d = *o.queued;
+        o.decision = std::move(*o.queued);
         o.queued.reset();
-        const int64_t wall = trigger_wall_ns_, mono = trigger_mono_ns_;
-        trigger_wall_ns_ = o.queued_wall_ns;
-        trigger_mono_ns_ = o.queued_mono_ns;
-        apply({d}, now);
-        trigger_wall_ns_ = wall;
-        trigger_mono_ns_ = mono;
+        o.trigger_wall_ns = o.queued_wall_ns;
+        o.trigger_mono_ns = o.queued_mono_ns;
+        start(o, now);
       }
     }
   }

@@ -37,6 +37,7 @@ class Actuator {
     int64_t queued_wall_ns = 0, queued_mono_ns = 0;
   };
   void apply(const std::vector<Decision>& ds, int64_t now);
+  void start(Out& o, int64_t now);  // runs o.decision on its output (inline or on a thread)
   void finish(Out& o, const SwitchResult& r, int64_t now);
   void collect(int64_t now);
   void handle_ctl(int64_t now);
