@@ -65,6 +65,10 @@ KILL_PERIOD_S = 5    # kill -9 of upload every 5 s ...
 KILL_TOTAL_S = 60    # ... for 60 s
 RATE_HZ = 10
 SPEED = 100          # simulated seconds per real second: 10 meter seconds per telegram
+# The tap is a second process started once process has bound its socket; on a loaded 2-core
+# machine (ctest -j2, a sanitizer build) it subscribes up to a few seconds later (CI once saw
+# 1.5 s). The readings it missed are still checked in InfluxDB (counted, values not compared).
+TAP_LATE_MAX_S = 5
 
 lock = threading.Lock()
 passed = 0
@@ -322,7 +326,7 @@ def expected(label, p, n_pub, what="the tap"):
     seqs = [r["seq"] for r in reads]
     insts = {r["inst"] for r in reads}
     k = seqs[0] - 1 if seqs else 0
-    ok = (n_pub is not None and len(insts) == 1 and k <= 10 and
+    ok = (n_pub is not None and len(insts) == 1 and k <= TAP_LATE_MAX_S * p.rate_hz and
           seqs == list(range(k + 1, n_pub + 1)))
     check(label, ok, "%s saw every published reading after its start (seq %d..%s of one "
           "process instance)" % (what, k + 1, n_pub),

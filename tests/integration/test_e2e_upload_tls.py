@@ -46,6 +46,9 @@ import mptest  # noqa: E402
 from mptest import alive, note, procs_using, wait_for  # noqa: E402
 
 RATE_HZ = 10
+# The tap subscribes after process bound its socket; on a loaded machine up to a few seconds
+# later. Readings it missed are still expected in InfluxDB (counted, values not compared).
+TAP_LATE_MAX = 5 * RATE_HZ
 SPEED = 100        # 10 meter seconds between telegrams: one point per reading (precision s)
 DB = "tls"
 USER = "mp"
@@ -302,7 +305,7 @@ def expect_all(label, run, ix, tag, what="the readings", already=0):
     reads = run.readings()
     seqs = [r[0] for r in reads]
     k = seqs[0] - 1 if seqs else 0
-    check(label, n_pub and len({r[2] for r in reads}) == 1 and k <= 10 and
+    check(label, n_pub and len({r[2] for r in reads}) == 1 and k <= TAP_LATE_MAX and
           seqs == list(range(k + 1, n_pub + 1)),
           "the tap saw every published reading after its start (seq %d..%s)" % (k + 1, n_pub),
           (len(seqs), seqs[:3], seqs[-3:], n_pub))
@@ -434,7 +437,7 @@ def case_unknown_ca(pki, ix):
         k1 = seqs[0] - 1 if seqs else 0
         n1 = len(seqs) + k1
         # (the last reading or two published while the pipeline stops may miss the tap)
-        check(L, stored is not None and k1 <= 10 and seqs == list(range(k1 + 1, n1 + 1)) and
+        check(L, stored is not None and k1 <= TAP_LATE_MAX and seqs == list(range(k1 + 1, n1 + 1)) and
               n1 - 5 <= stored <= n1 + 3,
               "upload stored %s points, the readings process published up to the stop (tap: "
               "seq %d..%d)" % (stored, k1 + 1, n1))
