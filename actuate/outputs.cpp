@@ -2,9 +2,9 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
-#include <sys/prctl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,7 +122,8 @@ SwitchResult CommandOutput::set(bool on) {
       while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
       }
       return {false,
-              "'" + argv[0] + "' timed out after " + std::to_string(timeout_ms_) + " ms (killed)"};
+              "'" + argv[0] + "' timed out after " + std::to_string(timeout_ms_) + " ms (killed)",
+              true};
     }
     std::this_thread::sleep_for(nap);
     if (nap < std::chrono::milliseconds(20)) nap *= 2;
@@ -134,8 +135,10 @@ SwitchResult CommandOutput::set(bool on) {
   }
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
-    return {false, "'" + argv[0] + "' killed by signal " + std::to_string(sig) + " (" +
-                       strsignal(sig) + ")"};
+    return {
+        false,
+        "'" + argv[0] + "' killed by signal " + std::to_string(sig) + " (" + strsignal(sig) + ")",
+        true};
   }
   return {false, "'" + argv[0] + "' ended abnormally"};
 }
@@ -187,12 +190,16 @@ SwitchResult HttpOutput::set(bool on) {
     }
   }
   CURLcode rc = curl_easy_perform(c);
-  long code = 0;
+  long code = 0, sent = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &sent);
   curl_easy_cleanup(c);
   curl_slist_free_all(headers);
+  // A request that went out without a complete answer may have switched the device; one
+  // that never left (no connection, DNS, TLS) cannot have.
   if (rc != CURLE_OK)
-    return {false, what + ": " + (errbuf[0] ? std::string(errbuf) : curl_easy_strerror(rc))};
+    return {false, what + ": " + (errbuf[0] ? std::string(errbuf) : curl_easy_strerror(rc)),
+            sent > 0};
   if (code < 200 || code > 299) return {false, what + ": HTTP " + std::to_string(code)};
   return {true, ""};
 }

@@ -14,6 +14,9 @@ namespace mp::actuate {
 struct SwitchResult {
   bool ok = false;
   std::string error;  // why it failed, in words ("exit code 3", "timeout after 200 ms", ...)
+  // Failed, but the device may have switched all the same: the command timed out or was
+  // killed, or the HTTP request went out and no complete answer came back.
+  bool uncertain = false;
 };
 
 class Output {

@@ -211,15 +211,17 @@ std::vector<Problem> validate(const RelaySpec& r) {
     std::string pre = fmt("conditions[%zu].", i);
     switch (c.kind) {
       case Condition::Kind::time_window: {
-        auto check = [&](int from, int to) {
-          if (from < 0 || from > 1440)
-            add(pre + "from", "must be a time of day between 00:00 and 24:00");
-          if (to < 0 || to > 1440) add(pre + "to", "must be a time of day between 00:00 and 24:00");
-          if (from % 1440 == to % 1440)
-            add(pre + "to", "must differ from \"from\" (the window would be empty)");
+        // windows[j]: the first window is from/to, the others more_windows[j - 1]
+        auto check = [&](size_t j, int from, int to) {
+          const std::string f = pre + fmt("windows[%zu]", j);
+          if (from < 0 || from > 1440 || to < 0 || to > 1440)
+            add(f, "must hold times of day between 00:00 and 24:00");
+          else if (from % 1440 == to % 1440)
+            add(f, "must end at another time than it starts (the window would be empty)");
         };
-        check(c.from_minute, c.to_minute);
-        for (const auto& [from, to] : c.more_windows) check(from, to);
+        check(0, c.from_minute, c.to_minute);
+        for (size_t j = 0; j < c.more_windows.size(); ++j)
+          check(j + 1, c.more_windows[j].first, c.more_windows[j].second);
         break;
       }
       case Condition::Kind::weekdays:
@@ -528,15 +530,18 @@ void Engine::emit(Relay& r, bool target, const char* mode, std::string reason, i
   out.push_back({r.spec.name, r.on, target, mode, std::move(reason)});
 }
 
-bool Engine::confirm(std::string_view relay, bool ok, int64_t now) {
+bool Engine::confirm(std::string_view relay, bool ok, int64_t now, bool uncertain) {
   now = std::clamp<int64_t>(now, 0, kMaxTime);
   Relay* r = find(relay);
   if (!r || !r->pending) return false;
   if (!ok) {
     fail(*r, now);
+    // Only a switch to the other state can have left the output elsewhere than believed.
+    if (uncertain && r->known && r->pending_state != r->on) r->doubt = true;
     return true;
   }
   r->pending = false;
+  r->doubt = false;
   r->failures = 0;
   r->retry_at_ns = 0;
   r->last_mode = r->pending_mode;
@@ -593,7 +598,7 @@ std::vector<Decision> Engine::step(int64_t now, LocalTime lt, const mp::Reading*
     if (!can_decide(r)) continue;
     if (r.ovr != Override::automatic) {
       bool target = r.ovr == Override::on;
-      if (target != r.on || !r.known) {
+      if (target != r.on || !r.known || r.doubt) {
         std::string why = fmt("manual override %s", target ? "on" : "off");
         if (r.ovr_expires_ns) why += fmt(" (expires in %.0f s)", to_s(r.ovr_expires_ns - now));
         emit(r, target, "manual", why, now, out);
@@ -603,7 +608,7 @@ std::vector<Decision> Engine::step(int64_t now, LocalTime lt, const mp::Reading*
     if (stale(r, now)) {
       if (r.spec.failsafe == Failsafe::keep) continue;
       bool target = r.spec.failsafe == Failsafe::on;
-      if (target != r.on || !r.known) {
+      if (target != r.on || !r.known || r.doubt) {
         const Meter* m = find_meter(r.spec.meter);
         std::string why = (m && m->last_data_ns)
                               ? fmt("no fresh data from meter '%s' for %.0f s",
@@ -735,8 +740,18 @@ std::vector<Decision> Engine::step(int64_t now, LocalTime lt, const mp::Reading*
              to_s(seen - *r.below_since)),
          now, out);
   }
+  // 5. A failed switch that may have happened all the same: when the rules want no other
+  // state, the believed one is re-asserted (not counted as a switch: it changes nothing
+  // the engine knows). "keep" leaves a stale relay's output alone.
+  for (auto& r : relays_) {
+    if (!r.doubt || !r.known || !can_decide(r) || !auto_fresh(r)) continue;
+    emit(r, r.on, "auto",
+         fmt("re-asserting %s: the switch %s may have happened although it failed",
+             r.on ? "on" : "off", r.on ? "off" : "on"),
+         now, out);
+  }
   // Output in the order the relays were given to the constructor is not needed; keep the
-  // decision order (overrides/fail-safe, shedding, import, surplus).
+  // decision order (overrides/fail-safe, shedding, import, surplus, re-assertions).
   return out;
 }
 
@@ -750,6 +765,7 @@ std::vector<RelayStatus> Engine::status(int64_t now) const {
     s.name = r->spec.name;
     s.on = r->on;
     s.known = r->known;
+    s.doubt = r->doubt;
     s.mode = r->last_mode;
     s.override_mode = r->ovr;
     s.override_expires_ns = r->ovr_expires_ns;
@@ -787,12 +803,54 @@ EngineState Engine::export_state() const {
   return s;
 }
 
-void Engine::grace_after_restart(int64_t now_ns) {
-  for (auto& r : relays_)
-    if (r.known) meter(r.spec.meter).last_data_ns = now_ns;
+void Engine::grace_after_restart(int64_t now_ns, double save_interval_s) {
+  const int64_t now = std::clamp<int64_t>(now_ns, 0, kMaxTime);
+  // Clock behind the saved state: the latest saved time marks "just before the restart".
+  int64_t latest = saved_ns_;
+  auto later = [&](int64_t t) { latest = std::max(latest, t); };
+  for (const auto& r : relays_) {
+    if (!r.known) continue;
+    later(r.last_switch_ns);
+    for (int64_t t : r.switches) later(t);
+    if (r.below_since) later(*r.below_since);
+    if (r.above_since) later(*r.above_since);
+  }
+  for (const auto& [name, m] : meters_)
+    if (m.last_data_ns) later(*m.last_data_ns);
+  if (latest > now) {
+    const int64_t shift = latest - now;
+    auto back = [&](int64_t& t) {
+      if (t > 0) t = std::max<int64_t>(1, t - shift);
+    };
+    for (auto& r : relays_) {
+      if (!r.known) continue;
+      back(r.last_switch_ns);
+      for (int64_t& t : r.switches) back(t);
+      if (r.below_since) back(*r.below_since);
+      if (r.above_since) back(*r.above_since);
+      if (r.ovr_expires_ns) back(r.ovr_expires_ns);
+      r.shed_quarter.reset();  // a quarter of the wrong clock
+    }
+    for (auto& [name, m] : meters_)
+      if (m.last_data_ns) back(*m.last_data_ns);
+    if (saved_ns_) back(saved_ns_);
+  }
+  // Least downtime the file proves (0 when it does not say when it was written).
+  const int64_t unsaved = saved_clean_ ? 0 : to_ns(save_interval_s);
+  const int64_t down = saved_ns_ ? std::max<int64_t>(0, now - saved_ns_ - unsaved) : 0;
+  std::map<std::string, double> min_stale;  // per meter, over its known relays
+  for (const auto& r : relays_) {
+    if (!r.known) continue;
+    auto [it, fresh] = min_stale.emplace(r.spec.meter, r.spec.stale_after_s);
+    if (!fresh) it->second = std::min(it->second, r.spec.stale_after_s);
+  }
+  for (const auto& [name, stale_s] : min_stale)
+    if (down <= to_ns(stale_s)) meter(name).last_data_ns = now;
 }
 
 void Engine::import_state(const EngineState& s) {
+  saved_ns_ = sane(s.saved_ns) ? s.saved_ns : 0;
+  saved_clean_ = s.clean;
   for (const auto& rs : s.relays) {
     Relay* r = find(rs.name);
     if (!r) continue;

@@ -13,7 +13,10 @@
 //     most retry_max_s); no decision is made for the relay before its retry time, and none
 //     while a decision is still waiting for confirm() (pending_timeout_s turns a missing
 //     confirmation into a failure). The engine's state changes only on confirm(..., true), so
-//     it never believes a relay is on when its output did not switch it on.
+//     it never believes a relay is on when its output did not switch it on. A failure that
+//     may have switched all the same (a timeout after the request went out) leaves the
+//     state in doubt: when the retry time comes and the rules do not want the other state,
+//     the believed state is re-asserted, so the output and the engine agree again.
 //  2. Manual override (on/off, optional expiry) wins over everything else, fail-safe
 //     included: a user who forces a relay on gets it on even while the meter is silent. It
 //     ignores min_on_s/min_off_s/max_switches_per_hour (its switches are counted). When it
@@ -202,6 +205,10 @@ struct MeterState {
 struct EngineState {
   std::vector<RelayState> relays;
   std::vector<MeterState> meters;
+  // When the state was written (engine time; 0 = unknown, a file of an older version) and
+  // whether by a clean stop (else by a periodic save: the process may have run on after).
+  int64_t saved_ns = 0;
+  bool clean = false;
   bool operator==(const EngineState&) const = default;
 };
 
@@ -209,6 +216,7 @@ struct RelayStatus {
   std::string name;
   bool on = false;
   bool known = false;  // false until the state was set by a confirmed switch or a load
+  bool doubt = false;  // a failed switch may have happened: the state is re-asserted
   std::string mode;    // mode of the last decision ("auto", "manual", "failsafe", "")
   Override override_mode = Override::automatic;
   int64_t override_expires_ns = 0;
@@ -230,7 +238,8 @@ class Engine {
   // Result of the output for the relay's pending decision. ok: the state becomes the
   // decision's new state (and counts as a switch). !ok: state unchanged, retry with backoff.
   // Returns false when the relay is unknown or has no pending decision.
-  bool confirm(std::string_view relay, bool ok, int64_t now_ns);
+  // uncertain (with !ok): the output may have switched all the same (see 1. above).
+  bool confirm(std::string_view relay, bool ok, int64_t now_ns, bool uncertain = false);
 
   // The relay's real state is no longer known (re-asserting a restored state failed): the
   // next step() treats it as at a start without state (failsafe or off, then the rules).
@@ -251,10 +260,18 @@ class Engine {
   // Loads persisted state (relays/meters matched by name; unknown names ignored). Call
   // before the first step(). Relays found become "known": no start-up switch for them.
   void import_state(const EngineState& s);
-  // After a restart with imported state: the meters of relays whose state is known count
-  // as fresh at `now_ns`, so a quick restart neither applies the failsafe nor switches; the
-  // failsafe still comes when no reading arrives within stale_after_s.
-  void grace_after_restart(int64_t now_ns);
+  // After a restart with imported state, at engine time `now_ns`:
+  //  - Saved times later than now (a Pi without RTC starts with its clock behind, before
+  //    NTP) are moved back by the difference: the restart counts as immediate, and min-on,
+  //    min-off, switch budgets, overrides and running timers keep their remaining time.
+  //  - Quick restart: the meters of relays whose state is known count as fresh at now, so
+  //    neither the failsafe nor a switch follows; the failsafe still comes when no reading
+  //    arrives within stale_after_s. A restart is quick unless the state file proves a
+  //    downtime longer than the relay's stale_after_s: a periodic save (every
+  //    `save_interval_s`) may be that old at a crash, a clean stop's save is exact.
+  //  - After a longer downtime the saved data is stale: failsafe until fresh data arrives,
+  //    and the sustained-net timers start again with the first reading.
+  void grace_after_restart(int64_t now_ns, double save_interval_s);
 
  private:
   struct Relay {
@@ -262,6 +279,7 @@ class Engine {
     size_t index = 0;
     bool on = false;
     bool known = false;
+    bool doubt = false;  // a failed switch may have happened (see confirm())
     int64_t last_switch_ns = 0;
     std::deque<int64_t> switches;
     Override ovr = Override::automatic;
@@ -317,6 +335,8 @@ class Engine {
   std::optional<double> e_prev_kwh_;
   int64_t e_prev_at_ = 0;
   std::optional<double> projected_w_;
+  int64_t saved_ns_ = 0;  // of the imported state
+  bool saved_clean_ = false;
 };
 
 }  // namespace mp::actuate

@@ -116,6 +116,8 @@ std::string serialize_state(const EngineState& s) {
   }
   for (const auto& m : s.meters)
     out += "meter " + encode(m.name) + " last_data=" + std::to_string(m.last_data_ns) + "\n";
+  if (s.saved_ns)
+    out += "saved " + std::to_string(s.saved_ns) + " clean=" + (s.clean ? "1" : "0") + "\n";
   return out;
 }
 
@@ -134,6 +136,15 @@ bool parse_state(std::string_view text, EngineState& out, std::string& error) {
     auto tok = split(lines[ln], ' ');
     if (tok.empty()) continue;
     if (tok.size() < 2) return fail("missing name");
+    if (tok[0] == "saved") {  // saved NS clean=0|1
+      if (!parse_i64(tok[1], s.saved_ns)) return fail("bad time for saved: " + std::string(tok[1]));
+      for (size_t i = 2; i < tok.size(); ++i)
+        if (tok[i] == "clean=1")
+          s.clean = true;
+        else if (tok[i] != "clean=0")
+          return fail("bad value for saved: " + std::string(tok[i]));
+      continue;
+    }
     std::string name;
     if (!decode(tok[1], name)) return fail("bad name");
     if (tok[0] != "relay" && tok[0] != "meter") continue;  // a newer kind of line

@@ -6,6 +6,7 @@
 //   relay boiler on=1 last_switch=1717405260000000000 switches=1717405260000000000
 //         override=auto override_expires=0 below_since=- above_since=- shed_quarter=-
 //   meter main last_data=1717405299000000000
+//   saved 1717405300000000000 clean=1
 //
 // (one line per relay/meter; names are percent-encoded; times are ns since the epoch;
 // "-" = none; unknown keys are ignored so that newer files load in older versions).

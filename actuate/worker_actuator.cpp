@@ -33,8 +33,10 @@ std::unique_ptr<Output> make_output(const config::Relay& r, bool& async) {
   if (o.type == "command")
     return std::make_unique<CommandOutput>(o.on_command, o.off_command, o.timeout_s);
   if (o.type == "http") {
-    HttpRequest on{o.on_url.empty() ? o.url : o.on_url, o.method, o.on_body, o.headers};
-    HttpRequest off{o.off_url.empty() ? o.url : o.off_url, o.method, o.off_body, o.headers};
+    HttpRequest on{o.on_url.empty() ? o.url : o.on_url,
+                   o.on_method.empty() ? o.method : o.on_method, o.on_body, o.headers};
+    HttpRequest off{o.off_url.empty() ? o.url : o.off_url,
+                    o.off_method.empty() ? o.method : o.off_method, o.off_body, o.headers};
     return std::make_unique<HttpOutput>(on, off, o.timeout_s);
   }
   if (o.type == "gpiod") {
@@ -84,7 +86,7 @@ Actuator::Actuator(Worker& w)
   switch (load_state(state_file_, st, err)) {
     case LoadResult::ok:
       engine_.import_state(st);
-      engine_.grace_after_restart(engine_now());
+      engine_.grace_after_restart(engine_now(), kSaveIntervalS);
       restored_ = true;
       log::info("relay state restored from %s", state_file_.c_str());
       break;
@@ -116,12 +118,14 @@ Actuator::~Actuator() {
 
 int64_t Actuator::engine_now() const { return wall0_ + (clock::mono_ns() - mono0_); }
 
-void Actuator::save() {
+void Actuator::save(bool clean) {
   // The write (two fsyncs; tens of ms on an SD card) happens on the saver thread, so the
   // next telegram is never kept waiting; the newest state wins.
   {
     std::lock_guard<std::mutex> l(save_mu_);
     to_save_ = engine_.export_state();
+    to_save_.saved_ns = engine_now();
+    to_save_.clean = clean;
     save_pending_ = true;
   }
   save_cv_.notify_one();
@@ -151,7 +155,7 @@ void Actuator::finish(Out& o, const SwitchResult& r, int64_t now) {
   // A restore re-asserts what the engine already believes: it is not the engine's decision,
   // so it confirms none. When it fails the relay's real state is unknown.
   if (d.mode != "restore")
-    engine_.confirm(d.relay, r.ok, now);
+    engine_.confirm(d.relay, r.ok, now, r.uncertain);
   else if (!r.ok)
     engine_.forget_state(d.relay);
   meterpipe::Envelope env;
@@ -244,7 +248,8 @@ std::string Actuator::status_json(int64_t now) {
     if (!first) s += ',';
     first = false;
     s += "{\"name\":" + json::quote(st.name) + ",\"on\":" + (st.on ? "true" : "false") +
-         ",\"known\":" + (st.known ? "true" : "false") + ",\"mode\":" + json::quote(st.mode) +
+         ",\"known\":" + (st.known ? "true" : "false") +
+         ",\"doubt\":" + (st.doubt ? "true" : "false") + ",\"mode\":" + json::quote(st.mode) +
          ",\"override\":" + json::quote(to_string(st.override_mode)) +
          ",\"override_expires_ns\":" + std::to_string(st.override_expires_ns) +
          ",\"override_left_s\":" +
@@ -320,13 +325,21 @@ int Actuator::run() {
     log::error("%s (its relays stay failsafe)", e.c_str());
   if (restored_) {
     // The outputs may have lost their state meanwhile (a GPIO line is released when the
-    // process ends, a Shelly reboots after a power cut): drive each to the restored state.
+    // process ends, a Shelly reboots after a power cut): drive each to the restored state,
+    // unless the engine decides otherwise at once (the failsafe after a long downtime):
+    // then its decision drives the output, with no restore flapping it first.
+    const int64_t now = engine_now();
+    auto first = engine_.step(now, local_time(clock::wall_ns(), ""));
     std::vector<Decision> again;
-    for (const auto& st : engine_.status(engine_now()))
-      if (st.known)
+    for (const auto& st : engine_.status(now)) {
+      bool decided = false;
+      for (const auto& d : first) decided = decided || d.relay == st.name;
+      if (st.known && !decided)
         again.push_back(
             Decision{st.name, st.on, st.on, "restore", "state restored after a restart"});
-    apply(again, engine_now());
+    }
+    apply(again, now);
+    apply(first, now);
   }
   int64_t last_step = 0, last_save = clock::mono_ns();
   while (w_.running()) {
@@ -375,7 +388,7 @@ int Actuator::run() {
       last_step = now;
     }
     const int64_t mono = clock::mono_ns();
-    if (dirty_ || mono - last_save > 300000000000LL) {
+    if (dirty_ || mono - last_save > int64_t(kSaveIntervalS * 1e9)) {
       save();
       last_save = mono;
     }
@@ -386,7 +399,7 @@ int Actuator::run() {
   }
   for (auto& [n, o] : outs_)
     if (o.pending.valid()) finish(o, o.pending.get(), engine_now());
-  save();
+  save(true);
   return 0;
 }
 

@@ -42,7 +42,10 @@ class Actuator {
   void collect(int64_t now);
   void handle_ctl(int64_t now);
   std::string status_json(int64_t now);
-  void save();
+  // Writes the state (on the saver thread): after a decision, every kSaveIntervalS, and at
+  // a clean stop (clean = true: the file then tells the exact downtime at the next start).
+  void save(bool clean = false);
+  static constexpr double kSaveIntervalS = 300;
 
   Worker& w_;
   Engine engine_;

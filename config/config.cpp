@@ -52,13 +52,20 @@ namespace {
 
 const char* type_name(toml::node_type t) {
   switch (t) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a number";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::table: return "a table";
-    default: return "a date/time";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::table:
+      return "a table";
+    default:
+      return "a date/time";
   }
 }
 
@@ -164,8 +171,10 @@ class Checker {
         return false;
       }
       double v;
-      if (n->is_integer()) v = double(n->as_integer()->get());
-      else if (n->is_floating_point()) v = n->as_floating_point()->get();
+      if (n->is_integer())
+        v = double(n->as_integer()->get());
+      else if (n->is_floating_point())
+        v = n->as_floating_point()->get();
       else {
         type_error(*n, k, "a number");
         return false;
@@ -222,7 +231,9 @@ class Checker {
     }
   };
 
-  Scope scope(const toml::table& t, std::string path) { return Scope{*this, t, std::move(path), {}}; }
+  Scope scope(const toml::table& t, std::string path) {
+    return Scope{*this, t, std::move(path), {}};
+  }
 
  private:
   std::string file_;
@@ -250,8 +261,9 @@ void read_general(Checker& c, const toml::table* t, General& g) {
     const std::string zf = "/usr/share/zoneinfo/" + g.timezone;
     if (g.timezone.find("..") != std::string::npos || access(zf.c_str(), R_OK) != 0)
       c.error_at(t->get("timezone")->source(), "general.timezone",
-                 "\"" + g.timezone + "\" is not a time zone of the tz database (like "
-                 "\"Europe/Amsterdam\"; see /usr/share/zoneinfo)");
+                 "\"" + g.timezone +
+                     "\" is not a time zone of the tz database (like "
+                     "\"Europe/Amsterdam\"; see /usr/share/zoneinfo)");
   }
   s.str("bin_dir", g.bin_dir);
   s.finish();
@@ -459,8 +471,8 @@ void read_upload(Checker& c, const toml::table* t, Upload& u) {
     if (const toml::node* n = t->get(secret)) {
       s.allowed.insert(secret);
       c.error_at(n->source(), s.key(secret),
-                 "secrets are not kept in the config: use " + std::string(secret) +
-                     "_file or " + secret + "_env");
+                 "secrets are not kept in the config: use " + std::string(secret) + "_file or " +
+                     secret + "_env");
     }
   }
   if (const toml::table* tags = s.table("tags")) {
@@ -476,7 +488,8 @@ void read_upload(Checker& c, const toml::table* t, Upload& u) {
   s.finish();
   if (!u.enabled) return;
   if (u.target != "file" && u.url.empty()) s.missing("url", " (target = \"" + u.target + "\")");
-  if (u.target == "influxdb1" && u.database.empty()) s.missing("database", " (target = \"influxdb1\")");
+  if (u.target == "influxdb1" && u.database.empty())
+    s.missing("database", " (target = \"influxdb1\")");
   if (u.target == "influxdb2") {
     if (u.org.empty()) s.missing("org", " (target = \"influxdb2\")");
     if (u.bucket.empty()) s.missing("bucket", " (target = \"influxdb2\")");
@@ -496,7 +509,9 @@ void read_output(Checker& c, const toml::table& t, const std::string& path, Outp
   s.str("url", o.url);
   s.str("on_url", o.on_url);
   s.str("off_url", o.off_url);
-  s.str("method", o.method, false, {"GET", "POST", "PUT"});
+  s.str("method", o.method, false, {"GET", "POST", "PUT", "PATCH"});
+  s.str("on_method", o.on_method, false, {"GET", "POST", "PUT", "PATCH"});
+  s.str("off_method", o.off_method, false, {"GET", "POST", "PUT", "PATCH"});
   s.str("on_body", o.on_body);
   s.str("off_body", o.off_body);
   s.str_array("headers", o.headers);
@@ -577,26 +592,52 @@ void read_relay(Checker& c, const toml::table& t, const std::string& path, Relay
     }
   }
   if (const toml::node* n = s.node("output")) {
-    if (!n->is_table()) s.type_error(*n, "output", "a table ([relay.output])");
-    else read_output(c, *n->as_table(), s.key("output"), r.output);
+    if (!n->is_table())
+      s.type_error(*n, "output", "a table ([relay.output])");
+    else
+      read_output(c, *n->as_table(), s.key("output"), r.output);
   } else {
     s.missing("output");
   }
   s.finish();
   // r holds the defaults for a key not given: check the pair whenever either is valid
   if ((on_ok || off_ok) && !(r.on_below_w < r.off_above_w))
-    c.error_at(t.get("on_below_w") ? t.get("on_below_w")->source()
+    c.error_at(t.get("on_below_w")    ? t.get("on_below_w")->source()
                : t.get("off_above_w") ? t.get("off_above_w")->source()
                                       : t.source(),
                s.key(t.get("on_below_w") || !t.get("off_above_w") ? "on_below_w" : "off_above_w"),
                "must be below off_above_w (" + std::to_string(int64_t(r.off_above_w)) +
                    " W): the two thresholds form the hysteresis");
   // The engine's own rules (one source of truth for what a relay may be).
-  for (const auto& p : actuate::validate(to_relay_spec(r))) {
+  const actuate::RelaySpec spec = to_relay_spec(r);
+  for (const auto& p : actuate::validate(spec)) {
     if (p.field == "on_below_w" || p.field == "name" || p.field == "meter") continue;
     std::string field = p.field;
-    if (field.rfind("conditions", 0) == 0) field = "condition" + field.substr(10);
     const toml::node* n = t.get(field.substr(0, field.find_first_of("[.")));
+    if (field.rfind("conditions[", 0) == 0) {
+      // The spec's conditions come from windows, weekdays, tariff and [[relay.condition]]
+      // (in that order, see to_relay_spec): name the key the user wrote.
+      const size_t i = std::strtoul(field.c_str() + 11, nullptr, 10);
+      const std::string rest = field.substr(field.find('.') + 1);  // "windows[1]", "max"
+      const size_t values = spec.conditions.size() - r.conditions.size();
+      if (i >= values) {
+        field = "condition[" + std::to_string(i - values) + "]." + rest;
+        n = t.get("condition");
+        if (n && n->as_array() && n->as_array()->get(i - values)) {
+          n = n->as_array()->get(i - values);
+          if (const toml::table* ct = n->as_table(); ct && ct->get(rest)) n = ct->get(rest);
+        }
+      } else if (spec.conditions[i].kind == actuate::Condition::Kind::time_window) {
+        field = rest;
+        n = t.get("windows");
+        const size_t j = std::strtoul(rest.c_str() + 8, nullptr, 10);
+        if (n && n->as_array() && n->as_array()->get(j)) n = n->as_array()->get(j);
+      } else {
+        field =
+            spec.conditions[i].kind == actuate::Condition::Kind::weekdays ? "weekdays" : "tariff";
+        n = t.get(field);
+      }
+    }
     c.error_at(n ? n->source() : t.source(), s.key(field), p.message);
   }
 }
@@ -733,8 +774,8 @@ Result load_string(const std::string& text, const std::string& name, const LoadO
     root = toml::parse(text, name);
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
-    res.errors.push_back(
-        Error{name, int(b.line), int(b.column), "", "TOML syntax: " + std::string(e.description())});
+    res.errors.push_back(Error{name, int(b.line), int(b.column), "",
+                               "TOML syntax: " + std::string(e.description())});
     return res;
   }
   Config cfg;

@@ -83,9 +83,9 @@ struct Upload {
   int64_t batch_size = 5000;
   double batch_age_s = 5;
   double timeout_s = 30;
-  std::string data_dir;  // default <state_dir>/data (target = "file")
-  int64_t keep_days = 0;     // day files older than this are deleted; 0 = keep all
-  bool compress = true;      // finished day files are gzipped (YYYY-MM-DD.lp.gz)
+  std::string data_dir;   // default <state_dir>/data (target = "file")
+  int64_t keep_days = 0;  // day files older than this are deleted; 0 = keep all
+  bool compress = true;   // finished day files are gzipped (YYYY-MM-DD.lp.gz)
 };
 
 struct Output {
@@ -98,6 +98,7 @@ struct Output {
   std::vector<std::string> on_command, off_command;
   // http
   std::string url, on_url, off_url, method = "POST", on_body, off_body;
+  std::string on_method, off_method;  // empty = method
   std::vector<std::string> headers;
   double timeout_s = 5;
 };

@@ -180,8 +180,10 @@ int cmd_status(const std::string& run_dir, bool as_json) {
       ovr = "-";
     else if (long left = std::atol(json_field(r, "override_left_s").c_str()); left > 0)
       ovr += " (" + std::to_string(left) + " s left)";
-    const std::string state =
+    // "on?": believed on, but a failed switch may have changed it (being re-asserted)
+    std::string state =
         json_field(r, "known") == "true" ? (json_field(r, "on") == "true" ? "on" : "off") : "?";
+    if (state != "?" && json_field(r, "doubt") == "true") state += "?";
     std::printf("%-12s %-5s %-9s %-22s %s\n", json_field(r, "name").c_str(), state.c_str(),
                 json_field(r, "mode").c_str(), ovr.c_str(), json_field(r, "last_reason").c_str());
   }

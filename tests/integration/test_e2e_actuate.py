@@ -659,6 +659,102 @@ def test_failing_and_hanging_commands():
             os.kill(p, signal.SIGKILL)
 
 
+def test_uncertain_switch_and_long_downtime():
+    """A switch-on that times out may have switched the device all the same (the request went
+    out): when its retry comes and the net no longer calls for on, actuate re-asserts off.
+    Then a clean stop longer than stale_after_s: the restart applies the failsafe at once,
+    without re-asserting the saved "on" first (no on-off flap)."""
+    env = Env()
+    server = P1Server()
+    relays = (relay_toml("doubt", [env.hang, "doubt", "on"], [env.switch, "doubt", "off"],
+                         on_below=-100, on_delay=0, off_delay=0, stale=30, timeout=1) +
+              relay_toml("pump", [env.switch, "pump", "on"], [env.switch, "pump", "off"],
+                         on_below=-5000, on_delay=0, off_delay=0, stale=3))
+    cfg = env.write_config(server.port, relays, watchdog_s=2)
+    tap = Tap(cfg, ["relay/", "health/actuate"])
+    sup = Supervisor(cfg)
+    feeder = Feeder(server, 0.5)
+    try:
+        if not check(wait_for(sup.all_running, 8, 0.2) is not None, "third supervisor runs",
+                     sup.log()[-6:]):
+            return
+        if not check(warm_up(server, tap, sup), "telegrams reach actuate", sup.log()[-6:]):
+            return
+        t0 = time.time()
+        feeder.value = -2000
+        server.send(-2000)
+        first = wait_for(lambda: [(t, e) for t, e in tap.events(t0) if e["relay"] == "doubt"],
+                         6, 0.05)
+        feeder.value = 500  # import now: the rules want the relay off, as it is believed
+        if not check(first, "the hanging switch-on is reported", env.calls(t0)):
+            return
+        t1, e1 = first[0]
+        check(not e1["ok"] and not e1["new_state"] and
+              re.fullmatch(r"'.*hang\.sh' timed out after 1000 ms \(killed\)", e1["error"]),
+              "switch-on timed out after 1 s: ok=false, believed off", e1)
+        r = run_cli(["status"] + sup.status_args)
+        check(r.returncode == 0 and re.search(r"^doubt +off\? ", r.stdout.decode(), re.M),
+              "status shows the state in doubt ('off?')", r.stdout.decode())
+        again = wait_for(lambda: [(t, e) for t, e in tap.events(t1 + 0.01)
+                                  if e["relay"] == "doubt"], 10, 0.05)
+        if check(again, "a second event for the relay follows", summary(tap.events(t0))):
+            t2, e2 = again[0]
+            check((e2["ok"], e2["old_state"], e2["new_state"], e2["mode"]) ==
+                  (True, False, False, "auto") and
+                  e2["reason"] == "re-asserting off: the switch on may have happened although "
+                                  "it failed (retry 1)",
+                  "at the retry actuate re-asserts off (the rules no longer want on)", e2)
+            check(4.0 <= t2 - t1 <= 7.5, "the re-assertion comes at the retry time (retry_base_s "
+                  "5 s; %.1f s after the failure)" % (t2 - t1))
+            offs = [c for c in env.calls(t1) if c[1] == "doubt" and c[2] == "off"]
+            check(len(offs) == 1, "the off command ran once", env.calls(t0))
+        time.sleep(2.5)
+        evs = [e for _, e in tap.events(t0) if e["relay"] == "doubt"]
+        check(len(evs) == 2, "then nothing more happens (no flapping)", summary(tap.events(t0)))
+        r = run_cli(["status"] + sup.status_args)
+        check(r.returncode == 0 and re.search(r"^doubt +off +auto ", r.stdout.decode(), re.M),
+              "status: plain 'off' again", r.stdout.decode())
+
+        # --- long downtime: pump on, clean stop, 6 s down (stale_after_s = 3), restart
+        t_on = time.time()
+        feeder.value = -6000
+        on = wait_for(lambda: [c for c in env.calls(t_on) if c[1:] == ("pump", "on")], 5, 0.05)
+        feeder.value = None
+        if not check(on, "pump switched on (-6000 W)", env.calls(t_on)):
+            return
+        time.sleep(1)
+        rc = sup.stop()
+        check(rc == 0, "clean stop (exit %s)" % rc)
+        with open(os.path.join(env.path, "state", "actuate.state")) as f:
+            saved = f.read()
+        check(re.search(r"^relay pump on=1 ", saved, re.M) and
+              re.search(r"^saved \d+ clean=1$", saved, re.M),
+              "the state file holds pump on and a clean stop's time", saved)
+        time.sleep(6)
+        t_start = time.time()
+        sup = Supervisor(cfg)
+        check(wait_for(sup.all_running, 8, 0.2) is not None, "restarted after 6 s", sup.log()[-6:])
+        time.sleep(1.5)
+        calls = [c[2] for c in env.calls(t_start) if c[1] == "pump"]
+        lines = [l for l in sup.log() if re.match(r"^actuate: \w+: relay pump ", l)]
+        check(calls == ["off"] and
+              any(re.search(r"relay pump off \(failsafe\): no fresh data from meter 'home' "
+                            r"for ([7-9]|1\d) s: failsafe off", l) for l in lines) and
+              not any("restore" in l for l in lines),
+              "after 6 s down: the failsafe switches pump off at once, nothing re-asserts the "
+              "saved on first", (calls, lines))
+    finally:
+        feeder.stop()
+        sup.stop()
+        tap.stop()
+        server.close()
+        for p in env.hang_pids():
+            if alive(p) and is_sleep30(p):
+                os.kill(p, signal.SIGKILL)
+        for p in procs_using(cfg):
+            os.kill(p, signal.SIGKILL)
+
+
 def test_config_errors():
     d = tempfile.mkdtemp(prefix="mpe.", dir="/tmp")
     temp_dirs.append(d)
@@ -715,7 +811,8 @@ def main():
         print("FAIL meterpipe not found at %s (set MP_BIN_DIR)" % MP)
         return 1
     ck.run(test_config_errors, test_rules_failsafe_override_restart,
-           test_failing_and_hanging_commands, where=False, print_tb=True)
+           test_failing_and_hanging_commands, test_uncertain_switch_and_long_downtime, where=False,
+           print_tb=True)
     for p in started:
         if p.poll() is None:
             p.kill()

@@ -25,9 +25,9 @@ source = "simulate"
 struct Bad {
   const char* what;
   std::string toml;
-  int line;         // expected line of the (first) error
-  const char* key;  // expected key path
-  const char* text; // expected fragment of the message
+  int line;          // expected line of the (first) error
+  const char* key;   // expected key path
+  const char* text;  // expected fragment of the message
 };
 
 bool has_error(const mp::config::Result& r, int line, const std::string& key,
@@ -64,7 +64,8 @@ TEST_CASE("bad configurations name file, line, column and key") {
        "[[meter]]\nname = \"m\"\nprotocol = \"sunspec\"\nsource = \"tcp\"\n"
        "host = \"h\"\nport = 502\nsunspec_part = \"battery\"\n",
        7, "meter[0].sunspec_part", "is not one of"},
-      {"unreadable ca_file", "[upload]\ntarget = \"influxdb1\"\nurl = \"https://h:8086\"\n"
+      {"unreadable ca_file",
+       "[upload]\ntarget = \"influxdb1\"\nurl = \"https://h:8086\"\n"
        "database = \"d\"\nca_file = \"/nonexistent/ca.pem\"\n",
        5, "upload.ca_file", "cannot read /nonexistent/ca.pem: No such file or directory"},
       {"realtime_cpu below -1", "[general]\nrealtime_cpu = -2\n", 2, "general.realtime_cpu",
@@ -127,6 +128,19 @@ TEST_CASE("bad configurations name file, line, column and key") {
        M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\nwindows = [\"8-17\"]\n"
            "[relay.output]\ntype = \"sim\"\n",
        7, "relay[0].windows[0]", "is not a time window"},
+      {"empty second time window",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\nwindows = [\n  \"07:00-09:00\",\n"
+           "  \"10:00-10:00\",\n]\n[relay.output]\ntype = \"sim\"\n",
+       9, "relay[0].windows[1]", "must end at another time than it starts"},
+      {"time window past 24:00",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\nwindows = [\"24:30-06:00\"]\n"
+           "[relay.output]\ntype = \"sim\"\n",
+       7, "relay[0].windows[0]", "between 00:00 and 24:00"},
+      {"value condition after windows and tariff (named by its own index)",
+       M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\nwindows = [\"07:00-09:00\"]\n"
+           "tariff = 2\n[relay.output]\ntype = \"sim\"\n[[relay.condition]]\n"
+           "name = \"voltage_l1_v\"\nmin = 250\nmax = 210\n",
+       14, "relay[0].condition[0].max", "must not be below min"},
       {"bad weekday",
        M + "[[relay]]\nname = \"b\"\nmeter = \"home\"\nweekdays = [\"monday\"]\n"
            "[relay.output]\ntype = \"sim\"\n",
@@ -227,9 +241,7 @@ TEST_CASE("secrets come from a file or the environment, never the TOML") {
   REQUIRE(v);
   CHECK(*v == "s3cret");
   const std::string path = "/tmp/mp_test_token_file";
-  {
-    std::ofstream(path) << "filetoken \n";
-  }
+  { std::ofstream(path) << "filetoken \n"; }
   v = mp::config::resolve_secret(path, "", err);
   REQUIRE(v);
   CHECK(*v == "filetoken");
@@ -534,4 +546,21 @@ TEST_CASE("several relay windows are one condition that holds in any of them") {
   const auto spec = mp::config::to_relay_spec(r.config->relays[0]);
   REQUIRE(spec.conditions.size() == 1);
   CHECK(spec.conditions[0].describe() == "time 07:00-09:00 or 17:00-20:00");
+}
+
+TEST_CASE("http output: one method for both states, or one per state") {
+  const std::string relay = std::string(kMeter) +
+                            "[[relay]]\nname = \"b\"\nmeter = \"home\"\n[relay.output]\n"
+                            "type = \"http\"\nurl = \"http://tasmota/cm\"\n";
+  auto r = load_string(relay + "method = \"PUT\"\noff_method = \"GET\"\n", "ok.toml");
+  INFO(dump(r));
+  REQUIRE(r.config);
+  const auto& o = r.config->relays[0].output;
+  CHECK(o.method == "PUT");
+  CHECK(o.on_method.empty());  // falls back to method
+  CHECK(o.off_method == "GET");
+  auto bad = load_string(relay + "on_method = \"DELETE\"\n", "bad.toml");
+  CHECK_FALSE(bad.config);
+  INFO(dump(bad));
+  CHECK(has_error(bad, 10, "relay[0].output.on_method", "is not one of"));
 }

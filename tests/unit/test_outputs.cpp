@@ -161,15 +161,18 @@ TEST_CASE("CommandOutput failures: exit code, signal, missing program, empty arg
   SwitchResult r = CommandOutput({fail}, {"true"}).set(true);
   CHECK_FALSE(r.ok);
   CHECK(r.error == "'" + fail + "' failed with exit code 3");
+  CHECK_FALSE(r.uncertain);                              // the command said it did not switch
   CHECK(CommandOutput({fail}, {"true"}).set(false).ok);  // PATH lookup of "true"
 
   r = CommandOutput({"sh", "-c", "kill -TERM $$"}, {}).set(true);
   CHECK_FALSE(r.ok);
   CHECK(r.error == "'sh' killed by signal 15 (Terminated)");
+  CHECK(r.uncertain);  // it may have switched before it was killed
 
   r = CommandOutput({"/nonexistent/relay-tool"}, {}).set(true);
   CHECK_FALSE(r.ok);
   CHECK(r.error == "cannot run '/nonexistent/relay-tool': No such file or directory");
+  CHECK_FALSE(r.uncertain);
 
   r = CommandOutput({"true"}, {}).set(false);
   CHECK_FALSE(r.ok);
@@ -183,6 +186,7 @@ TEST_CASE("CommandOutput kills and reaps a command that times out") {
   double took = ms_since(t0);
   CHECK_FALSE(r.ok);
   CHECK(r.error == "'sleep' timed out after 200 ms (killed)");
+  CHECK(r.uncertain);
   CHECK(took >= 200);
   CHECK(took < 1000);
   CHECK(no_children_left());
@@ -225,6 +229,7 @@ TEST_CASE("HttpOutput failures: 500, timeout, refused") {
   SwitchResult r = HttpOutput(rq, rq, 2).set(true);
   CHECK_FALSE(r.ok);
   CHECK(r.error == "POST " + srv.url("/x") + ": HTTP 500");
+  CHECK_FALSE(r.uncertain);  // the device answered that it failed
   CHECK(r.error.find("secret") == std::string::npos);
 
   srv.status = 204;
@@ -236,6 +241,7 @@ TEST_CASE("HttpOutput failures: 500, timeout, refused") {
   double took = ms_since(t0);
   CHECK_FALSE(r.ok);
   CHECK(r.error.rfind("POST " + srv.url("/x") + ": Operation timed out after", 0) == 0);
+  CHECK(r.uncertain);  // the request went out: the device may have switched
   CHECK(took < 1000);
 
   // Nothing listens on this port any more.
@@ -248,6 +254,7 @@ TEST_CASE("HttpOutput failures: 500, timeout, refused") {
   r = HttpOutput(dead, dead, 1).set(false);
   CHECK_FALSE(r.ok);
   CHECK(r.error.rfind("POST http://127.0.0.1:" + std::to_string(port) + "/: ", 0) == 0);
+  CHECK_FALSE(r.uncertain);  // no connection: nothing was sent
 }
 
 TEST_CASE("redact_url drops credentials and the query") {

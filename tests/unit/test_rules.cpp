@@ -146,7 +146,8 @@ TEST_CASE("validate reports problems by field") {
       {"on_below_w", "must be below off_above_w (100)"},
       {"max_switches_per_hour", "must be 0 (unlimited) or at least 2 (one on and one off)"},
       {"stale_after_s", "must be a positive number of seconds"},
-      {"conditions[0].to", "must differ from \"from\" (the window would be empty)"},
+      {"conditions[0].windows[0]",
+       "must end at another time than it starts (the window would be empty)"},
       {"conditions[1].max", "must not be below min (250)"},
       {"conditions[2].name", "must name a reading value"},
       {"conditions[2].min", "needs min, max or both"},
@@ -346,7 +347,7 @@ TEST_CASE("conditions: time window, weekdays, tariff, voltage") {
     bad.conditions[0] = Condition::any_window({{7 * 60, 9 * 60}, {600, 600}});
     auto probs = validate(bad);
     REQUIRE(probs.size() == 1);
-    CHECK(probs[0].field == "conditions[0].to");
+    CHECK(probs[0].field == "conditions[0].windows[1]");
   }
   SUBCASE("window across midnight and weekdays") {
     RelaySpec r = relay("r", 1, 0, -1500);
@@ -754,7 +755,7 @@ TEST_CASE("restart with old saved data time: grace instead of a failsafe flap") 
 
   Engine e(SiteSpec{}, {r});
   e.import_state(saved);
-  e.grace_after_restart(t0);
+  e.grace_after_restart(t0, 300);  // a file without a saved time: a quick restart
   CHECK(e.step(t0, LocalTime{}).empty());
   CHECK(e.step(t0 + 29 * kNsPerSec, LocalTime{}).empty());
   CHECK(e.state("boiler"));
@@ -782,4 +783,226 @@ TEST_CASE("forget_state (a restored state could not be re-asserted): decided ane
   // then the rules (still -2000 W) switch it on again, after min_off_s and on_delay_s
   sim.run(at(9, 10, 5), at(9, 30));
   CHECK(sim.events.back().on);
+}
+
+namespace {
+
+// A restart at 10:00 from a state saved `saved_before_s` earlier (clean stop or periodic
+// save), optionally by a clock `clock_behind_ns` ahead of today's: the boiler was on, its
+// off-timer (import above off_above_w) had run for 31 s, the last reading 1 s before the save.
+struct Restart {
+  RelaySpec r = relay("boiler", 1, 1000, -1500);
+  Engine eng{SiteSpec{}, {r}};
+  int64_t t0 = at(10, 0);
+  std::vector<Decision> first;
+  Restart(double saved_before_s, bool clean, int64_t clock_behind_ns = 0) {
+    r.failsafe = Failsafe::off;
+    r.stale_after_s = 30;
+    r.off_delay_s = 120;
+    eng = Engine(SiteSpec{}, {r});
+    const int64_t saved = t0 - int64_t(saved_before_s * 1e9) + clock_behind_ns;
+    EngineState st;
+    RelayState rs;
+    rs.name = "boiler";
+    rs.on = true;
+    rs.last_switch_ns = saved - 100 * S;
+    rs.switches_ns = {saved - 100 * S};
+    rs.above_since_ns = saved - 31 * S;
+    st.relays.push_back(rs);
+    st.meters.push_back({"main", saved - 1 * S});
+    st.saved_ns = saved;
+    st.clean = clean;
+    eng.import_state(st);
+    eng.grace_after_restart(t0, 300);
+    first = eng.step(t0, lt_of(t0));
+  }
+  // Readings of +500 W (import) each second from t0 + 1 s: when does the boiler go off?
+  int64_t off_time() {
+    for (auto& d : first) eng.confirm(d.relay, true, t0);
+    for (int64_t t = t0 + S; t < t0 + 3 * 3600 * S; t += S) {
+      mp::Reading rd = reading(500);
+      for (const auto& d : eng.step(t, lt_of(t), &rd)) {
+        eng.confirm(d.relay, true, t);
+        if (!d.new_state) return t;
+      }
+    }
+    return 0;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("restart: downtime proven by the state file decides between grace and failsafe") {
+  SUBCASE("clean stop 5 s ago: grace, the off-timer goes on where it was") {
+    Restart x(5, true);
+    CHECK(x.first.empty());
+    CHECK(x.eng.state("boiler"));
+    // above since 36 s before t0, off_delay 120 s: off 84 s after the restart
+    CHECK(hms(x.off_time()) == "10:01:24");
+  }
+  SUBCASE("periodic save 200 s ago (a crash any time after it): still a quick restart") {
+    Restart x(200, false);
+    CHECK(x.first.empty());
+  }
+  SUBCASE("periodic save 400 s ago: down at least 100 s > stale_after_s: failsafe") {
+    Restart x(400, false);
+    REQUIRE(x.first.size() == 1);
+    CHECK(x.first[0].mode == "failsafe");
+    CHECK_FALSE(x.first[0].new_state);
+    CHECK(x.first[0].reason == "no fresh data from meter 'main' for 401 s: failsafe off");
+  }
+  SUBCASE("clean stop 1 h ago: failsafe at once; timers start again with fresh data") {
+    Restart x(3600, true);
+    REQUIRE(x.first.size() == 1);
+    CHECK(x.first[0].mode == "failsafe");
+    CHECK(x.first[0].reason == "no fresh data from meter 'main' for 3601 s: failsafe off");
+    // Failsafe "keep": the relay stays on; the off-timer starts with the first reading
+    // (t0 + 1 s), not from the hour-old saved timer.
+    const int64_t t0 = at(10, 0);
+    RelaySpec keep = relay("boiler", 1, 1000, -1500);
+    keep.failsafe = Failsafe::keep;
+    keep.off_delay_s = 120;
+    Engine e(SiteSpec{}, {keep});
+    EngineState st;
+    RelayState rs;
+    rs.name = "boiler";
+    rs.on = true;
+    rs.last_switch_ns = t0 - 4000 * S;
+    rs.above_since_ns = t0 - 3631 * S;
+    st.relays.push_back(rs);
+    st.meters.push_back({"main", t0 - 3601 * S});
+    st.saved_ns = t0 - 3600 * S;
+    st.clean = true;
+    e.import_state(st);
+    e.grace_after_restart(t0, 300);
+    CHECK(e.step(t0, lt_of(t0)).empty());
+    int64_t off = 0;
+    for (int64_t t = t0 + S; t < t0 + 600 * S && !off; t += S) {
+      mp::Reading rd = reading(500);
+      for (const auto& d : e.step(t, lt_of(t), &rd))
+        if (e.confirm(d.relay, true, t) && !d.new_state) off = t;
+    }
+    CHECK(hms(off) == "10:02:01");  // 120 s after the first fresh reading
+  }
+  SUBCASE("clock 2 h behind the saved state (no RTC): saved times move back, nothing lost") {
+    Restart x(5, true, 2 * 3600 * S);
+    CHECK(x.first.empty());  // a quick restart (its downtime cannot be known)
+    auto st = x.eng.status(x.t0);
+    REQUIRE(st.size() == 1);
+    CHECK(st[0].switches_last_hour == 1);  // the switch 105 s ago still counts
+    // The restart counts as immediate: above since 31 s before the save = before t0,
+    // off_delay 120 s -> 89 s after t0 (not two hours later)
+    CHECK(hms(x.off_time()) == "10:01:29");
+  }
+  SUBCASE("clock behind with min_on_s: held for what was left, not hours more") {
+    RelaySpec r = relay("boiler", 1, 1000, -1500);
+    r.min_on_s = 600;
+    Engine e(SiteSpec{}, {r});
+    const int64_t t0 = at(10, 0), ahead = 2 * 3600 * S;
+    EngineState st;
+    RelayState rs;
+    rs.name = "boiler";
+    rs.on = true;
+    rs.last_switch_ns = t0 + ahead - 100 * S;  // on for 100 s at the stop
+    st.relays.push_back(rs);
+    st.meters.push_back({"main", t0 + ahead - S});
+    st.saved_ns = t0 + ahead;
+    st.clean = true;
+    e.import_state(st);
+    e.grace_after_restart(t0, 300);
+    int64_t off = 0;
+    for (int64_t t = t0 + S; t < t0 + 3 * 3600 * S && !off; t += S) {
+      mp::Reading rd = reading(500);
+      for (const auto& d : e.step(t, lt_of(t), &rd))
+        if (e.confirm(d.relay, true, t) && !d.new_state) off = t;
+    }
+    CHECK(hms(off) == "10:08:20");  // min_on_s: 500 s left at the restart
+  }
+}
+
+TEST_CASE("a switch that failed but may have happened: the believed state is re-asserted") {
+  RelaySpec r = relay("boiler", 1, 1000, -1500);
+  SiteSpec site;
+  site.retry_base_s = 5;
+  auto run_until_on = [&](Engine& e) {
+    e.import_state(all_off({r}));
+    for (int64_t t = at(9, 0); t < at(9, 5); t += S) {
+      mp::Reading rd = reading(-2000);
+      auto ds = e.step(t, lt_of(t), &rd);
+      if (!ds.empty()) {
+        REQUIRE(ds.size() == 1);
+        CHECK(ds[0].new_state);
+        return t;
+      }
+    }
+    FAIL("no switch-on");
+    return int64_t{0};
+  };
+  auto next = [&](Engine& e, int64_t from, double net) {
+    for (int64_t t = from; t < from + 60 * S; t += S) {
+      mp::Reading rd = reading(net);
+      auto ds = e.step(t, lt_of(t), &rd);
+      if (!ds.empty()) return std::make_pair(t, ds[0]);
+    }
+    return std::make_pair(int64_t{0}, Decision{});
+  };
+
+  SUBCASE("the net turned to import: off is re-asserted at the retry time") {
+    Engine e(site, {r});
+    int64_t t = run_until_on(e);
+    CHECK(e.confirm("boiler", false, t, true));  // timed out
+    auto st = e.status(t);
+    CHECK_FALSE(st[0].on);
+    CHECK(st[0].doubt);
+    auto [when, d] = next(e, t + S, 500);
+    CHECK(when == t + 5 * S);
+    CHECK_FALSE(d.old_state);
+    CHECK_FALSE(d.new_state);
+    CHECK(d.reason ==
+          "re-asserting off: the switch on may have happened although it failed "
+          "(retry 1)");
+    CHECK(e.confirm("boiler", true, when));
+    st = e.status(when);
+    CHECK_FALSE(st[0].doubt);
+    CHECK_FALSE(st[0].on);
+    CHECK(st[0].switches_last_hour == 0);      // nothing changed that the engine knew
+    CHECK(next(e, when + S, 500).first == 0);  // and nothing more to do
+  }
+  SUBCASE("still surplus: the rules retry on, no re-assertion") {
+    Engine e(site, {r});
+    int64_t t = run_until_on(e);
+    CHECK(e.confirm("boiler", false, t, true));
+    auto [when, d] = next(e, t + S, -2000);
+    CHECK(when == t + 5 * S);
+    CHECK(d.new_state);
+    CHECK(d.reason.find("below -1500 W") != std::string::npos);
+    CHECK(e.confirm("boiler", true, when));
+    CHECK(e.state("boiler"));
+    CHECK_FALSE(e.status(when)[0].doubt);
+  }
+  SUBCASE("a failure that cannot have switched (refused, exit code): no re-assertion") {
+    Engine e(site, {r});
+    int64_t t = run_until_on(e);
+    CHECK(e.confirm("boiler", false, t, false));
+    CHECK_FALSE(e.status(t)[0].doubt);
+    CHECK(next(e, t + S, 500).first == 0);
+  }
+  SUBCASE("manual override: its state is re-asserted after a doubtful failure") {
+    Engine e(site, {r});
+    e.import_state(all_off({r}));
+    mp::Reading rd = reading(300);
+    e.step(at(9, 0), lt_of(at(9, 0)), &rd);
+    e.set_override("boiler", Override::on);
+    auto ds = e.step(at(9, 0, 1), lt_of(at(9, 0, 1)), &rd);
+    REQUIRE(ds.size() == 1);
+    CHECK(e.confirm("boiler", true, at(9, 0, 1)));
+    e.set_override("boiler", Override::off);
+    ds = e.step(at(9, 0, 2), lt_of(at(9, 0, 2)), &rd);
+    REQUIRE(ds.size() == 1);
+    CHECK(e.confirm("boiler", false, at(9, 0, 2), true));  // off timed out: still on?
+    auto [when, d] = next(e, at(9, 0, 3), 300);
+    CHECK(when == at(9, 0, 7));
+    CHECK(d.mode == "manual");
+    CHECK_FALSE(d.new_state);
+  }
 }

@@ -63,6 +63,23 @@ TEST_CASE("state text: exact format and round trip") {
   std::string err;
   REQUIRE(parse_state(text, back, err));
   CHECK(back == sample());
+  CHECK(back.saved_ns == 0);  // a file without the saved line (older version): unknown
+
+  EngineState stamped = sample();
+  stamped.saved_ns = 1717405300000000000;
+  stamped.clean = true;
+  text = serialize_state(stamped);
+  const std::string tail = "\nsaved 1717405300000000000 clean=1\n";
+  CHECK(text.substr(text.size() - tail.size()) == tail);
+  REQUIRE(parse_state(text, back, err));
+  CHECK(back == stamped);
+  stamped.clean = false;
+  REQUIRE(parse_state(serialize_state(stamped), back, err));
+  CHECK(back == stamped);
+  CHECK_FALSE(parse_state("meterpipe-actuate-state 1\nsaved x clean=1\n", back, err));
+  CHECK(err == "line 2: bad time for saved: x");
+  CHECK_FALSE(parse_state("meterpipe-actuate-state 1\nsaved 5 clean=yes\n", back, err));
+  CHECK(err == "line 2: bad value for saved: clean=yes");
 }
 
 TEST_CASE("state text: corrupt input is an error with a line number, never a crash") {
