@@ -125,7 +125,10 @@ class P1Server:
             return self.conn is not None
 
     def send(self, net_w):
-        data = telegram(net_w)
+        return self.write(telegram(net_w), net_w)
+
+    def write(self, data, net_w):
+        """Writes one telegram (bytes) whose net power is net_w; False when not connected."""
         with self.lock:
             if not self.conn:
                 return False

@@ -67,18 +67,7 @@ class BeServer(ea.P1Server):
     """The TCP dongle, sending e-MUCS telegrams."""
 
     def send(self, net_w, avg_w=0):
-        data = be_telegram(net_w, avg_w)
-        with self.lock:
-            if not self.conn:
-                return False
-            try:
-                self.conn.sendall(data)
-            except OSError:
-                self.conn.close()
-                self.conn = None
-                return False
-            self.sends.append((time.time(), net_w, avg_w))
-            return True
+        return self.write(be_telegram(net_w, avg_w), net_w)
 
 
 class Charger:
@@ -194,6 +183,14 @@ def start(cfg, server):
     return tap, sup, ok
 
 
+def teardown(house, tap, sup, server, charger):
+    house.stop()
+    tap.stop()
+    sup.stop()
+    server.close()
+    charger.close()
+
+
 def wait_events(tap, since, n, timeout):
     return wait_for(lambda: (lambda e: e if len(e) >= n else None)(tap.events(since)),
                     timeout, 0.05) or tap.events(since)
@@ -303,11 +300,7 @@ def test_priorities_and_load_staging():
         logs = "\n".join(sup.log())
         check(TOKEN not in logs, "the webhook token is not in any log line")
     finally:
-        house.stop()
-        tap.stop()
-        sup.stop()
-        server.close()
-        charger.close()
+        teardown(house, tap, sup, server, charger)
 
 
 def test_peak_shaving():
@@ -369,11 +362,7 @@ def test_peak_shaving():
               "status: the projected quarter average is a gauge, under the budget now",
               w and w["gauges"])
     finally:
-        house.stop()
-        tap.stop()
-        sup.stop()
-        server.close()
-        charger.close()
+        teardown(house, tap, sup, server, charger)
 
 
 def main():
