@@ -805,34 +805,32 @@ EngineState Engine::export_state() const {
 
 void Engine::grace_after_restart(int64_t now_ns, double save_interval_s) {
   const int64_t now = std::clamp<int64_t>(now_ns, 0, kMaxTime);
+  // Every saved time of the past (an override's expiry lies ahead and is not one of them).
+  auto each_time = [&](auto&& f) {
+    for (auto& r : relays_) {
+      if (!r.known) continue;
+      f(r.last_switch_ns);
+      for (int64_t& t : r.switches) f(t);
+      if (r.below_since) f(*r.below_since);
+      if (r.above_since) f(*r.above_since);
+    }
+    for (auto& [name, m] : meters_)
+      if (m.last_data_ns) f(*m.last_data_ns);
+  };
   // Clock behind the saved state: the latest saved time marks "just before the restart".
   int64_t latest = saved_ns_;
-  auto later = [&](int64_t t) { latest = std::max(latest, t); };
-  for (const auto& r : relays_) {
-    if (!r.known) continue;
-    later(r.last_switch_ns);
-    for (int64_t t : r.switches) later(t);
-    if (r.below_since) later(*r.below_since);
-    if (r.above_since) later(*r.above_since);
-  }
-  for (const auto& [name, m] : meters_)
-    if (m.last_data_ns) later(*m.last_data_ns);
+  each_time([&](int64_t t) { latest = std::max(latest, t); });
   if (latest > now) {
     const int64_t shift = latest - now;
     auto back = [&](int64_t& t) {
       if (t > 0) t = std::max<int64_t>(1, t - shift);
     };
+    each_time(back);
     for (auto& r : relays_) {
       if (!r.known) continue;
-      back(r.last_switch_ns);
-      for (int64_t& t : r.switches) back(t);
-      if (r.below_since) back(*r.below_since);
-      if (r.above_since) back(*r.above_since);
       if (r.ovr_expires_ns) back(r.ovr_expires_ns);
       r.shed_quarter.reset();  // a quarter of the wrong clock
     }
-    for (auto& [name, m] : meters_)
-      if (m.last_data_ns) back(*m.last_data_ns);
     if (saved_ns_) back(saved_ns_);
   }
   // Least downtime the file proves (0 when it does not say when it was written).
