@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "actuate/state_store.h"
+#include "bus/poller.h"
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -64,7 +65,6 @@ std::vector<std::string> words(const std::string& s) {
 Actuator::Actuator(Worker& w)
     : w_(w),
       engine_(config::to_site_spec(w.cfg()), specs(w.cfg())),
-      ctl_(bus::context(), zmq::socket_type::rep),
       state_file_(w.cfg().actuate.state_file) {
   // The time zone is set once, before any thread exists: local_time() then only calls
   // localtime_r (changing TZ per call would race with commands spawned from other threads).
@@ -97,12 +97,12 @@ Actuator::Actuator(Worker& w)
                 err.c_str());
       break;
   }
-  ctl_.set(zmq::sockopt::linger, 0);
-  const std::string ep = bus::ctl_endpoint(w.cfg().general.run_dir, "actuate");
   try {
-    ctl_.bind(ep);
-  } catch (const zmq::error_t& e) {
-    log::error("cannot bind %s: %s (manual overrides unavailable)", ep.c_str(), e.what());
+    ctl_ = std::make_unique<bus::ControlServer>(
+        w.cfg().general.run_dir, "actuate",
+        [this](const std::string& request) { return control_reply(request, engine_now()); });
+  } catch (const std::exception& e) {
+    log::error("%s (manual overrides unavailable)", e.what());
   }
 }
 
@@ -271,42 +271,21 @@ std::string Actuator::status_json(int64_t now) {
   return s;
 }
 
-void Actuator::handle_ctl(int64_t now) {
-  while (true) {
-    zmq::message_t req;
-    zmq::recv_result_t r;
-    try {
-      r = ctl_.recv(req, zmq::recv_flags::dontwait);
-    } catch (const zmq::error_t&) {
-      return;
-    }
-    if (!r) return;
-    auto wd = words(req.to_string());
-    std::string reply;
-    if (wd.size() == 1 && wd[0] == "status") {
-      reply = status_json(now);
-    } else if ((wd.size() == 3 || wd.size() == 4) && wd[0] == "relay") {
-      Override mode;
-      double secs = wd.size() == 4 ? std::atof(wd[3].c_str()) : 0;
-      if (!parse_override(wd[2], mode)) {
-        reply = "{\"error\":\"state must be on, off or auto\"}";
-      } else if (!engine_.set_override(wd[1], mode, secs > 0 ? now + int64_t(secs * 1e9) : 0)) {
-        reply = "{\"error\":" + json::quote("no relay named " + wd[1]) + "}";
-      } else {
-        log::info("relay %s: manual override %s%s", wd[1].c_str(), wd[2].c_str(),
-                  secs > 0 ? (" for " + std::to_string(int64_t(secs)) + " s").c_str() : "");
-        dirty_ = true;
-        apply(engine_.step(now, local_time(clock::wall_ns(), "")), now);
-        reply = "{\"ok\":true}";
-      }
-    } else {
-      reply = "{\"error\":\"usage: status | relay NAME on|off|auto [SECONDS]\"}";
-    }
-    try {
-      ctl_.send(zmq::buffer(reply), zmq::send_flags::dontwait);
-    } catch (const zmq::error_t&) {
-    }
-  }
+std::string Actuator::control_reply(const std::string& request, int64_t now) {
+  auto wd = words(request);
+  if (wd.size() == 1 && wd[0] == "status") return status_json(now);
+  if ((wd.size() != 3 && wd.size() != 4) || wd[0] != "relay")
+    return "{\"error\":\"usage: status | relay NAME on|off|auto [SECONDS]\"}";
+  Override mode;
+  double secs = wd.size() == 4 ? std::atof(wd[3].c_str()) : 0;
+  if (!parse_override(wd[2], mode)) return "{\"error\":\"state must be on, off or auto\"}";
+  if (!engine_.set_override(wd[1], mode, secs > 0 ? now + int64_t(secs * 1e9) : 0))
+    return "{\"error\":" + json::quote("no relay named " + wd[1]) + "}";
+  log::info("relay %s: manual override %s%s", wd[1].c_str(), wd[2].c_str(),
+            secs > 0 ? (" for " + std::to_string(int64_t(secs)) + " s").c_str() : "");
+  dirty_ = true;
+  apply(engine_.step(now, local_time(clock::wall_ns(), "")), now);
+  return "{\"ok\":true}";
 }
 
 int Actuator::run() {
@@ -341,16 +320,13 @@ int Actuator::run() {
     apply(again, now);
     apply(first, now);
   }
+  bus::Poller poller;
+  poller.add(sub);
+  if (ctl_) poller.add(*ctl_);
+  if (wake_fd_ >= 0) poller.add_fd(wake_fd_);
   int64_t last_step = 0, last_save = clock::mono_ns();
   while (w_.running()) {
-    zmq::pollitem_t items[] = {{static_cast<void*>(sub.socket()), 0, ZMQ_POLLIN, 0},
-                               {static_cast<void*>(ctl_), 0, ZMQ_POLLIN, 0},
-                               {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
-    const int wait = std::min(w_.wait_ms(), 250);
-    try {
-      zmq::poll(items, wake_fd_ >= 0 ? 3 : 2, std::chrono::milliseconds(wait));
-    } catch (const zmq::error_t&) {
-    }
+    poller.wait(std::min(w_.wait_ms(), 250));
     uint64_t woken;
     if (wake_fd_ >= 0) (void)!::read(wake_fd_, &woken, sizeof woken);
     // Engine time runs on the monotonic clock, anchored to the wall clock at start: an NTP
@@ -381,7 +357,7 @@ int Actuator::run() {
       last_step = now;
       w_.count("readings");
     }
-    handle_ctl(now);
+    if (ctl_) ctl_->serve_pending();
     collect(now);
     if (now - last_step >= 1000000000LL) {  // ticks without data: staleness, retries
       apply(engine_.step(now, local_time(clock::wall_ns(), "")), now);

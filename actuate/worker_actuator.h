@@ -9,10 +9,10 @@
 #include <optional>
 #include <string>
 #include <thread>
-#include <zmq.hpp>
 
 #include "actuate/outputs.h"
 #include "actuate/rules.h"
+#include "bus/control.h"
 #include "bus/worker.h"
 
 namespace mp::actuate {
@@ -40,7 +40,7 @@ class Actuator {
   void start(Out& o, int64_t now);  // runs o.decision on its output (inline or on a thread)
   void finish(Out& o, const SwitchResult& r, int64_t now);
   void collect(int64_t now);
-  void handle_ctl(int64_t now);
+  std::string control_reply(const std::string& request, int64_t now);
   std::string status_json(int64_t now);
   // Writes the state (on the saver thread): after a decision, every kSaveIntervalS, and at
   // a clean stop (clean = true: the file then tells the exact downtime at the next start).
@@ -50,7 +50,7 @@ class Actuator {
   Worker& w_;
   Engine engine_;
   std::map<std::string, Out> outs_;
-  zmq::socket_t ctl_;
+  std::unique_ptr<bus::ControlServer> ctl_;  // null when its endpoint could not be bound
   std::string state_file_;
   bool dirty_ = false;
   std::map<std::string, std::string> last_reason_;

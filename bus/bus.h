@@ -16,7 +16,7 @@
 // seq order, once.
 #pragma once
 
-#include <zmq.hpp>
+#include "bus/zmq_context.h"
 
 #include <atomic>
 #include <cstdint>
@@ -35,9 +35,6 @@ namespace mp::bus {
 std::string pub_endpoint(const std::string& run_dir, const std::string& name);
 std::string replay_endpoint(const std::string& run_dir, const std::string& name);
 std::string ctl_endpoint(const std::string& run_dir, const std::string& name);
-
-// One process-wide ZeroMQ context.
-zmq::context_t& context();
 
 class Publisher {
  public:
@@ -97,6 +94,8 @@ struct Message {
 // it is not one (wrong frame count, an Envelope that does not parse).
 bool parse_message(const std::vector<zmq::message_t>& parts, Message& out);
 
+class Poller;
+
 class Subscriber {
  public:
   struct Options {
@@ -129,9 +128,6 @@ class Subscriber {
   bool receive(Message& out, int timeout_ms);
   // True when a message is ready without touching the socket.
   bool has_pending() const { return !pending_.empty(); }
-  // The SUB socket, for zmq::poll together with other sockets (poll ZMQ_POLLIN on it,
-  // then call receive(msg, 0)). Check has_pending() first.
-  zmq::socket_t& socket() { return sub_; }
 
   // Position per (publisher, topic), to persist across restarts of the subscriber (upload)
   // and to restore with set_position() so a restarted subscriber fetches what it missed.
@@ -152,6 +148,8 @@ class Subscriber {
   uint64_t decode_errors() const { return decode_errors_; }
 
  private:
+  friend class Poller;  // waits on sub_ (bus/poller.h)
+  void* native_socket() { return static_cast<void*>(sub_); }
   void handle(Message&& m);
   bool fetch_replay(const std::string& publisher, const std::string& topic, uint64_t instance,
                     uint64_t after, uint64_t before, std::vector<Message>& out);

@@ -12,12 +12,12 @@
 #include <iostream>
 #include <memory>
 #include <sstream>
-#include <zmq.hpp>
 
 #include "acquire/mbus_poll.h"
 #include "acquire/modbus_poll.h"
 #include "acquire/serial_source.h"
 #include "bus/bus.h"
+#include "bus/control.h"
 #include "bus/remote.h"
 #include "bus/worker.h"
 #include "common/clock.h"
@@ -96,24 +96,16 @@ int cmd_run(const std::string& file, const std::string& bin_dir) {
   return supervisor::run(*r.config, opt);
 }
 
-// One request/reply on a control socket; empty on timeout.
-std::string ctl_request(const std::string& endpoint, const std::string& request, int timeout_ms) {
-  // ZeroMQ hides a permission problem behind a timeout: say it plainly
-  const std::string path = endpoint.substr(6);  // after "ipc://"
-  if (access(path.c_str(), F_OK) == 0 && access(path.c_str(), W_OK) != 0) {
-    std::fprintf(stderr, "%s: %s (run as root or as a member of group meterpipe)\n", path.c_str(),
-                 std::strerror(errno));
+// One request/reply on a worker's control channel; empty on timeout. A socket this user may
+// not use ends the command with the reason.
+std::string ctl_request(const std::string& run_dir, const std::string& worker,
+                        const std::string& request, int timeout_ms) {
+  try {
+    return bus::control_request(run_dir, worker, request, timeout_ms).value_or("");
+  } catch (const bus::ControlAccessError& e) {
+    std::fprintf(stderr, "%s\n", e.what());
     std::exit(1);
   }
-  zmq::socket_t s(bus::context(), zmq::socket_type::req);
-  s.set(zmq::sockopt::linger, 0);
-  s.set(zmq::sockopt::rcvtimeo, timeout_ms);
-  s.set(zmq::sockopt::sndtimeo, timeout_ms);
-  s.connect(endpoint);
-  if (!s.send(zmq::buffer(request))) return {};
-  zmq::message_t rep;
-  if (!s.recv(rep)) return {};
-  return rep.to_string();
 }
 
 // Minimal reader for the status JSON we produce ourselves.
@@ -132,7 +124,7 @@ std::string json_field(const std::string& obj, const std::string& key) {
 
 int cmd_status(const std::string& run_dir, bool as_json) {
   const std::string ep = bus::ctl_endpoint(run_dir, "supervisor");
-  std::string rep = ctl_request(ep, "status", 2000);
+  std::string rep = ctl_request(run_dir, "supervisor", "status", 2000);
   if (rep.empty()) {
     std::fprintf(stderr, "no supervisor answers on %s (is `meterpipe run` running?)\n", ep.c_str());
     return 1;
@@ -166,7 +158,7 @@ int cmd_status(const std::string& run_dir, bool as_json) {
   }
   // Relays: actuate's own view (state, last reason, manual override and its expiry).
   if (rep.find("{\"name\":\"actuate\"") == std::string::npos) return 0;
-  const std::string arep = ctl_request(bus::ctl_endpoint(run_dir, "actuate"), "status", 1000);
+  const std::string arep = ctl_request(run_dir, "actuate", "status", 1000);
   if (arep.empty()) {
     std::printf("relays: actuate does not answer on its control socket\n");
     return 0;
@@ -401,7 +393,7 @@ int cmd_relay(const std::string& run_dir, const std::string& name, const std::st
     req += " " + std::to_string(int64_t(secs));
   }
   const std::string ep = bus::ctl_endpoint(run_dir, "actuate");
-  std::string rep = ctl_request(ep, req, 3000);
+  std::string rep = ctl_request(run_dir, "actuate", req, 3000);
   if (rep.empty()) {
     std::fprintf(stderr,
                  "actuate does not answer on %s (is a relay configured and meterpipe running?)\n",

@@ -14,9 +14,10 @@
 #include <cmath>
 #include <cstring>
 #include <map>
-#include <zmq.hpp>
 
 #include "bus/bus.h"
+#include "bus/control.h"
+#include "bus/poller.h"
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -161,15 +162,24 @@ class Supervisor {
   void forward(Child& c, bool flush_all);
   void reap();
   void handle_health(const bus::Message& m);
-  void handle_ctl();
+  std::string control_reply(const std::string& request);
   std::string status_json();
   void stop_all();
+  // the phases of run()
+  bool prepare_dirs();
+  bool take_lock();
+  bool plan_children();
+  void pin_cpus();
+  bool install_signals();
+  bool open_bus();
+  bool wait_and_dispatch(bus::Poller& poller);  // false once a stop signal came
+  void watch_children(bool stopping);
 
   const config::Config& cfg_;
   Options opt_;
   std::vector<Child> children_;
   std::unique_ptr<bus::Subscriber> health_;
-  std::unique_ptr<zmq::socket_t> ctl_;
+  std::unique_ptr<bus::ControlServer> ctl_;
   int64_t start_mono_ = clock::mono_ns();
   pid_t self_ = getpid();
   int lock_fd_ = -1;
@@ -374,25 +384,9 @@ std::string Supervisor::status_json() {
   return s;
 }
 
-void Supervisor::handle_ctl() {
-  zmq::message_t req;
-  while (true) {
-    zmq::recv_result_t r;
-    try {
-      r = ctl_->recv(req, zmq::recv_flags::dontwait);
-    } catch (const zmq::error_t&) {
-      return;
-    }
-    if (!r) return;
-    std::string cmd = req.to_string();
-    std::string reply;
-    if (cmd == "status") reply = status_json();
-    else reply = "{\"error\":\"unknown command\"}";
-    try {
-      ctl_->send(zmq::buffer(reply), zmq::send_flags::dontwait);
-    } catch (const zmq::error_t&) {
-    }
-  }
+std::string Supervisor::control_reply(const std::string& request) {
+  if (request == "status") return status_json();
+  return "{\"error\":\"unknown command\"}";
 }
 
 void Supervisor::stop_all() {
@@ -439,65 +433,77 @@ void Supervisor::stop_all() {
   }
 }
 
-int Supervisor::run() {
+bool Supervisor::prepare_dirs() {
   std::string err;
   if (!mkdir_p(cfg_.general.run_dir, 0750, err)) {
     log::error("run_dir: %s", err.c_str());
-    return 1;
+    return false;
   }
   chmod(cfg_.general.run_dir.c_str(), 0750);
   // sockets and state files usable by the group (meterpipe status/tap/relay for its members)
   umask(0007);
   if (!mkdir_p(cfg_.general.state_dir, 0750, err)) {
     log::error("state_dir: %s", err.c_str());
-    return 1;
+    return false;
   }
-  // One supervisor per run_dir: ZeroMQ would silently take over the sockets of a running one.
+  return true;
+}
+
+// One supervisor per run_dir: ZeroMQ would silently take over the sockets of a running one.
+bool Supervisor::take_lock() {
   const std::string lock_path = cfg_.general.run_dir + "/supervisor.lock";
   lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (lock_fd_ < 0) {
     log::error("cannot open %s: %s", lock_path.c_str(), std::strerror(errno));
-    return 1;
+    return false;
   }
   if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     log::error("another meterpipe supervisor is running with run_dir %s (%s is locked)",
                cfg_.general.run_dir.c_str(), lock_path.c_str());
-    return 1;
+    return false;
   }
-  std::vector<std::string> names = cfg_.workers();
-  for (const auto& n : names) {
+  return true;
+}
+
+bool Supervisor::plan_children() {
+  for (const auto& n : cfg_.workers()) {
     Child c;
     c.name = n;
     c.path = opt_.bin_dir + "/meterpipe-" + n;
     if (access(c.path.c_str(), X_OK) != 0) {
       log::error("worker binary %s: %s", c.path.c_str(), std::strerror(errno));
-      return 1;
+      return false;
     }
     children_.push_back(std::move(c));
   }
-  {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    std::vector<int> allowed;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-      for (int i = 0; i < CPU_SETSIZE; ++i)
-        if (CPU_ISSET(i, &set)) allowed.push_back(i);
-    const CpuPlan plan = plan_cpus(allowed, cfg_.general.realtime_cpu);
-    if (!plan.warning.empty()) log::warn("%s", plan.warning.c_str());
-    std::string rt_names;
-    for (auto& c : children_) {
-      c.cpus = is_realtime_worker(c.name) ? plan.realtime : plan.others;
-      if (is_realtime_worker(c.name)) rt_names += (rt_names.empty() ? "" : ", ") + c.name;
-    }
-    if (!plan.realtime.empty())
-      log::info("CPU %s: %s; %s %s: the other workers (general.realtime_cpu)",
-                cpu_list(plan.realtime).c_str(), rt_names.c_str(),
-                plan.others.size() == 1 ? "CPU" : "CPUs",
-                plan.others.empty() ? "any" : cpu_list(plan.others).c_str());
+  return true;
+}
+
+void Supervisor::pin_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> allowed;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int i = 0; i < CPU_SETSIZE; ++i)
+      if (CPU_ISSET(i, &set)) allowed.push_back(i);
+  const CpuPlan plan = plan_cpus(allowed, cfg_.general.realtime_cpu);
+  if (!plan.warning.empty()) log::warn("%s", plan.warning.c_str());
+  std::string rt_names;
+  for (auto& c : children_) {
+    c.cpus = is_realtime_worker(c.name) ? plan.realtime : plan.others;
+    if (is_realtime_worker(c.name)) rt_names += (rt_names.empty() ? "" : ", ") + c.name;
   }
+  if (!plan.realtime.empty())
+    log::info("CPU %s: %s; %s %s: the other workers (general.realtime_cpu)",
+              cpu_list(plan.realtime).c_str(), rt_names.c_str(),
+              plan.others.size() == 1 ? "CPU" : "CPUs",
+              plan.others.empty() ? "any" : cpu_list(plan.others).c_str());
+}
+
+bool Supervisor::install_signals() {
   if (pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) != 0) {
     log::error("cannot create signal pipe: %s", std::strerror(errno));
-    return 1;
+    return false;
   }
   struct sigaction sa {};
   sa.sa_handler = on_signal;
@@ -508,65 +514,79 @@ int Supervisor::run() {
   sigaction(SIGHUP, &sa, nullptr);
   sigaction(SIGCHLD, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  return true;
+}
 
+bool Supervisor::open_bus() {
   try {
-    ctl_ = std::make_unique<zmq::socket_t>(bus::context(), zmq::socket_type::rep);
-    ctl_->set(zmq::sockopt::linger, 0);
-    ctl_->bind(bus::ctl_endpoint(cfg_.general.run_dir, "supervisor"));
-  } catch (const zmq::error_t& e) {
-    log::error("cannot bind %s: %s (is another supervisor running?)",
-               bus::ctl_endpoint(cfg_.general.run_dir, "supervisor").c_str(), e.what());
-    return 1;
+    ctl_ = std::make_unique<bus::ControlServer>(
+        cfg_.general.run_dir, "supervisor",
+        [this](const std::string& request) { return control_reply(request); });
+  } catch (const std::exception& e) {
+    log::error("%s (is another supervisor running?)", e.what());
+    return false;
   }
-  health_ = std::make_unique<bus::Subscriber>(cfg_.general.run_dir, names,
+  health_ = std::make_unique<bus::Subscriber>(cfg_.general.run_dir, cfg_.workers(),
                                               std::vector<std::string>{"health/"});
+  return true;
+}
+
+bool Supervisor::wait_and_dispatch(bus::Poller& poller) {
+  poller.clear_fds();
+  poller.add_fd(g_sigpipe[0]);
+  for (auto& c : children_)
+    if (c.out_fd >= 0) poller.add_fd(c.out_fd);
+  poller.wait(100);
+  bool stop = false;
+  unsigned char sig;
+  while (read(g_sigpipe[0], &sig, 1) == 1) {
+    if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+      log::info("received %s: stopping workers", strsignal(sig));
+      stop = true;
+    }
+  }
+  bus::Message m;
+  while (health_->receive(m, 0)) handle_health(m);
+  ctl_->serve_pending();
+  for (auto& c : children_) forward(c, false);
+  reap();
+  return !stop;
+}
+
+// Restarts what is due after its backoff, kills what stopped heartbeating.
+void Supervisor::watch_children(bool stopping) {
+  const int64_t watchdog_ns = int64_t(cfg_.general.watchdog_s * 1e9);
+  const int64_t now = clock::mono_ns();
+  for (auto& c : children_) {
+    if (c.state == State::backoff && now >= c.restart_at_mono && !stopping) spawn(c);
+    if (c.state != State::running || c.pid <= 0) continue;
+    // a fresh worker gets 2 s more for its first heartbeat (its subscriber has to
+    // connect before anything arrives)
+    const int64_t since = c.last_health_mono ? c.last_health_mono : c.started_mono + 2000000000LL;
+    if (now - since > watchdog_ns) {
+      log::warn("%s (pid %d): no heartbeat for %.1f s: killing it", c.name.c_str(), int(c.pid),
+                double(now - since) / 1e9);
+      kill(-c.pid, SIGKILL);
+      c.last_health_mono = now;  // one kill per period
+    }
+  }
+}
+
+int Supervisor::run() {
+  if (!prepare_dirs() || !take_lock() || !plan_children()) return 1;
+  pin_cpus();
+  if (!install_signals() || !open_bus()) return 1;
   log::info("meterpipe supervisor (pid %d): config %s, run_dir %s, workers: %zu",
             int(getpid()), opt_.config_file.c_str(), cfg_.general.run_dir.c_str(),
             children_.size());
   for (auto& c : children_) spawn(c);
-
-  const int64_t watchdog_ns = int64_t(cfg_.general.watchdog_s * 1e9);
+  bus::Poller poller;
+  poller.add(*health_);
+  poller.add(*ctl_);
   bool stopping = false;
   while (!stopping) {
-    std::vector<zmq::pollitem_t> items;
-    items.push_back({nullptr, g_sigpipe[0], ZMQ_POLLIN, 0});
-    items.push_back({static_cast<void*>(health_->socket()), 0, ZMQ_POLLIN, 0});
-    items.push_back({static_cast<void*>(*ctl_), 0, ZMQ_POLLIN, 0});
-    for (auto& c : children_)
-      if (c.out_fd >= 0) items.push_back({nullptr, c.out_fd, ZMQ_POLLIN, 0});
-    try {
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(100));
-    } catch (const zmq::error_t& e) {
-      if (e.num() != EINTR) throw;
-    }
-    unsigned char sig;
-    while (read(g_sigpipe[0], &sig, 1) == 1) {
-      if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
-        log::info("received %s: stopping workers", strsignal(sig));
-        stopping = true;
-      }
-    }
-    bus::Message m;
-    while (health_->receive(m, 0)) handle_health(m);
-    handle_ctl();
-    for (auto& c : children_) forward(c, false);
-    reap();
-    const int64_t now = clock::mono_ns();
-    for (auto& c : children_) {
-      if (c.state == State::backoff && now >= c.restart_at_mono && !stopping) spawn(c);
-      if (c.state == State::running && c.pid > 0) {
-        // a fresh worker gets 2 s more for its first heartbeat (its subscriber has to
-        // connect before anything arrives)
-        const int64_t since =
-            c.last_health_mono ? c.last_health_mono : c.started_mono + 2000000000LL;
-        if (now - since > watchdog_ns) {
-          log::warn("%s (pid %d): no heartbeat for %.1f s: killing it", c.name.c_str(),
-                    int(c.pid), double(now - since) / 1e9);
-          kill(-c.pid, SIGKILL);
-          c.last_health_mono = now;  // one kill per period
-        }
-      }
-    }
+    stopping = !wait_and_dispatch(poller);
+    watch_children(stopping);
   }
   stop_all();
   log::info("stopped");
