@@ -1,7 +1,7 @@
 // meterpipe-acquire: bytes from meters in, raw/<meter> frames out.
-// One thread per byte source (a DSMR meter, a Modbus bus, an M-Bus line); frames are
-// published on the worker's bus publisher (thread-safe). Sources reconnect by themselves;
-// this file only wires config, sources, framers and the bus.
+// One thread per runner (a P1 port, a Modbus bus, an M-Bus line; each protocol makes its
+// own: protocols/registry.h); frames are published on the worker's bus publisher
+// (thread-safe). Sources reconnect by themselves; this file only wires.
 #include <unistd.h>
 
 #include <thread>
@@ -13,8 +13,9 @@
 
 int main(int argc, char** argv) {
   mp::Worker w(argc, argv, "acquire");
+  mp::acquire::WorkerContext ctx(w);
   std::vector<std::string> problems;
-  auto runners = mp::acquire::make_runners(w, problems);
+  auto runners = mp::acquire::make_runners(ctx, w.cfg(), problems);
   for (const auto& p : problems) mp::log::error("%s", p.c_str());
   std::vector<std::thread> threads;
   for (auto& r : runners) {

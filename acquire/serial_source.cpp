@@ -65,19 +65,6 @@ sp_parity to_sp(Parity p) {
 
 }  // namespace
 
-bool apply_preset(std::string_view name, SerialSettings& s) {
-  if (name == "dsmr4" || name == "dsmr5" || name == "fluvius") {
-    s.baud = 115200, s.data_bits = 8, s.parity = Parity::none, s.stop_bits = 1;
-  } else if (name == "dsmr2" || name == "dsmr3") {
-    s.baud = 9600, s.data_bits = 7, s.parity = Parity::even, s.stop_bits = 1;
-  } else if (name == "mbus") {
-    s.baud = 2400, s.data_bits = 8, s.parity = Parity::even, s.stop_bits = 1;
-  } else {
-    return false;
-  }
-  return true;
-}
-
 std::string framing(const SerialSettings& s) {
   std::string f = std::to_string(s.data_bits);
   f += s.parity == Parity::even ? 'E' : s.parity == Parity::odd ? 'O' : 'N';

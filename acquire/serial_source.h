@@ -39,12 +39,7 @@ struct SerialSettings {
   int write_timeout_ms = 1000;  // write() gives up after this long (>= 1)
 };
 
-// Presets (the line settings only; device and timings are left as they are):
-//   dsmr4, dsmr5, fluvius: 115200 8N1   (DSMR 4.x/5.x, Belgian Fluvius e-MUCS)
-//   dsmr2, dsmr3:          9600 7E1     (DSMR 2.2 / 3.0)
-//   mbus:                  2400 8E1     (M-Bus default)
-// Returns false (settings unchanged) for an unknown name.
-bool apply_preset(std::string_view name, SerialSettings& s);
+// Presets (dsmr5, mbus, ...) belong to the protocols: protocols/registry.h apply_preset().
 
 // "8N1", "7E1", "8E2" ...
 std::string framing(const SerialSettings& s);

@@ -1,4 +1,6 @@
-// The per-meter loops of the acquire worker: read bytes, cut frames, publish raw/<meter>.
+// The acquire worker's side of the protocols' runners: a RunContext over the worker (bus
+// publisher, health counters, watchdog slots) and the runners of every configured meter,
+// made by each meter's protocol (protocols/registry.h).
 #pragma once
 
 #include <memory>
@@ -6,21 +8,31 @@
 #include <vector>
 
 #include "bus/worker.h"
-#include "config/config.h"
+#include "protocols/protocol.h"
 
 namespace mp::acquire {
 
-class Runner {
+// Publishes each frame as raw/<meter> and counts frames_<meter>.
+class WorkerContext : public protocols::RunContext {
  public:
-  virtual ~Runner() = default;
-  // Runs until the worker stops; calls w.progress(slot) at least once a second.
-  virtual void run(int slot) = 0;
+  explicit WorkerContext(Worker& w) : w_(w) {}
+  bool running() const override { return w_.running(); }
+  void progress(int slot) override { w_.progress(slot); }
+  void publish(meterpipe::RawFrame&& raw) override;
+  void count(const std::string& c, uint64_t n) override { w_.count(c, n); }
+  void set_counter(const std::string& c, uint64_t v) override { w_.set_counter(c, v); }
+  void gauge(const std::string& g, double v) override { w_.gauge(g, v); }
+  void info(const std::string& k, const std::string& v) override { w_.info(k, v); }
+
+ private:
+  Worker& w_;
 };
 
-// The runner for one configured DSMR meter, or nullptr with `why` set.
-std::unique_ptr<Runner> make_runner(Worker& w, const config::Meter& m, std::string& why);
-// Runners for every configured meter: one per DSMR meter, one per Modbus bus (meters on the
-// same TCP endpoint or serial line share it), one per M-Bus line. Problems: one line each.
-std::vector<std::unique_ptr<Runner>> make_runners(Worker& w, std::vector<std::string>& problems);
+// Runners for every configured meter: the meters of one protocol family go to that family's
+// runner factory together (meters on one line or gateway share a connection). Problems:
+// one line each.
+std::vector<std::unique_ptr<protocols::Runner>> make_runners(protocols::RunContext& ctx,
+                                                             const config::Config& cfg,
+                                                             std::vector<std::string>& problems);
 
 }  // namespace mp::acquire

@@ -1,12 +1,11 @@
 #include "actuate/state_store.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <vector>
+
+#include "common/fs.h"
 
 namespace mp::actuate {
 namespace {
@@ -83,18 +82,6 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
   return out;
 }
 
-bool write_all(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -194,65 +181,16 @@ bool parse_state(std::string_view text, EngineState& out, std::string& error) {
 }
 
 bool save_state(const std::string& path, const EngineState& s, std::string& error) {
-  std::string tmp = path + ".tmp";
-  std::string data = serialize_state(s);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) {
-    error = "cannot create " + tmp + ": " + std::strerror(errno);
-    return false;
-  }
-  if (!write_all(fd, data) || ::fsync(fd) != 0) {
-    error = "cannot write " + tmp + ": " + std::strerror(errno);
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return false;
-  }
-  if (::close(fd) != 0) {
-    error = "cannot write " + tmp + ": " + std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return false;
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    error = "cannot rename " + tmp + " to " + path + ": " + std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return false;
-  }
-  size_t slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);  // best effort: the rename is durable once the directory is
-    ::close(dfd);
-  }
-  return true;
+  return fs::atomic_replace(path, serialize_state(s), error);
 }
 
 LoadResult load_state(const std::string& path, EngineState& out, std::string& error) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return LoadResult::missing;
-    error = "cannot open " + path + ": " + std::strerror(errno);
-    return LoadResult::error;
-  }
   std::string data;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      error = "cannot read " + path + ": " + std::strerror(errno);
-      ::close(fd);
-      return LoadResult::error;
-    }
-    if (n == 0) break;
-    data.append(buf, static_cast<size_t>(n));
-    if (data.size() > (16u << 20)) {
-      ::close(fd);
-      error = path + ": too large for a state file";
-      return LoadResult::error;
-    }
+  if (!fs::read_file(path, data, &error)) {
+    if (errno != ENOENT) return LoadResult::error;
+    error.clear();
+    return LoadResult::missing;
   }
-  ::close(fd);
   std::string why;
   if (!parse_state(data, out, why)) {
     error = path + ": " + why;

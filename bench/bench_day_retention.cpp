@@ -21,10 +21,10 @@
 #include <filesystem>
 #include <string>
 
-#include "acquire/dsmr_sim.h"
+#include "protocols/simulate/dsmr_sim.h"
 #include "common/clock.h"
 #include "meterpipe.pb.h"
-#include "process/dsmr.h"
+#include "protocols/dsmr/dsmr.h"
 #include "process/reading_proto.h"
 #include "upload/daily_files.h"
 #include "upload/day_retention.h"

@@ -7,9 +7,9 @@
 #include <sstream>
 #include <string>
 
-#include "acquire/dsmr_framer.h"
-#include "acquire/dsmr_sim.h"
-#include "process/dsmr.h"
+#include "protocols/dsmr/dsmr_framer.h"
+#include "protocols/simulate/dsmr_sim.h"
+#include "protocols/dsmr/dsmr.h"
 
 #ifndef MP_TEST_DATA_DIR
 #define MP_TEST_DATA_DIR "tests/data"

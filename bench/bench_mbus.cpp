@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/reading.h"
-#include "process/mbus.h"
+#include "protocols/mbus/mbus.h"
 
 #ifndef MP_TEST_DATA_DIR
 #define MP_TEST_DATA_DIR "tests/data"

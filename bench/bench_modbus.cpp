@@ -22,10 +22,10 @@
 #include <thread>
 #include <vector>
 
-#include "acquire/modbus_poll.h"
+#include "protocols/modbus/modbus_poll.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "process/modbus_maps.h"
+#include "protocols/modbus/modbus_maps.h"
 
 #ifndef MP_SOURCE_DIR
 #define MP_SOURCE_DIR "."

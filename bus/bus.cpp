@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "common/clock.h"
+#include "common/fs.h"
 #include "common/log.h"
 
 namespace mp::bus {
@@ -296,13 +297,8 @@ bool Subscriber::save_positions(const std::string& path, bool durable) const {
   for (const auto& [key, st] : state_)
     text += key.first + " " + key.second + " " + std::to_string(st.instance) + " " +
             std::to_string(st.last_seq) + "\n";
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) return false;
-  bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
-  if (durable) ok = ::fsync(fd) == 0 && ok;
-  ::close(fd);
-  return ok && std::rename(tmp.c_str(), path.c_str()) == 0;
+  std::string error;
+  return fs::atomic_replace(path, text, error, durable);
 }
 
 size_t Subscriber::load_positions(const std::string& path) {

@@ -17,6 +17,7 @@
 
 #include "common/curve_keys.h"
 #include "config/relay_spec.h"
+#include "protocols/specs.h"
 
 namespace mp::config {
 
@@ -99,7 +100,7 @@ class Checker {
     }
 
     bool str(const std::string& k, std::string& out, bool required = false,
-             std::initializer_list<const char*> choices = {}) {
+             const std::vector<std::string_view>& choices = {}) {
       const toml::node* n = node(k);
       if (!n) {
         if (required) missing(k);
@@ -113,10 +114,10 @@ class Checker {
       if (choices.size()) {
         bool ok = false;
         std::string list;
-        for (const char* ch : choices) {
+        for (std::string_view ch : choices) {
           if (v == ch) ok = true;
           list += list.empty() ? "" : ", ";
-          list += std::string("\"") + ch + "\"";
+          list += "\"" + std::string(ch) + "\"";
         }
         if (!ok) {
           c.error_at(n->source(), key(k), "\"" + v + "\" is not one of " + list);
@@ -269,16 +270,21 @@ void read_general(Checker& c, const toml::table* t, General& g) {
   s.finish();
 }
 
+void check_source_keys(Checker& c, Checker::Scope& s, const toml::table& t, const Meter& m);
+void check_protocol_rules(Checker& c, Checker::Scope& s, const toml::table& t, const Meter& m);
+
 void read_meter(Checker& c, const toml::table& t, const std::string& path, Meter& m) {
   auto s = c.scope(t, path);
   m.line = int(t.source().begin.line);
   if (s.str("name", m.name, true) && !valid_name(m.name))
     c.error_at(t.get("name")->source(), s.key("name"),
                "\"" + m.name + "\" may hold only letters, digits, '_' and '-' (1-64)");
-  s.str("protocol", m.protocol, false, {"dsmr", "modbus", "mbus", "sunspec"});
-  const bool has_source = s.str("source", m.source, true, {"serial", "tcp", "simulate", "file"});
+  std::vector<std::string_view> protocol_names;
+  for (const auto* d : protocols::all()) protocol_names.push_back(d->name);
+  s.str("protocol", m.protocol, false, protocol_names);
+  const bool has_source = s.str("source", m.source, true, protocols::all_sources());
   s.str("device", m.device);
-  s.str("preset", m.preset, false, {"dsmr2", "dsmr3", "dsmr4", "dsmr5", "fluvius", "mbus"});
+  s.str("preset", m.preset, false, protocols::all_preset_names());
   s.integer("baud", m.baud, 300, 4000000);
   s.integer("data_bits", m.data_bits, 5, 8);
   s.str("parity", m.parity, false, {"none", "even", "odd"});
@@ -302,26 +308,39 @@ void read_meter(Checker& c, const toml::table& t, const std::string& path, Meter
   s.finish();
 
   if (!has_source) return;
+  check_source_keys(c, s, t, m);
+  check_protocol_rules(c, s, t, m);
+}
+
+// The keys a source needs.
+void check_source_keys(Checker&, Checker::Scope& s, const toml::table&, const Meter& m) {
   if (m.source == "serial" && m.device.empty()) s.missing("device", " (source = \"serial\")");
   if (m.source == "tcp") {
     if (m.host.empty()) s.missing("host", " (source = \"tcp\")");
     if (m.port == 0) s.missing("port", " (source = \"tcp\")");
   }
   if (m.source == "file" && m.file.empty()) s.missing("file", " (source = \"file\")");
-  if (m.source == "simulate" && m.protocol != "dsmr")
-    c.error_at(t.get("source")->source(), s.key("source"),
-               "\"simulate\" exists only for protocol = \"dsmr\"");
-  if ((m.protocol == "modbus") && m.type.empty()) s.missing("type", " (protocol = \"modbus\")");
+}
+
+// What the meter's protocol says (protocols/registry.h): its sources, its own rules, and
+// the SunSpec keys that belong to no other protocol.
+void check_protocol_rules(Checker& c, Checker::Scope& s, const toml::table& t, const Meter& m) {
+  const protocols::Spec* d = protocols::find(m.protocol);
+  if (!d) return;  // already reported
+  if (std::find(d->sources.begin(), d->sources.end(), m.source) == d->sources.end())
+    c.error_at(t.get("source")->source(), s.key("source"), std::string(d->sources_note));
+  std::vector<protocols::KeyProblem> problems;
+  if (d->check) d->check(m, problems);
+  for (const auto& p : problems) {
+    const toml::node* n = t.get(p.key);
+    if (p.missing)
+      s.missing(p.key, p.message);
+    else
+      c.error_at(n ? n->source() : t.source(), s.key(p.key), p.message);
+  }
   for (const char* k : {"sunspec_part", "sunspec_index", "invert_power"})
-    if (m.protocol != "sunspec" && t.get(k))
+    if (d->id != protocols::Id::sunspec && t.get(k))
       c.error_at(t.get(k)->source(), s.key(k), "only for protocol = \"sunspec\"");
-  if (m.protocol == "mbus" && m.source != "serial")
-    c.error_at(t.get("source")->source(), s.key("source"),
-               "M-Bus meters are read over \"serial\" (an M-Bus level converter)");
-  if ((m.protocol == "modbus" || m.protocol == "sunspec") && m.source != "serial" &&
-      m.source != "tcp")
-    c.error_at(t.get("source")->source(), s.key("source"),
-               "Modbus meters are read over \"serial\" (RTU) or \"tcp\"");
 }
 
 // Meters on one serial line (an RS485 bus with several Modbus meters, an M-Bus line with
@@ -337,21 +356,17 @@ struct LineSettings {
 
 LineSettings line_settings(const Meter& m) {
   LineSettings l;
-  l.family = m.protocol == "sunspec" ? "modbus" : m.protocol;
-  if (l.family == "modbus") {  // what acquire's Modbus runner uses
-    l.baud = m.baud ? m.baud : 9600;
-    l.data_bits = m.data_bits ? m.data_bits : 8;
-    l.stop_bits = m.stop_bits ? m.stop_bits : 1;
-    l.parity = m.parity.empty() ? "none" : m.parity;
-    l.timeout_ms = m.timeout_ms;
-  } else if (l.family == "mbus") {  // preset "mbus" (2400 8E1) unless set
-    const bool dsmr23 = m.preset == "dsmr2" || m.preset == "dsmr3";
-    const bool p115 = m.preset == "dsmr4" || m.preset == "dsmr5" || m.preset == "fluvius";
-    l.baud = m.baud ? m.baud : dsmr23 ? 9600 : p115 ? 115200 : 2400;
-    l.data_bits = m.data_bits ? m.data_bits : dsmr23 ? 7 : 8;
-    l.stop_bits = m.stop_bits ? m.stop_bits : 1;
-    l.parity = !m.parity.empty() ? m.parity : p115 ? "none" : "even";
-  }
+  const protocols::Spec* d = protocols::find(m.protocol);
+  l.family = d ? std::string(d->family) : m.protocol;
+  if (l.family == "dsmr") return l;  // one P1 port, one meter: nothing to agree on
+  const acquire::SerialSettings s = protocols::serial_settings(m);
+  l.baud = s.baud;
+  l.data_bits = s.data_bits;
+  l.stop_bits = s.stop_bits;
+  l.parity = s.parity == acquire::Parity::even  ? "even"
+             : s.parity == acquire::Parity::odd ? "odd"
+                                                : "none";
+  if (l.family == "modbus") l.timeout_ms = m.timeout_ms;
   return l;
 }
 

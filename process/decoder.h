@@ -1,19 +1,21 @@
-// Dispatch of raw frames to the protocol decoders, per meter: one Reading per telegram
-// (DSMR) or per poll (Modbus, M-Bus: blocks are collected until the frame marked
-// last_of_poll). Pure apart from reading key files at construction.
+// Dispatch of raw frames to the protocol decoders, per meter: each meter gets the decoder
+// its protocol makes (protocols/registry.h); one Reading per telegram (DSMR) or per poll
+// (Modbus, M-Bus: blocks are collected until the frame marked last_of_poll). Pure apart
+// from reading key files at construction.
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "common/reading.h"
 #include "config/config.h"
 #include "meterpipe.pb.h"
+#include "protocols/protocol.h"
 
 namespace mp::process {
 
-enum class Status { reading, pending, error };
+using Status = protocols::Status;
 
 class Decoders {
  public:
@@ -26,17 +28,7 @@ class Decoders {
   Status decode(const meterpipe::RawFrame& raw, meterpipe::Reading& reading, std::string& error);
 
  private:
-  struct MeterState {
-    const config::Meter* cfg = nullptr;
-    std::string key, auth_key;  // encrypted P1
-    Reading partial;            // values collected from earlier frames of a poll
-  };
-  Status decode_dsmr(MeterState& st, const meterpipe::RawFrame& raw, Reading& out,
-                     std::string& error);
-  Status decode_multi(MeterState& st, const meterpipe::RawFrame& raw, Reading& out,
-                      std::string& error);
-
-  std::map<std::string, MeterState> meters_;
+  std::map<std::string, std::unique_ptr<protocols::FrameDecoder>> meters_;
   std::vector<std::string> setup_errors_;
 };
 

@@ -16,10 +16,11 @@
 #include <vector>
 
 #include "acquire/serial_source.h"
+#include "protocols/specs.h"
 #include "common/clock.h"
 #include "tests/harness/pty_harness.h"
 
-using mp::acquire::apply_preset;
+using mp::protocols::apply_preset;
 using mp::acquire::Parity;
 using mp::acquire::SerialSettings;
 using mp::acquire::SerialSource;

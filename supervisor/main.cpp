@@ -1,3 +1,0 @@
-#include "supervisor/cli.h"
-
-int main(int argc, char** argv) { return mp::cli::main(argc, argv); }
