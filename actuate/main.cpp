@@ -1,6 +1,7 @@
-// meterpipe-actuate: reading/* in, relay decisions out (relay/<name> events + outputs).
-// The rules engine is pure (actuate/rules.*); this file wires config, bus, outputs, the
-// control socket (manual overrides, status) and the persisted state.
+// meterpipe-actuate: raw/<meter> frames of the relays' meters in (decoded here with the
+// same decoders as process: docs/ARCHITECTURE.md, "The switching path"), relay decisions
+// out (relay/<name> events and the outputs). The wiring is actuate/worker_actuator.*; the
+// rules engine is pure (actuate/rules.*).
 #include "actuate/worker_actuator.h"
 #include "bus/worker.h"
 

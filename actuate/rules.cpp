@@ -576,7 +576,23 @@ std::vector<Decision> Engine::step(int64_t now, LocalTime lt, const mp::Reading*
   last_now_ = now;
   std::vector<Decision> out;
   if (reading) ingest(now, *reading);
+  expire_timers(now);
+  // The decision order: overrides and fail-safe, shedding, import, surplus, re-assertions.
+  decide_overrides_and_failsafe(now, lt, out);
+  const QuarterBudget budget = shave_peak(now, out);
+  shed_on_import(now, out);
+  switch_on_surplus(now, lt, budget, out);
+  reassert_doubtful(now, out);
+  return out;
+}
 
+bool Engine::has_net(const Relay& r) const {
+  const Meter* m = find_meter(r.spec.meter);
+  return m && m->net;
+}
+
+// Switch counts of the last hour, pending switches that never answered, expired overrides.
+void Engine::expire_timers(int64_t now) {
   for (auto& r : relays_) {
     while (!r.switches.empty() && r.switches.front() <= now - kHourNs) r.switches.pop_front();
     if (r.pending && now - r.pending_ns > to_ns(site_.pending_timeout_s)) fail(r, now);
@@ -585,17 +601,12 @@ std::vector<Decision> Engine::step(int64_t now, LocalTime lt, const mp::Reading*
       r.ovr_expires_ns = 0;
     }
   }
-  auto can_decide = [&](const Relay& r) { return !r.pending && now >= r.retry_at_ns; };
-  auto auto_fresh = [&](const Relay& r) { return r.ovr == Override::automatic && !stale(r, now); };
-  auto has_net = [&](const Relay& r) {
-    const Meter* m = find_meter(r.spec.meter);
-    return m && m->net;
-  };
-  int64_t q0 = quarter_of(now);
+}
 
-  // 1. Manual override, fail-safe, unknown start state, conditions that stopped holding.
+// 1. Manual override, fail-safe, unknown start state, conditions that stopped holding.
+void Engine::decide_overrides_and_failsafe(int64_t now, LocalTime lt, std::vector<Decision>& out) {
   for (auto& r : relays_) {
-    if (!can_decide(r)) continue;
+    if (!can_decide(r, now)) continue;
     if (r.ovr != Override::automatic) {
       bool target = r.ovr == Override::on;
       if (target != r.on || !r.known || r.doubt) {
@@ -627,132 +638,148 @@ std::vector<Decision> Engine::step(int64_t now, LocalTime lt, const mp::Reading*
         now - r.last_switch_ns >= to_ns(r.spec.min_on_s))
       emit(r, false, "auto", why, now, out);
   }
+}
 
-  // 2. Peak shaving.
-  std::optional<double> headroom;  // quarter-hour budget left (W over the whole quarter)
-  double steady_room = 0;          // instantaneous import left under the limit (W)
-  double frac = 0;
-  const Meter* dm = find_meter(demand_meter_);
-  if (site_.demand_limit_w && dm && dm->last_data_ns && quarter_ns_ == q0 &&
-      now - demand_at_ <= 30 * kNsPerSec) {
-    // Shed on the low estimate (a shed relay not yet visible in the reading is not shed
-    // twice), switch on against the high one (a load just switched on counts already).
-    double projected = projection_at(now, false);
-    projected_w_ = projected;
-    double budget = *site_.demand_limit_w - site_.margin_w;
-    frac = to_s(q0 + kQuarterNs - now) / 900.0;
-    if (projected > budget) {
-      for (auto it = relays_.rbegin(); it != relays_.rend() && projected > budget; ++it) {
-        Relay& r = *it;
-        if (!can_decide(r) || !r.on || !r.known || !auto_fresh(r) || r.spec.load_w <= 0) continue;
-        emit(r, false, "auto",
-             fmt("peak shaving: quarter-hour average projected %.0f W above %.0f W (limit %.0f W "
-                 "- margin %.0f W)",
-                 projected, budget, *site_.demand_limit_w, site_.margin_w),
-             now, out);
-        r.shed_quarter = q0;
-        projected -= r.spec.load_w * frac;
-      }
-    }
-    double high = projection_at(now, true);
-    double p_high = std::max(0.0, import_now_w_ + compensation(nullptr, nullptr, true));
-    for (const auto& x : out)
-      if (!x.new_state && x.old_state)
-        if (const Relay* r = find(x.relay)) {
-          high -= r->spec.load_w * frac;
-          p_high -= r->spec.load_w;
-        }
-    headroom = budget - high;
-    steady_room = budget - p_high;
-  } else if (site_.demand_limit_w) {
-    projected_w_.reset();
+// 2. Peak shaving: shed the lowest priorities while the quarter-hour average is projected
+// over the limit; what is left of the quarter's budget limits phase 4.
+Engine::QuarterBudget Engine::shave_peak(int64_t now, std::vector<Decision>& out) {
+  QuarterBudget qb;
+  const int64_t quarter_start = quarter_of(now);
+  const Meter* demand_meter = find_meter(demand_meter_);
+  if (!site_.demand_limit_w || !demand_meter || !demand_meter->last_data_ns ||
+      quarter_ns_ != quarter_start || now - demand_at_ > 30 * kNsPerSec) {
+    if (site_.demand_limit_w) projected_w_.reset();
+    return qb;
   }
+  // Shed on the low estimate (a shed relay not yet visible in the reading is not shed
+  // twice), switch on against the high one (a load just switched on counts already).
+  double projected = projection_at(now, false);
+  projected_w_ = projected;
+  const double budget = *site_.demand_limit_w - site_.margin_w;
+  qb.quarter_left = to_s(quarter_start + kQuarterNs - now) / 900.0;
+  for (auto it = relays_.rbegin(); it != relays_.rend() && projected > budget; ++it) {
+    Relay& r = *it;
+    if (!can_decide(r, now) || !r.on || !r.known || !auto_fresh(r, now) || r.spec.load_w <= 0)
+      continue;
+    emit(r, false, "auto",
+         fmt("peak shaving: quarter-hour average projected %.0f W above %.0f W (limit %.0f W "
+             "- margin %.0f W)",
+             projected, budget, *site_.demand_limit_w, site_.margin_w),
+         now, out);
+    r.shed_quarter = quarter_start;
+    projected -= r.spec.load_w * qb.quarter_left;
+  }
+  double projected_high = projection_at(now, true);
+  double import_high_w = std::max(0.0, import_now_w_ + compensation(nullptr, nullptr, true));
+  for (const auto& x : out)
+    if (!x.new_state && x.old_state)
+      if (const Relay* r = find(x.relay)) {
+        projected_high -= r->spec.load_w * qb.quarter_left;
+        import_high_w -= r->spec.load_w;
+      }
+  qb.headroom = budget - projected_high;
+  qb.steady_room_w = budget - import_high_w;
+  return qb;
+}
 
-  // 3. Import: one relay per meter off at a time, lowest priority first.
+bool Engine::meter_settling(const std::string& meter) const {
+  const Meter* m = find_meter(meter);
+  for (const auto& x : relays_) {
+    if (x.spec.meter != meter) continue;
+    if (x.pending && !x.pending_state && x.on) return true;
+    if (!x.pending && !x.on && x.last_switch_ns != 0 &&
+        !(m && m->last_data_ns && *m->last_data_ns >= x.last_switch_ns + to_ns(site_.settle_s)))
+      return true;
+  }
+  return false;
+}
+
+// 3. Import: one relay per meter off at a time, lowest priority first.
+void Engine::shed_on_import(int64_t now, std::vector<Decision>& out) {
   std::vector<std::string> meters_done;
-  auto meter_busy = [&](const std::string& meter) {
-    if (std::find(meters_done.begin(), meters_done.end(), meter) != meters_done.end()) return true;
-    const Meter* m = find_meter(meter);
-    for (const auto& x : relays_) {
-      if (x.spec.meter != meter) continue;
-      if (x.pending && !x.pending_state && x.on) return true;
-      if (!x.pending && !x.on && x.last_switch_ns != 0 &&
-          !(m && m->last_data_ns && *m->last_data_ns >= x.last_switch_ns + to_ns(site_.settle_s)))
-        return true;
-    }
-    return false;
-  };
   for (auto it = relays_.rbegin(); it != relays_.rend(); ++it) {
     Relay& r = *it;
-    if (!can_decide(r) || !r.on || !r.known || !auto_fresh(r) || !has_net(r) || !r.above_since)
+    if (!can_decide(r, now) || !r.on || !r.known || !auto_fresh(r, now) || !has_net(r) ||
+        !r.above_since)
       continue;
     if (now - r.last_switch_ns < to_ns(r.spec.min_on_s)) continue;
     // Timers count what the readings showed (up to the last one), not the ticks after it.
-    int64_t seen = *find_meter(r.spec.meter)->last_data_ns;
+    const int64_t seen = *find_meter(r.spec.meter)->last_data_ns;
     if (seen - *r.above_since < to_ns(r.spec.off_delay_s)) continue;
-    double eff = eff_net(r, false);
+    const double eff = eff_net(r, false);
     if (!(eff > r.spec.off_above_w)) continue;
-    if (meter_busy(r.spec.meter)) continue;
+    if (std::find(meters_done.begin(), meters_done.end(), r.spec.meter) != meters_done.end() ||
+        meter_settling(r.spec.meter))
+      continue;
     emit(r, false, "auto",
          fmt("net %.0f W above %.0f W for %.0f s", eff, r.spec.off_above_w,
              to_s(seen - *r.above_since)),
          now, out);
     meters_done.push_back(r.spec.meter);
   }
+}
 
-  // 4. Surplus: switch on, highest priority first.
+int64_t Engine::staging_start(size_t index) const {
+  const Relay& r = relays_[index];
+  int64_t from = *r.below_since;
+  for (size_t j = 0; j < index; ++j) {
+    const Relay& h = relays_[j];
+    if (h.spec.meter != r.spec.meter) continue;
+    if (h.pending && h.pending_state)
+      from = std::max(from, h.pending_ns);
+    else if (!h.pending && h.on)
+      from = std::max(from, h.last_switch_ns);
+  }
+  return from;
+}
+
+// 4. Surplus: switch on, highest priority first, within the quarter's budget.
+void Engine::switch_on_surplus(int64_t now, LocalTime lt, QuarterBudget budget,
+                               std::vector<Decision>& out) {
+  const int64_t quarter_start = quarter_of(now);
   for (size_t i = 0; i < relays_.size(); ++i) {
     Relay& r = relays_[i];
-    if (!can_decide(r) || r.on || !r.known || !auto_fresh(r) || !has_net(r) || !r.below_since)
+    if (!can_decide(r, now) || r.on || !r.known || !auto_fresh(r, now) || !has_net(r) ||
+        !r.below_since)
       continue;
-    if (r.shed_quarter && *r.shed_quarter == q0) continue;
+    if (r.shed_quarter && *r.shed_quarter == quarter_start) continue;
     if (r.last_switch_ns != 0 && now - r.last_switch_ns < to_ns(r.spec.min_off_s)) continue;
     if (!budget_allows_on(r)) continue;
     std::string why;
     if (!conditions_hold(r, lt, now, why)) continue;
-    // Staging: count from the latest switch-on of a higher-priority relay of this meter.
-    int64_t from = *r.below_since;
-    for (size_t j = 0; j < i; ++j) {
-      const Relay& h = relays_[j];
-      if (h.spec.meter != r.spec.meter) continue;
-      if (h.pending && h.pending_state)
-        from = std::max(from, h.pending_ns);
-      else if (!h.pending && h.on)
-        from = std::max(from, h.last_switch_ns);
-    }
-    int64_t seen = *find_meter(r.spec.meter)->last_data_ns;
-    if (seen - from < to_ns(r.spec.on_delay_s)) continue;
-    double eff = eff_net(r, true);
+    const int64_t seen = *find_meter(r.spec.meter)->last_data_ns;
+    if (seen - staging_start(i) < to_ns(r.spec.on_delay_s)) continue;
+    const double eff = eff_net(r, true);
     if (!(eff < r.spec.on_below_w)) continue;
-    if (headroom) {
-      double need = r.spec.load_w * frac;
-      if (need > *headroom) continue;
+    if (budget.headroom) {
+      const double need = r.spec.load_w * budget.quarter_left;
+      if (need > *budget.headroom) continue;
       // A load that the limit cannot carry for a whole quarter would be shed at the next
       // quarter's start: only worth it with at least max(min_on_s, 300 s) left.
-      if (r.spec.load_w > steady_room &&
-          to_s(q0 + kQuarterNs - now) < std::max(r.spec.min_on_s, 300.0))
+      if (r.spec.load_w > budget.steady_room_w &&
+          to_s(quarter_start + kQuarterNs - now) < std::max(r.spec.min_on_s, 300.0))
         continue;
-      *headroom -= need;
-      steady_room -= r.spec.load_w;
+      *budget.headroom -= need;
+      budget.steady_room_w -= r.spec.load_w;
     }
     emit(r, true, "auto",
          fmt("net %.0f W below %.0f W for %.0f s", eff, r.spec.on_below_w,
              to_s(seen - *r.below_since)),
          now, out);
   }
-  // 5. A failed switch that may have happened all the same: when the rules want no other
-  // state, the believed one is re-asserted (not counted as a switch: it changes nothing
-  // the engine knows). "keep" leaves a stale relay's output alone.
+}
+
+// 5. A failed switch that may have happened all the same: when the rules want no other
+// state, the believed one is re-asserted (not counted as a switch: it changes nothing
+// the engine knows). "keep" leaves a stale relay's output alone.
+void Engine::reassert_doubtful(int64_t now, std::vector<Decision>& out) {
   for (auto& r : relays_) {
-    if (!r.doubt || !r.known || !can_decide(r) || !auto_fresh(r)) continue;
+    if (!r.doubt || !r.known || !can_decide(r, now) || !auto_fresh(r, now)) continue;
     emit(r, r.on, "auto",
          fmt("re-asserting %s: the switch %s may have happened although it failed",
              r.on ? "on" : "off", r.on ? "off" : "on"),
          now, out);
   }
-  // Output in the order the relays were given to the constructor is not needed; keep the
-  // decision order (overrides/fail-safe, shedding, import, surplus, re-assertions).
-  return out;
 }
 
 std::vector<RelayStatus> Engine::status(int64_t now) const {

@@ -320,6 +320,32 @@ class Engine {
   bool budget_allows_on(const Relay& r) const;
   double projection_at(int64_t now, bool high) const;
 
+  // The phases of step(), in order.
+  // What the peak-shaving phase leaves for switching on in this quarter hour.
+  struct QuarterBudget {
+    std::optional<double> headroom;  // budget left for the whole quarter (W); none: no limit
+    double steady_room_w = 0;        // instantaneous import left under the limit (W)
+    double quarter_left = 0;         // fraction of the quarter hour still to come
+  };
+  void expire_timers(int64_t now);
+  void decide_overrides_and_failsafe(int64_t now, LocalTime lt, std::vector<Decision>& out);
+  QuarterBudget shave_peak(int64_t now, std::vector<Decision>& out);
+  void shed_on_import(int64_t now, std::vector<Decision>& out);
+  void switch_on_surplus(int64_t now, LocalTime lt, QuarterBudget budget,
+                         std::vector<Decision>& out);
+  void reassert_doubtful(int64_t now, std::vector<Decision>& out);
+  // helpers of the phases
+  bool can_decide(const Relay& r, int64_t now) const { return !r.pending && now >= r.retry_at_ns; }
+  bool auto_fresh(const Relay& r, int64_t now) const {
+    return r.ovr == Override::automatic && !stale(r, now);
+  }
+  bool has_net(const Relay& r) const;
+  // A relay of this meter is still switching off, or one switched off and the meter has
+  // not reported since it settled: its effect on the net power is not visible yet.
+  bool meter_settling(const std::string& meter) const;
+  // Switch-on staging: from the latest switch-on of a higher-priority relay of the meter.
+  int64_t staging_start(size_t index) const;
+
   SiteSpec site_;
   std::vector<Relay> relays_;  // priority order (desc), ties in config order
   std::map<std::string, Meter, std::less<>> meters_;

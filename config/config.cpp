@@ -552,24 +552,8 @@ bool valid_window(const std::string& w) {
   return h1 >= 0 && h1 <= 24 && h2 >= 0 && h2 <= 24 && m1 >= 0 && m1 < 60 && m2 >= 0 && m2 < 60;
 }
 
-void read_relay(Checker& c, const toml::table& t, const std::string& path, Relay& r) {
-  auto s = c.scope(t, path);
-  r.line = int(t.source().begin.line);
-  if (s.str("name", r.name, true) && !valid_name(r.name))
-    c.error_at(t.get("name")->source(), s.key("name"),
-               "\"" + r.name + "\" may hold only letters, digits, '_' and '-' (1-64)");
-  s.str("meter", r.meter, true);
-  s.integer("priority", r.priority, -1000, 1000);
-  s.number("load_w", r.load_w, 0, 1e6);
-  const bool on_ok = s.number("on_below_w", r.on_below_w, -1e6, 1e6);
-  const bool off_ok = s.number("off_above_w", r.off_above_w, -1e6, 1e6);
-  s.number("on_delay_s", r.on_delay_s, 0, 86400);
-  s.number("off_delay_s", r.off_delay_s, 0, 86400);
-  s.number("min_on_s", r.min_on_s, 0, 86400);
-  s.number("min_off_s", r.min_off_s, 0, 86400);
-  s.integer("max_switches_per_hour", r.max_switches_per_hour, 0, 3600);
-  s.str("failsafe", r.failsafe, false, {"off", "on", "keep"});
-  s.number("stale_after_s", r.stale_after_s, 1, 86400);
+// windows = ["08:00-17:30", ...], weekdays = ["mon", ...], tariff = N
+void read_relay_time_rules(Checker& c, Checker::Scope& s, const toml::table& t, Relay& r) {
   if (s.str_array("windows", r.windows)) {
     for (size_t i = 0; i < r.windows.size(); ++i)
       if (!valid_window(r.windows[i]))
@@ -587,6 +571,10 @@ void read_relay(Checker& c, const toml::table& t, const std::string& path, Relay
   }
   int64_t tariff = 0;
   if (s.integer("tariff", tariff, 1, 9)) r.tariff = tariff;
+}
+
+// [[relay.condition]]: name, min and/or max of a value of the relay's meter
+void read_relay_conditions(Checker& c, Checker::Scope& s, Relay& r) {
   if (const toml::node* n = s.node("condition")) {
     const toml::array* a = n->as_array();
     if (!a || !a->is_array_of_tables()) {
@@ -606,6 +594,80 @@ void read_relay(Checker& c, const toml::table& t, const std::string& path, Relay
       }
     }
   }
+}
+
+// on_below_w < off_above_w (r holds the defaults for a key not given: the pair is checked
+// whenever either is valid)
+void check_hysteresis(Checker& c, Checker::Scope& s, const toml::table& t, const Relay& r) {
+  if (!(r.on_below_w < r.off_above_w))
+    c.error_at(t.get("on_below_w")    ? t.get("on_below_w")->source()
+               : t.get("off_above_w") ? t.get("off_above_w")->source()
+                                      : t.source(),
+               s.key(t.get("on_below_w") || !t.get("off_above_w") ? "on_below_w" : "off_above_w"),
+               "must be below off_above_w (" + std::to_string(int64_t(r.off_above_w)) +
+                   " W): the two thresholds form the hysteresis");
+}
+
+// The engine's spec conditions come from windows, weekdays, tariff and [[relay.condition]]
+// (in that order, see to_relay_spec): the key the user wrote for "conditions[i].rest".
+const toml::node* condition_key(const toml::table& t, const Relay& r,
+                                const actuate::RelaySpec& spec, std::string& field) {
+  const size_t i = std::strtoul(field.c_str() + 11, nullptr, 10);
+  const std::string rest = field.substr(field.find('.') + 1);  // "windows[1]", "max"
+  const size_t values = spec.conditions.size() - r.conditions.size();
+  const toml::node* n = nullptr;
+  if (i >= values) {
+    field = "condition[" + std::to_string(i - values) + "]." + rest;
+    n = t.get("condition");
+    if (n && n->as_array() && n->as_array()->get(i - values)) {
+      n = n->as_array()->get(i - values);
+      if (const toml::table* ct = n->as_table(); ct && ct->get(rest)) n = ct->get(rest);
+    }
+  } else if (spec.conditions[i].kind == actuate::Condition::Kind::time_window) {
+    field = rest;
+    n = t.get("windows");
+    const size_t j = std::strtoul(rest.c_str() + 8, nullptr, 10);
+    if (n && n->as_array() && n->as_array()->get(j)) n = n->as_array()->get(j);
+  } else {
+    field = spec.conditions[i].kind == actuate::Condition::Kind::weekdays ? "weekdays" : "tariff";
+    n = t.get(field);
+  }
+  return n;
+}
+
+// The engine's own rules (one source of truth for what a relay may be), named by TOML key.
+void check_engine_rules(Checker& c, Checker::Scope& s, const toml::table& t, const Relay& r) {
+  const actuate::RelaySpec spec = to_relay_spec(r);
+  for (const auto& p : actuate::validate(spec)) {
+    if (p.field == "on_below_w" || p.field == "name" || p.field == "meter") continue;
+    std::string field = p.field;
+    const toml::node* n = field.rfind("conditions[", 0) == 0
+                              ? condition_key(t, r, spec, field)
+                              : t.get(field.substr(0, field.find_first_of("[.")));
+    c.error_at(n ? n->source() : t.source(), s.key(field), p.message);
+  }
+}
+
+void read_relay(Checker& c, const toml::table& t, const std::string& path, Relay& r) {
+  auto s = c.scope(t, path);
+  r.line = int(t.source().begin.line);
+  if (s.str("name", r.name, true) && !valid_name(r.name))
+    c.error_at(t.get("name")->source(), s.key("name"),
+               "\"" + r.name + "\" may hold only letters, digits, '_' and '-' (1-64)");
+  s.str("meter", r.meter, true);
+  s.integer("priority", r.priority, -1000, 1000);
+  s.number("load_w", r.load_w, 0, 1e6);
+  const bool on_ok = s.number("on_below_w", r.on_below_w, -1e6, 1e6);
+  const bool off_ok = s.number("off_above_w", r.off_above_w, -1e6, 1e6);
+  s.number("on_delay_s", r.on_delay_s, 0, 86400);
+  s.number("off_delay_s", r.off_delay_s, 0, 86400);
+  s.number("min_on_s", r.min_on_s, 0, 86400);
+  s.number("min_off_s", r.min_off_s, 0, 86400);
+  s.integer("max_switches_per_hour", r.max_switches_per_hour, 0, 3600);
+  s.str("failsafe", r.failsafe, false, {"off", "on", "keep"});
+  s.number("stale_after_s", r.stale_after_s, 1, 86400);
+  read_relay_time_rules(c, s, t, r);
+  read_relay_conditions(c, s, r);
   if (const toml::node* n = s.node("output")) {
     if (!n->is_table())
       s.type_error(*n, "output", "a table ([relay.output])");
@@ -615,46 +677,8 @@ void read_relay(Checker& c, const toml::table& t, const std::string& path, Relay
     s.missing("output");
   }
   s.finish();
-  // r holds the defaults for a key not given: check the pair whenever either is valid
-  if ((on_ok || off_ok) && !(r.on_below_w < r.off_above_w))
-    c.error_at(t.get("on_below_w")    ? t.get("on_below_w")->source()
-               : t.get("off_above_w") ? t.get("off_above_w")->source()
-                                      : t.source(),
-               s.key(t.get("on_below_w") || !t.get("off_above_w") ? "on_below_w" : "off_above_w"),
-               "must be below off_above_w (" + std::to_string(int64_t(r.off_above_w)) +
-                   " W): the two thresholds form the hysteresis");
-  // The engine's own rules (one source of truth for what a relay may be).
-  const actuate::RelaySpec spec = to_relay_spec(r);
-  for (const auto& p : actuate::validate(spec)) {
-    if (p.field == "on_below_w" || p.field == "name" || p.field == "meter") continue;
-    std::string field = p.field;
-    const toml::node* n = t.get(field.substr(0, field.find_first_of("[.")));
-    if (field.rfind("conditions[", 0) == 0) {
-      // The spec's conditions come from windows, weekdays, tariff and [[relay.condition]]
-      // (in that order, see to_relay_spec): name the key the user wrote.
-      const size_t i = std::strtoul(field.c_str() + 11, nullptr, 10);
-      const std::string rest = field.substr(field.find('.') + 1);  // "windows[1]", "max"
-      const size_t values = spec.conditions.size() - r.conditions.size();
-      if (i >= values) {
-        field = "condition[" + std::to_string(i - values) + "]." + rest;
-        n = t.get("condition");
-        if (n && n->as_array() && n->as_array()->get(i - values)) {
-          n = n->as_array()->get(i - values);
-          if (const toml::table* ct = n->as_table(); ct && ct->get(rest)) n = ct->get(rest);
-        }
-      } else if (spec.conditions[i].kind == actuate::Condition::Kind::time_window) {
-        field = rest;
-        n = t.get("windows");
-        const size_t j = std::strtoul(rest.c_str() + 8, nullptr, 10);
-        if (n && n->as_array() && n->as_array()->get(j)) n = n->as_array()->get(j);
-      } else {
-        field =
-            spec.conditions[i].kind == actuate::Condition::Kind::weekdays ? "weekdays" : "tariff";
-        n = t.get(field);
-      }
-    }
-    c.error_at(n ? n->source() : t.source(), s.key(field), p.message);
-  }
+  if (on_ok || off_ok) check_hysteresis(c, s, t, r);
+  check_engine_rules(c, s, t, r);
 }
 
 void read_actuate(Checker& c, const toml::table* t, Actuate& a) {

@@ -1,0 +1,150 @@
+#include "serve/worker_serve.h"
+
+#include <malloc.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <ctime>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+namespace mp::serve {
+
+namespace {
+
+// Local day number (days since 1970-01-01 in the configured time zone) of a wall time.
+int64_t local_day(int64_t unix_ns) {
+  const time_t t = time_t(unix_ns / 1000000000);
+  struct tm lt {};
+  if (!localtime_r(&t, &lt)) return unix_ns / 86400000000000LL;
+  struct tm d {};
+  d.tm_year = lt.tm_year;
+  d.tm_mon = lt.tm_mon;
+  d.tm_mday = lt.tm_mday;
+  return int64_t(timegm(&d) / 86400);
+}
+
+// The workers serve shows: the config's, and serve itself.
+std::vector<std::string> shown_workers(const config::Config& cfg) {
+  std::vector<std::string> workers = cfg.workers();
+  bool self_listed = false;
+  for (const auto& n : workers) self_listed |= n == "serve";
+  if (!self_listed) workers.push_back("serve");
+  return workers;
+}
+
+State initial_state(const config::Config& cfg) {
+  std::vector<std::string> meters;
+  std::vector<std::pair<std::string, std::string>> relays;
+  for (const auto& m : cfg.meters) meters.push_back(m.name);
+  for (const auto& r : cfg.relays) relays.push_back({r.name, r.meter});
+  return State(meters, relays, shown_workers(cfg));
+}
+
+}  // namespace
+
+void tune_malloc() {
+  // civetweb's threads would each get their own malloc arena; one is plenty for this load
+  // and keeps the resident size inside the budget (10 MB with one meter)
+  mallopt(M_ARENA_MAX, 1);
+  // big transient buffers (a /metrics text, 24 h of history as JSON) go straight back to the
+  // system instead of growing the heap, and a freed heap top is returned early
+  mallopt(M_MMAP_THRESHOLD, 32 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 64 * 1024);
+}
+
+ServeWorker::ServeWorker(Worker& w)
+    : w_(w),
+      shared_{initial_state(w.cfg())},
+      http_(w.cfg().serve.listen, shared_, HttpServer::Options{}) {
+  if (!w.cfg().general.timezone.empty()) {
+    setenv("TZ", w.cfg().general.timezone.c_str(), 1);
+    tzset();
+  }
+  shared_.start_mono_ns = clock::mono_ns();
+  shared_.info.pid = int(getpid());
+  shared_.info.listen = w.cfg().serve.listen;
+  next_trim_mono_ = clock::mono_ns() + 5000000000LL;
+}
+
+int ServeWorker::run() {
+  const auto& cfg = w_.cfg();
+  std::string err;
+  if (!http_.start(err)) {
+    log::error("serve: %s", err.c_str());
+    return 1;
+  }
+  log::info("serving http://%s/ (REST /api/..., WebSocket /ws, Prometheus /metrics)",
+            cfg.serve.listen.c_str());
+  bus::Subscriber sub(cfg.general.run_dir, shown_workers(cfg), {"reading/", "relay/", "health/"});
+  while (w_.running()) {
+    bus::Message m;
+    bool got = sub.receive(m, std::min(w_.wait_ms(), 200));
+    while (got) {
+      dispatch(m);
+      got = sub.receive(m, 0);
+    }
+    update_bus_counters(sub);
+    report();
+    trim_memory_when_due();
+    w_.tick();
+  }
+  http_.stop();
+  return 0;
+}
+
+void ServeWorker::dispatch(const bus::Message& m) {
+  ++received_;
+  const auto& env = m.env;
+  std::string push;
+  if (env.has_reading()) {
+    const int64_t t =
+        env.reading().receive_time_ns() ? env.reading().receive_time_ns() : env.send_time_ns();
+    std::lock_guard<std::mutex> lk(shared_.mutex);
+    if (shared_.state.on_reading(env, local_day(t))) {
+      push = shared_.state.reading_event_json(env);
+      ++readings_;
+    }
+  } else if (env.has_relay()) {
+    std::lock_guard<std::mutex> lk(shared_.mutex);
+    shared_.state.on_relay(env);
+    push = State::relay_event_json(env);
+    ++relay_events_;
+  } else if (env.has_health()) {
+    std::lock_guard<std::mutex> lk(shared_.mutex);
+    shared_.state.on_health(env, clock::mono_ns(), clock::wall_ns());
+  }
+  if (!push.empty()) http_.broadcast(std::move(push));
+}
+
+void ServeWorker::update_bus_counters(const bus::Subscriber& sub) {
+  std::map<std::string, uint64_t> lost;
+  for (const auto& [key, st] : sub.positions())
+    if (key.second.rfind("reading/", 0) == 0) lost[key.second.substr(8)] += st.lost;
+  std::lock_guard<std::mutex> lk(shared_.mutex);
+  for (const auto& [meter, n] : lost) shared_.state.set_lost(meter, n);
+  shared_.info.bus_received = received_;
+  shared_.info.bus_lost = sub.lost();
+}
+
+void ServeWorker::report() {
+  w_.set_counter("bus_received", received_);
+  w_.set_counter("bus_lost", shared_.info.bus_lost);
+  w_.set_counter("readings", readings_);
+  w_.set_counter("relay_events", relay_events_);
+  w_.set_counter("http_requests", http_.requests());
+  w_.set_counter("http_client_errors", http_.client_errors());
+  w_.set_counter("websocket_messages", http_.ws_messages());
+  w_.set_counter("websocket_dropped", http_.dropped());
+  w_.gauge("websocket_clients", double(http_.clients()));
+}
+
+void ServeWorker::trim_memory_when_due() {
+  if (clock::mono_ns() < next_trim_mono_) return;
+  // give back what start-up (config, descriptors) and bursts of requests left free
+  malloc_trim(0);
+  next_trim_mono_ = clock::mono_ns() + 60000000000LL;
+}
+
+}  // namespace mp::serve

@@ -1,0 +1,36 @@
+// The serve worker's loop: feeds the page's state from the bus (reading/, relay/, health/,
+// live only: no replay, so it never holds up the real-time path) and pushes each reading
+// and relay event to the WebSocket clients. The state and every rendering are pure
+// (serve/state.*, serve/api.*); civetweb threads answer requests (serve/worker_http.*).
+#pragma once
+
+#include <cstdint>
+
+#include "bus/worker.h"
+#include "serve/worker_http.h"
+
+namespace mp::serve {
+
+class ServeWorker {
+ public:
+  explicit ServeWorker(Worker& w);
+  // Serves until the worker stops; 1 when the HTTP server cannot start.
+  int run();
+
+ private:
+  void dispatch(const bus::Message& m);
+  void update_bus_counters(const bus::Subscriber& sub);
+  void report();
+  void trim_memory_when_due();
+
+  Worker& w_;
+  Shared shared_;
+  HttpServer http_;
+  uint64_t received_ = 0, readings_ = 0, relay_events_ = 0;
+  int64_t next_trim_mono_ = 0;
+};
+
+// Call first in main(): malloc settings that keep serve's resident size in its budget.
+void tune_malloc();
+
+}  // namespace mp::serve
