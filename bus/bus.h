@@ -1,4 +1,4 @@
-// The bus: the only code in meterpipe that touches ZeroMQ (design.md, "The bus contract").
+// The bus: the only code in meterpipe that touches ZeroMQ (docs/ARCHITECTURE.md, "The bus").
 //
 // A publisher binds ipc://<run_dir>/<name>.pub (PUB) and ipc://<run_dir>/<name>.replay (REP).
 // Every message is two frames: topic, serialized meterpipe::Envelope. The publisher stamps

@@ -1,4 +1,4 @@
-// Remote taps: the bus over TCP, CurveZMQ only (design.md, "Remote taps").
+// Remote taps: the bus over TCP, CurveZMQ only (docs/ARCHITECTURE.md, "Processes").
 //
 // RemoteForwarder (the `remote` worker) connects an XSUB to the ipc endpoints of the local
 // publishers and binds an XPUB on tcp://<listen> as a CURVE server. Messages go down

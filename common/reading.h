@@ -10,7 +10,7 @@
 namespace mp {
 
 struct Value {
-  std::string name;       // canonical name (design.md), or "<protocol>_<native id>"
+  std::string name;       // canonical name (common/canonical.h), or "<protocol>_<native id>"
   double number = 0;      // the value when !is_text
   std::string text;       // the value when is_text
   bool is_text = false;

@@ -1,5 +1,5 @@
 // meterpipe-remote: the bus over TCP for remote taps, CurveZMQ only ([remote] in the config;
-// design.md, "Remote taps"). Forwarding and authentication are bus::RemoteForwarder; this
+// docs/ARCHITECTURE.md, "Processes"). Forwarding and authentication are bus::RemoteForwarder; this
 // file wires config + forwarder + health. It publishes nothing but its own health.
 #include <algorithm>
 #include <memory>

@@ -30,7 +30,7 @@ MetricName prom_base(std::string_view raw);
 // True for a unit token (the last word of a canonical value name) of a cumulative register.
 bool is_counter_unit(std::string_view last_token);
 
-// Metric of a reading value with a canonical name (design.md, "Readings"):
+// Metric of a reading value with a canonical name (docs/ARCHITECTURE.md, "Canonical values"):
 // "power_import_w" -> meterpipe_power_import_watts (gauge), "energy_import_kwh" ->
 // meterpipe_energy_import_kwh_total (counter), "gas_m3" -> meterpipe_gas_m3_total,
 // "power_failures" / "voltage_sags_l1" (event counts) -> ..._total counters.

@@ -1,5 +1,5 @@
 // Modbus meter register maps as data, and the pure decoder that turns a block of registers
-// (as read from one request) into canonical readings (design.md "Readings").
+// (as read from one request) into canonical readings (docs/ARCHITECTURE.md, "Canonical values").
 //
 // Each map is a table of registers: canonical name, address (0-based, as on the wire),
 // function code (3 = holding, 4 = input), data type, scale (value = raw * scale) and unit.
