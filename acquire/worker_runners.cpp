@@ -23,9 +23,9 @@ namespace {
 
 // Publishes one frame as raw/<source>. `fill` sets protocol-specific fields (Modbus).
 template <class Fill = void (*)(meterpipe::RawFrame*)>
-void publish_raw(Worker& w, const std::string& source, const std::string& protocol,
-                 std::string&& bytes, int64_t wall_ns, int64_t mono_ns, bool last_of_poll,
-                 Fill fill = [](meterpipe::RawFrame*) {}) {
+void publish_raw(
+    Worker& w, const std::string& source, const std::string& protocol, std::string&& bytes,
+    int64_t wall_ns, int64_t mono_ns, bool last_of_poll, Fill fill = [](meterpipe::RawFrame*) {}) {
   meterpipe::Envelope env;
   auto* raw = env.mutable_raw();
   raw->set_source(source);
@@ -78,14 +78,19 @@ class StreamRunner : public Runner {
       const uint64_t outages = src_->counters().outages;
       if (outages != outages_seen_) {
         outages_seen_ = outages;
+        deliver_finished(clock::wall_ns(), clock::mono_ns());
         framer_.reset();
         splitter_.reset();
       }
-      if (n == 0) continue;
+      if (n == 0) {  // the line went quiet: a telegram without CR LF after its CRC is whole
+        deliver_finished(clock::wall_ns(), clock::mono_ns());
+        continue;
+      }
       const int64_t wall = clock::wall_ns(), mono = clock::mono_ns();
       if (encrypted_) {
         splitter_.feed(buf, n);
-        while (splitter_.pop(frame)) publish_frame(w_, m_, "dsmr-dlms", std::move(frame), wall, mono);
+        while (splitter_.pop(frame))
+          publish_frame(w_, m_, "dsmr-dlms", std::move(frame), wall, mono);
       } else {
         framer_.feed(buf, n);
         while (framer_.pop(frame)) publish_frame(w_, m_, "dsmr", std::move(frame), wall, mono);
@@ -100,6 +105,12 @@ class StreamRunner : public Runner {
   }
 
  private:
+  void deliver_finished(int64_t wall, int64_t mono) {
+    std::string frame;
+    if (!encrypted_ && framer_.finish())
+      while (framer_.pop(frame)) publish_frame(w_, m_, "dsmr", std::move(frame), wall, mono);
+  }
+
   Worker& w_;
   const config::Meter& m_;
   std::unique_ptr<ByteSource> src_;
@@ -136,19 +147,24 @@ class FileRunner : public Runner {
       const int64_t period = int64_t(1e9 / m_.rate_hz);
       int64_t next = clock::mono_ns();
       size_t sent = 0;
-      for (size_t off = 0; off < bytes.size() && w_.running(); off += 512) {
-        framer.feed(reinterpret_cast<const uint8_t*>(bytes.data()) + off,
-                    std::min<size_t>(512, bytes.size() - off));
+      auto publish_ready = [&] {  // false when stopping
         std::string t;
         while (framer.pop(t)) {
-          if (!sleep_until(w_, slot, next)) return;
+          if (!sleep_until(w_, slot, next)) return false;
           next += period;
           publish_frame(w_, m_, "dsmr", std::move(t), clock::wall_ns(), clock::mono_ns());
           ++sent;
         }
+        return true;
+      };
+      for (size_t off = 0; off < bytes.size() && w_.running(); off += 512) {
+        framer.feed(reinterpret_cast<const uint8_t*>(bytes.data()) + off,
+                    std::min<size_t>(512, bytes.size() - off));
+        if (!publish_ready()) return;
       }
-      log::info("meter %s: replayed %zu telegrams from %s", m_.name.c_str(), sent,
-                m_.file.c_str());
+      framer.finish();  // the file may end right after the last CRC
+      if (!publish_ready()) return;
+      log::info("meter %s: replayed %zu telegrams from %s", m_.name.c_str(), sent, m_.file.c_str());
     }
     while (w_.running()) sleep_until(w_, slot, clock::mono_ns() + 500000000);
   }
@@ -217,7 +233,8 @@ class ModbusRunner : public Runner {
                                                       : modbus::SunspecPart::automatic;
       dc.sunspec_index = int(m->sunspec_index);
       std::string err;
-      if (!bus.add_device(dc, &err)) log::error("meter %s: %s", m->name.c_str(), err.c_str());
+      if (!bus.add_device(dc, &err))
+        log::error("meter %s: %s", m->name.c_str(), err.c_str());
       else
         log::info("meter %s: modbus %s unit %d (%s) every %lld ms", m->name.c_str(),
                   bc.kind == modbus::BusConfig::Kind::tcp
@@ -305,8 +322,7 @@ class MbusRunner : public Runner {
         }
         if (!res.ok()) {
           w_.count("errors_" + sl.m->name);
-          if (sl.failures++ == 0)
-            log::warn("meter %s: %s", sl.m->name.c_str(), res.error.c_str());
+          if (sl.failures++ == 0) log::warn("meter %s: %s", sl.m->name.c_str(), res.error.c_str());
           sl.need_reset = true;
         } else if (sl.failures) {
           log::info("meter %s: answering again after %d failed polls", sl.m->name.c_str(),
@@ -347,8 +363,10 @@ std::vector<std::unique_ptr<Runner>> make_runners(Worker& w, std::vector<std::st
     } else {
       std::string why;
       auto r = make_runner(w, m, why);
-      if (r) out.push_back(std::move(r));
-      else problems.push_back("meter " + m.name + ": " + why);
+      if (r)
+        out.push_back(std::move(r));
+      else
+        problems.push_back("meter " + m.name + ": " + why);
     }
   }
   for (auto& [k, ms] : modbus_buses) out.push_back(std::make_unique<ModbusRunner>(w, ms));

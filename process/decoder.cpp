@@ -1,5 +1,7 @@
 #include "process/decoder.h"
 
+#include <cerrno>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 
@@ -7,10 +9,28 @@
 #include "process/dsmr.h"
 #include "process/mbus.h"
 #include "process/modbus_maps.h"
-#include "process/sunspec.h"
 #include "process/reading_proto.h"
+#include "process/sunspec.h"
 
 namespace mp::process {
+
+namespace {
+
+// M-Bus times are the meter's wall clock: converted with the process's time zone (TZ, set
+// from general.timezone by the worker's main). False when the zone cannot convert it.
+bool local_to_utc(int64_t local_seconds, int64_t& utc_seconds) {
+  const time_t t = static_cast<time_t>(local_seconds);
+  struct tm tm {};
+  if (!gmtime_r(&t, &tm)) return false;
+  tm.tm_isdst = -1;
+  errno = 0;
+  const time_t u = mktime(&tm);
+  if (u == static_cast<time_t>(-1) && errno != 0) return false;
+  utc_seconds = static_cast<int64_t>(u);
+  return true;
+}
+
+}  // namespace
 
 namespace {
 bool read_file(const std::string& path, std::string& out) {
@@ -124,7 +144,7 @@ Status Decoders::decode_multi(MeterState& st, const meterpipe::RawFrame& raw, Re
     } else {
       Reading part;
       std::string why;
-      mbus::to_reading(res.frame, part, &why);
+      mbus::to_reading(res.frame, part, &why, local_to_utc);
       st.partial.protocol = "mbus";
       if (!part.device_id.empty()) st.partial.device_id = part.device_id;
       if (part.meter_time_ns) st.partial.meter_time_ns = part.meter_time_ns;
