@@ -873,18 +873,23 @@ bool parse_timestamp(std::string_view s, int64_t& unix_ns) {
   return true;
 }
 
-bool decode(std::string_view t, Result& out) {
-  out.crc_present = false;
-  out.crc_ok = false;
-  out.header.clear();
-  out.errors.clear();
-  out.reading = mp::Reading{};
-  out.reading.protocol = "dsmr";
+namespace {
 
+// Where the parts of a telegram are: '/' .. end of the header line, the '!' of the end line.
+struct Frame {
+  size_t start = 0;  // the '/'
+  size_t body = 0;   // first byte after the header line
+  size_t bang = 0;   // the '!'
+};
+
+bool is_leading_blank(char c) {
+  return c == ' ' || c == '\r' || c == '\n' || c == '\t' || c == '\0';
+}
+
+// The header line "/XXX5..." (after leading blanks); false (reported) when there is none.
+bool find_header(std::string_view t, Result& out, Frame& f) {
   size_t start = 0;
-  while (start < t.size() && (t[start] == ' ' || t[start] == '\r' || t[start] == '\n' ||
-                              t[start] == '\t' || t[start] == '\0'))
-    ++start;
+  while (start < t.size() && is_leading_blank(t[start])) ++start;
   if (start >= t.size()) {
     out.errors.push_back("empty telegram");
     return false;
@@ -894,7 +899,7 @@ bool decode(std::string_view t, Result& out) {
                          snippet(t.substr(start, 16)) + "'");
     return false;
   }
-  size_t eol = t.find('\n', start);
+  const size_t eol = t.find('\n', start);
   if (eol == std::string_view::npos) {
     out.errors.push_back("missing end: telegram ends inside its header line");
     return false;
@@ -906,64 +911,72 @@ bool decode(std::string_view t, Result& out) {
     return false;
   }
   out.header = sent_text(header);
+  f.start = start;
+  f.body = eol + 1;
+  return true;
+}
 
-  // End: the first line that starts with '!'.
-  size_t body = eol + 1, pos = body, bang = std::string_view::npos;
+// The end: the first line that starts with '!'.
+bool find_end(std::string_view t, Result& out, Frame& f) {
+  size_t pos = f.body;
   while (pos < t.size()) {
     if (t[pos] == '!') {
-      bang = pos;
-      break;
+      f.bang = pos;
+      return true;
     }
-    size_t nl = t.find('\n', pos);
+    const size_t nl = t.find('\n', pos);
     if (nl == std::string_view::npos) break;
     pos = nl + 1;
   }
-  if (bang == std::string_view::npos) {
-    out.errors.push_back("missing end: no '!' line (telegram truncated?)");
-    return false;
-  }
+  out.errors.push_back("missing end: no '!' line (telegram truncated?)");
+  return false;
+}
 
-  // CRC digits after '!'.
-  size_t ce = bang + 1;
+// The CRC digits after '!' (none: DSMR 2.2/3); false (reported) when damaged or wrong.
+bool check_crc(std::string_view t, Result& out, const Frame& f) {
+  size_t ce = f.bang + 1;
   while (ce < t.size() && t[ce] != '\r' && t[ce] != '\n') ++ce;
-  std::string_view crc_field = t.substr(bang + 1, ce - bang - 1);
+  std::string_view crc_field = t.substr(f.bang + 1, ce - f.bang - 1);
   while (!crc_field.empty() && (crc_field.back() == ' ' || crc_field.back() == '\t'))
     crc_field.remove_suffix(1);
   if (crc_field.empty() && ce >= t.size()) {
     out.errors.push_back("missing end: nothing after '!' (telegram truncated?)");
     return false;
   }
-  if (!crc_field.empty()) {
-    unsigned want = 0;
-    bool ok = crc_field.size() <= 4;
-    for (char c : crc_field) {
-      int h = hex_val(c);
-      if (h < 0) ok = false;
-      want = want * 16 + unsigned(h < 0 ? 0 : h);
-    }
-    if (!ok) {
-      out.errors.push_back("bad crc field after '!': '" + snippet(crc_field) + "'");
-      return false;
-    }
-    out.crc_present = true;
-    uint16_t got = crc16(t.substr(start, bang + 1 - start));
-    if (got != want) {
-      char buf[96];
-      std::snprintf(buf, sizeof buf, "crc mismatch: telegram says 0x%04X, computed 0x%04X", want,
-                    got);
-      out.errors.push_back(buf);
-      return false;
-    }
-    out.crc_ok = true;
+  if (crc_field.empty()) return true;
+  unsigned want = 0;
+  bool ok = crc_field.size() <= 4;
+  for (char c : crc_field) {
+    const int h = hex_val(c);
+    if (h < 0) ok = false;
+    want = want * 16 + unsigned(h < 0 ? 0 : h);
   }
+  if (!ok) {
+    out.errors.push_back("bad crc field after '!': '" + snippet(crc_field) + "'");
+    return false;
+  }
+  out.crc_present = true;
+  const uint16_t got = crc16(t.substr(f.start, f.bang + 1 - f.start));
+  if (got != want) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "crc mismatch: telegram says 0x%04X, computed 0x%04X", want,
+                  got);
+    out.errors.push_back(buf);
+    return false;
+  }
+  out.crc_ok = true;
+  return true;
+}
 
+// Every data line between the header and the '!'.
+void decode_lines(std::string_view t, Result& out, const Frame& f) {
   out.reading.values.reserve(48);
   Decoder dec(out);
   size_t line_no = 2;
-  pos = body;
-  while (pos < bang) {
+  size_t pos = f.body;
+  while (pos < f.bang) {
     size_t nl = t.find('\n', pos);
-    if (nl == std::string_view::npos || nl > bang) nl = bang;
+    if (nl == std::string_view::npos || nl > f.bang) nl = f.bang;
     std::string_view line = t.substr(pos, nl - pos);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (!line.empty()) dec.line(line, line_no);
@@ -971,6 +984,20 @@ bool decode(std::string_view t, Result& out) {
     pos = nl + 1;
   }
   dec.finish();
+}
+
+}  // namespace
+
+bool decode(std::string_view t, Result& out) {
+  out.crc_present = false;
+  out.crc_ok = false;
+  out.header.clear();
+  out.errors.clear();
+  out.reading = mp::Reading{};
+  out.reading.protocol = "dsmr";
+  Frame f;
+  if (!find_header(t, out, f) || !find_end(t, out, f) || !check_crc(t, out, f)) return false;
+  decode_lines(t, out, f);
   return true;
 }
 
