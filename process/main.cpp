@@ -1,6 +1,8 @@
 // meterpipe-process: raw/<meter> frames in, reading/<meter> typed readings out.
-// Decoding itself is pure (process/dsmr.*, mbus.*, modbus_maps.*); this file only wires
+// Decoding itself is pure (protocols/<name>/, docs/ARCHITECTURE.md); this file only wires
 // config + bus + decoders, counts what happens and logs it (rate-limited).
+#include <cstdlib>
+#include <ctime>
 #include <map>
 #include <string>
 
@@ -13,6 +15,9 @@
 
 int main(int argc, char** argv) {
   mp::Worker w(argc, argv, "process");
+  // M-Bus meters send local times: the decoders convert them in general.timezone.
+  if (!w.cfg().general.timezone.empty()) setenv("TZ", w.cfg().general.timezone.c_str(), 1);
+  tzset();
   mp::process::Decoders decoders(w.cfg());
   for (const auto& e : decoders.setup_errors()) mp::log::error("%s", e.c_str());
   mp::bus::Subscriber::Options so;

@@ -65,6 +65,9 @@ struct Run {
       f.feed(std::string_view(bytes).substr(off, 1024));
       while (f.pop(t)) telegram(t);
     }
+    // The input ends here: a last telegram may stop right after its CRC digits.
+    if (f.finish())
+      while (f.pop(t)) telegram(t);
     if (f.counters().dropped) {
       failed = true;
       err << where << ": " << f.counters().dropped << " telegram(s) dropped by the framer\n";

@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+
+#include "common/utf8.h"
 
 namespace mp::dsmr {
 
@@ -293,11 +297,12 @@ bool unit_shift(Kind kind, std::string_view unit, int& shift, const char*& canon
 
 constexpr size_t kMaxGroups = 128;
 
+// One data line "OBIS(group)(group)...": the OBIS text and its value groups.
 struct Line {
   std::string_view obis_text;
   std::string_view raw_groups;  // "(…)(…)" as sent
-  std::array<std::string_view, kMaxGroups> g;
-  size_t n = 0;
+  std::array<std::string_view, kMaxGroups> groups;
+  size_t group_count = 0;
 };
 
 enum class MbusKind { none, gas, water, heat };
@@ -306,6 +311,54 @@ struct MbusValue {
   size_t index;  // into reading.values
   unsigned channel;
 };
+
+// The exact decimal behind a value: mantissa * 10^(shift - frac), sign apart.
+struct ExactPart {
+  Decimal decimal;
+  int shift = 0;
+};
+
+// Text taken from the telegram as sent: UTF-8 when it is, else read as ISO 8859-1 (IEC
+// 62056-21 texts are ISO 646; a byte above 0x7F is outside it, and proto3/JSON need UTF-8).
+std::string sent_text(std::string_view s) { return utf8::or_latin1(s); }
+
+// Exact sum of decimal parts (each with its sign, `negate` flips the second): the decimal
+// text and the nearest double. False on overflow (then the caller adds in binary).
+bool exact_sum(const ExactPart& a, const ExactPart& b, bool negate, double& value,
+               std::string& exact) {
+  const int ea = a.shift - a.decimal.frac, eb = b.shift - b.decimal.frac;
+  const int e = std::min(ea, eb);
+  if (ea - e > 18 || eb - e > 18) return false;
+  __int128 ma = a.decimal.mantissa, mb = b.decimal.mantissa;
+  for (int i = e; i < ea; ++i) ma *= 10;
+  for (int i = e; i < eb; ++i) mb *= 10;
+  if (a.decimal.negative) ma = -ma;
+  if (b.decimal.negative != negate) mb = -mb;
+  __int128 sum = ma + mb;
+  const bool negative = sum < 0;
+  if (negative) sum = -sum;
+  std::string digits;
+  do {
+    digits.insert(digits.begin(), char('0' + int(sum % 10)));
+    sum /= 10;
+  } while (sum > 0);
+  if (e > 0) digits.append(size_t(e), '0');
+  if (e < 0) {
+    const size_t frac = size_t(-e);
+    if (digits.size() <= frac) digits.insert(0, frac + 1 - digits.size(), '0');
+    digits.insert(digits.size() - frac, 1, '.');
+    while (digits.back() == '0') digits.pop_back();
+    if (digits.back() == '.') digits.pop_back();
+  }
+  if (negative && digits != "0") digits.insert(digits.begin(), '-');
+  value = std::strtod(digits.c_str(), nullptr);
+  char buf[400];
+  const auto res = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::fixed);
+  const bool carried =
+      res.ec == std::errc() && std::string_view(buf, size_t(res.ptr - buf)) == digits;
+  exact = carried ? std::string() : digits;
+  return true;
+}
 
 class Decoder {
  public:
@@ -326,11 +379,38 @@ class Decoder {
     v.native_id = native;
     return v;
   }
+  Value& add_text(std::string_view name, std::string_view native, std::string_view text) {
+    Value& v = add(name, native);
+    v.is_text = true;
+    v.text = sent_text(text);
+    return v;
+  }
+  bool claimed(std::string_view name) const {
+    for (const Value& v : values_)
+      if (v.name == name) return true;
+    return false;
+  }
+
+  // Phases of a line.
+  void legacy_value_line(std::string_view text, size_t line_no);
+  bool split_groups(std::string_view text, size_t line_no, Obis& obis);
+  bool mbus_channel_line(const Obis& o, std::string_view native, size_t line_no);
+  void known_line(const Known& k, const Obis& o, std::string_view native, size_t line_no);
+  void equipment_line(const Known& k, const Obis& o, std::string_view native);
+  void hex_text_line(const Known& k, std::string_view native);
+
+  // Values.
   void add_unknown(std::string_view native, const Line& l);
   void add_number(const Known& k, std::string_view native, std::string_view group, size_t line_no,
                   const Line& l, int64_t time_ns);
   void add_mbus(unsigned channel, std::string_view native, std::string_view value,
                 std::string_view unit, int64_t time_ns, size_t line_no);
+  void remember_slot(uint64_t key, const Decimal& d, int shift);
+
+  // Derived values at the end.
+  void name_mbus_channels();
+  void add_derived();
+  bool derive(const char* name, int a, int b, bool subtract, const char* unit, const char* native);
 
   Result& out_;
   std::vector<Value>& values_;
@@ -347,27 +427,26 @@ class Decoder {
   Line line_;  // reused: its group array is large
   enum Slot { kImpW, kExpW, kImpT1, kImpT2, kExpT1, kExpT2, kImpTot, kExpTot, kSlots };
   int slot_[kSlots] = {-1, -1, -1, -1, -1, -1, -1, -1};  // index in values_ of the last one
+  ExactPart slot_exact_[kSlots];                         // its exact decimal
 };
 
 void Decoder::add_unknown(std::string_view native, const Line& l) {
   std::string name = "dsmr_";
   name += native;
-  Value& v = add(name, native);
-  if (l.n == 1) {
+  if (l.group_count == 1) {
     std::string_view num, unit;
-    split_unit(l.g[0], num, unit);
+    split_unit(l.groups[0], num, unit);
     Decimal d;
     if (!unit.empty() && parse_decimal(num, d)) {
+      Value& v = add(name, native);
       v.number = to_double(d, 0);
-      v.unit = unit;
+      v.unit = sent_text(unit);
       return;
     }
-    v.is_text = true;
-    v.text = l.g[0];
+    add_text(name, native, l.groups[0]);
     return;
   }
-  v.is_text = true;
-  v.text = l.raw_groups;
+  add_text(name, native, l.raw_groups);
 }
 
 void Decoder::add_number(const Known& k, std::string_view native, std::string_view group,
@@ -391,8 +470,13 @@ void Decoder::add_number(const Known& k, std::string_view native, std::string_vi
   v.number = to_double(d, shift);
   v.unit = canonical;
   v.time_ns = time_ns;
+  remember_slot(k.key, d, shift);
+}
+
+// The values that derived values are made of: the index of the last one, and its decimal.
+void Decoder::remember_slot(uint64_t key, const Decimal& d, int shift) {
   int slot = -1;
-  switch (k.key) {
+  switch (key) {
     case K(1, 0, 1, 7, 0):
       slot = kImpW;
       break;
@@ -418,9 +502,10 @@ void Decoder::add_number(const Known& k, std::string_view native, std::string_vi
       slot = kExpTot;
       break;
     default:
-      break;
+      return;
   }
-  if (slot >= 0) slot_[slot] = static_cast<int>(values_.size() - 1);
+  slot_[slot] = static_cast<int>(values_.size() - 1);
+  slot_exact_[slot] = ExactPart{d, shift};
 }
 
 void Decoder::add_mbus(unsigned channel, std::string_view native, std::string_view value,
@@ -428,140 +513,154 @@ void Decoder::add_mbus(unsigned channel, std::string_view native, std::string_vi
   Decimal d;
   std::string name = "dsmr_";
   name += native;
-  Value& v = add(name, native);
-  v.time_ns = time_ns;
   if (!parse_decimal(value, d)) {
     error(line_no, std::string(native) + ": not a number", value.empty() ? "(empty)" : value);
-    v.is_text = true;
-    v.text = value;
-    v.unit = unit;
+    Value& v = add_text(name, native, value);
+    v.time_ns = time_ns;
+    v.unit = sent_text(unit);
     return;
   }
+  Value& v = add(name, native);
+  v.time_ns = time_ns;
   v.number = to_double(d, 0);
-  v.unit = unit;
+  v.unit = sent_text(unit);
   mbus_.push_back({values_.size() - 1, channel});
 }
 
-void Decoder::line(std::string_view text, size_t line_no) {
-  if (!text.empty() && text[0] == '(') {
-    if (!legacy_pending_) {
-      error(line_no, "value line without an object", text);
-      return;
-    }
-    legacy_pending_ = false;
-    std::string_view body = text;
-    while (!body.empty() && (body.back() == ' ' || body.back() == '\t')) body.remove_suffix(1);
-    if (body.size() < 2 || body.back() != ')' ||
-        body.substr(1, body.size() - 2).find_first_of("()") != std::string_view::npos) {
-      error(line_no, legacy_native_ + ": bad value line", text);
-      return;
-    }
-    std::string_view num, unit;
-    split_unit(body.substr(1, body.size() - 2), num, unit);
-    if (unit.empty()) unit = legacy_unit_;
-    add_mbus(legacy_channel_, legacy_native_, num, unit, legacy_time_, line_no);
+// "(value)" on its own line: the value of a DSMR 2.2/3 gas line before it.
+void Decoder::legacy_value_line(std::string_view text, size_t line_no) {
+  if (!legacy_pending_) {
+    error(line_no, "value line without an object", text);
     return;
   }
-  if (legacy_pending_) {
-    error(line_no - 1, legacy_native_ + ": value line missing");
-    legacy_pending_ = false;
+  legacy_pending_ = false;
+  std::string_view body = text;
+  while (!body.empty() && (body.back() == ' ' || body.back() == '\t')) body.remove_suffix(1);
+  if (body.size() < 2 || body.back() != ')' ||
+      body.substr(1, body.size() - 2).find_first_of("()") != std::string_view::npos) {
+    error(line_no, legacy_native_ + ": bad value line", text);
+    return;
   }
+  std::string_view num, unit;
+  split_unit(body.substr(1, body.size() - 2), num, unit);
+  if (unit.empty()) unit = legacy_unit_;
+  add_mbus(legacy_channel_, legacy_native_, num, unit, legacy_time_, line_no);
+}
 
+// Splits "OBIS(g1)(g2)..." into line_ and parses the OBIS code; false (reported) when the
+// line is malformed.
+bool Decoder::split_groups(std::string_view text, size_t line_no, Obis& obis) {
   Line& l = line_;
-  l.n = 0;
-  size_t p = text.find('(');
-  if (p == std::string_view::npos) {
+  l.group_count = 0;
+  const size_t open = text.find('(');
+  if (open == std::string_view::npos) {
     error(line_no, "no value in line", text);
-    return;
+    return false;
   }
-  l.obis_text = text.substr(0, p);
-  Obis o;
-  if (!parse_obis(l.obis_text, o)) {
+  l.obis_text = text.substr(0, open);
+  if (!parse_obis(l.obis_text, obis)) {
     error(line_no, "bad OBIS code", text);
-    return;
+    return false;
   }
   size_t end = text.size();
-  while (end > p && (text[end - 1] == ' ' || text[end - 1] == '\t')) --end;
-  l.raw_groups = text.substr(p, end - p);
-  size_t i = p;
+  while (end > open && (text[end - 1] == ' ' || text[end - 1] == '\t')) --end;
+  l.raw_groups = text.substr(open, end - open);
+  size_t i = open;
   while (i < end) {
     if (text[i] != '(') {
       error(line_no, "bad value groups", text);
-      return;
+      return false;
     }
     size_t close = i + 1;
     while (close < end && text[close] != ')' && text[close] != '(') ++close;
     if (close >= end || text[close] != ')') {
       error(line_no, "unbalanced parentheses", text);
-      return;
+      return false;
     }
-    if (l.n == kMaxGroups) {
+    if (l.group_count == kMaxGroups) {
       error(line_no, "too many value groups", text);
-      return;
+      return false;
     }
-    l.g[l.n++] = text.substr(i + 1, close - i - 1);
+    l.groups[l.group_count++] = text.substr(i + 1, close - i - 1);
     i = close + 1;
   }
+  return true;
+}
 
-  // Native id: the code as sent, without a default "*255" suffix.
-  std::string_view native = l.obis_text;
-  if (o.plain && native.size() > 4 && native.substr(native.size() - 4) == "*255")
-    native.remove_suffix(4);
-
-  if (!o.plain) {
+// M-Bus channels 0-n:24.x.x; true when the line was one of them.
+bool Decoder::mbus_channel_line(const Obis& o, std::string_view native, size_t line_no) {
+  const Line& l = line_;
+  if (o.a != 0 || o.b < 1 || o.c != 24) return false;
+  if (o.d == 1 && o.e == 0 && l.group_count == 1) {  // device type
+    Decimal d;
+    if (parse_decimal(l.groups[0], d) && d.frac == 0 && d.mantissa < 256) {
+      if (!mbus_type_init_) {
+        mbus_type_.fill(-1);
+        mbus_type_init_ = true;
+      }
+      mbus_type_[o.b] = static_cast<int16_t>(d.mantissa);
+    }
     add_unknown(native, l);
-    return;
+    return true;
   }
+  const bool one_or_two = l.group_count == 1 || l.group_count == 2;
+  if (o.d == 2 && (o.e == 1 || o.e == 3) && one_or_two) {
+    int64_t ts = 0;
+    if (l.group_count == 2 && !parse_timestamp(l.groups[0], ts)) {
+      error(line_no, std::string(native) + ": bad timestamp", l.groups[0]);
+      ts = 0;
+    }
+    std::string_view num, unit;
+    split_unit(l.groups[l.group_count - 1], num, unit);
+    add_mbus(o.b, native, num, unit, ts, line_no);
+    return true;
+  }
+  if (o.d == 3 && o.e == 0 && l.group_count >= 2) {  // DSMR 2.2/3 gas, value on the next line
+    int64_t ts = 0;
+    if (!parse_timestamp(l.groups[0], ts)) {
+      error(line_no, std::string(native) + ": bad timestamp", l.groups[0]);
+      ts = 0;
+    }
+    legacy_pending_ = true;
+    legacy_channel_ = o.b;
+    legacy_time_ = ts;
+    legacy_native_ = native;
+    legacy_unit_ = l.groups[l.group_count - 1];
+    return true;
+  }
+  return false;
+}
 
-  // M-Bus channels 0-n:24.x.x
-  if (o.a == 0 && o.b >= 1 && o.c == 24) {
-    if (o.d == 1 && o.e == 0 && l.n == 1) {  // device type
-      Decimal d;
-      if (parse_decimal(l.g[0], d) && d.frac == 0 && d.mantissa < 256) {
-        if (!mbus_type_init_) {
-          mbus_type_.fill(-1);
-          mbus_type_init_ = true;
-        }
-        mbus_type_[o.b] = static_cast<int16_t>(d.mantissa);
-      }
-      add_unknown(native, l);
-      return;
-    }
-    if (o.d == 2 && (o.e == 1 || o.e == 3) && (l.n == 1 || l.n == 2)) {
-      int64_t ts = 0;
-      if (l.n == 2 && !parse_timestamp(l.g[0], ts)) {
-        error(line_no, std::string(native) + ": bad timestamp", l.g[0]);
-        ts = 0;
-      }
-      std::string_view num, unit;
-      split_unit(l.g[l.n - 1], num, unit);
-      add_mbus(o.b, native, num, unit, ts, line_no);
-      return;
-    }
-    if (o.d == 3 && o.e == 0 && l.n >= 2) {  // DSMR 2.2/3 gas, value on the next line
-      int64_t ts = 0;
-      if (!parse_timestamp(l.g[0], ts)) {
-        error(line_no, std::string(native) + ": bad timestamp", l.g[0]);
-        ts = 0;
-      }
-      legacy_pending_ = true;
-      legacy_channel_ = o.b;
-      legacy_time_ = ts;
-      legacy_native_ = native;
-      legacy_unit_ = l.g[l.n - 1];
-      return;
-    }
+void Decoder::equipment_line(const Known& k, const Obis& o, std::string_view native) {
+  const std::string_view id = line_.groups[0];
+  add_text(k.name, native, id);
+  const bool primary = o.e == 1;
+  if (out_.reading.device_id.empty() || (primary && !have_device_from_96_1_1_)) {
+    std::string decoded;
+    if (hex_decode(id, decoded) && !decoded.empty() && printable(decoded))
+      out_.reading.device_id = std::move(decoded);
+    else
+      out_.reading.device_id = sent_text(id);
+    if (primary) have_device_from_96_1_1_ = true;
   }
+}
 
-  const Known* k = find_known(o.key());
-  if (!k) {
-    add_unknown(native, l);
-    return;
-  }
-  switch (k->kind) {
+// A hex-coded text (0-0:96.13.0): the decoded text when it is UTF-8 text; otherwise (bytes
+// that are no text, such as a message of 0xFF bytes) the hex digits as sent.
+void Decoder::hex_text_line(const Known& k, std::string_view native) {
+  const std::string_view sent = line_.groups[0];
+  Value& v = add_text(k.name, native, sent);
+  std::string decoded;
+  if (hex_decode(sent, decoded) && utf8::valid(decoded)) v.text = std::move(decoded);
+}
+
+void Decoder::known_line(const Known& k, const Obis& o, std::string_view native, size_t line_no) {
+  const Line& l = line_;
+  const bool one = l.group_count == 1;
+  switch (k.kind) {
     case Kind::meter_time: {
       int64_t ts;
-      if (l.n == 1 && parse_timestamp(l.g[0], ts)) {
+      if (one && parse_timestamp(l.groups[0], ts)) {
         out_.reading.meter_time_ns = ts;
       } else {
         error(line_no, "0-0:1.0.0: bad timestamp", l.raw_groups);
@@ -570,57 +669,68 @@ void Decoder::line(std::string_view text, size_t line_no) {
     }
     case Kind::demand_max: {
       int64_t ts = 0;
-      if (l.n != 2 || !parse_timestamp(l.g[0], ts)) {
+      if (l.group_count != 2 || !parse_timestamp(l.groups[0], ts)) {
         error(line_no, std::string(native) + ": expected (timestamp)(value*unit)", l.raw_groups);
         add_unknown(native, l);
         return;
       }
-      add_number(*k, native, l.g[1], line_no, l, ts);
+      add_number(k, native, l.groups[1], line_no, l, ts);
       return;
     }
-    case Kind::equipment: {
-      if (l.n != 1) break;
-      Value& v = add(k->name, native);
-      v.is_text = true;
-      v.text = l.g[0];
-      bool primary = o.e == 1;
-      if (out_.reading.device_id.empty() || (primary && !have_device_from_96_1_1_)) {
-        std::string decoded;
-        if (hex_decode(l.g[0], decoded) && !decoded.empty() && printable(decoded))
-          out_.reading.device_id = std::move(decoded);
-        else
-          out_.reading.device_id = std::string(l.g[0]);
-        if (primary) have_device_from_96_1_1_ = true;
-      }
+    case Kind::equipment:
+      if (!one) break;
+      equipment_line(k, o, native);
       return;
-    }
-    case Kind::hex_text: {
-      if (l.n != 1) break;
-      Value& v = add(k->name, native);
-      v.is_text = true;
-      if (!hex_decode(l.g[0], v.text)) v.text = l.g[0];
+    case Kind::hex_text:
+      if (!one) break;
+      hex_text_line(k, native);
       return;
-    }
-    case Kind::text: {
-      if (l.n != 1) break;
-      Value& v = add(k->name, native);
-      v.is_text = true;
-      v.text = l.g[0];
+    case Kind::text:
+      if (!one) break;
+      add_text(k.name, native, l.groups[0]);
       return;
-    }
-    case Kind::groups: {
-      Value& v = add(k->name, native);
-      v.is_text = true;
-      v.text = l.raw_groups;
+    case Kind::groups:
+      add_text(k.name, native, l.raw_groups);
       return;
-    }
     default:
-      if (l.n != 1) break;
-      add_number(*k, native, l.g[0], line_no, l, 0);
+      if (!one) break;
+      add_number(k, native, l.groups[0], line_no, l, 0);
       return;
   }
   error(line_no, std::string(native) + ": unexpected number of value groups", l.raw_groups);
   add_unknown(native, l);
+}
+
+void Decoder::line(std::string_view text, size_t line_no) {
+  if (!text.empty() && text[0] == '(') {
+    legacy_value_line(text, line_no);
+    return;
+  }
+  if (legacy_pending_) {
+    error(line_no - 1, legacy_native_ + ": value line missing");
+    legacy_pending_ = false;
+  }
+  Obis o;
+  if (!split_groups(text, line_no, o)) return;
+  // Native id: the code as sent, without a default "*255" suffix.
+  std::string_view native = line_.obis_text;
+  if (o.plain && native.size() > 4 && native.substr(native.size() - 4) == "*255")
+    native.remove_suffix(4);
+  if (!o.plain) {
+    add_unknown(native, line_);
+    return;
+  }
+  if (mbus_channel_line(o, native, line_no)) return;
+  // Electricity codes of channel 1 ("1-1:", Swiss Sagemcom XT211) mean what the channel-less
+  // "1-0:" codes mean (IEC 62056-61: B is the channel; DSMR uses 0).
+  Obis lookup = o;
+  if (o.a == 1 && o.b == 1) lookup.b = 0;
+  const Known* k = find_known(lookup.key());
+  if (!k || (lookup.b != o.b && claimed(k->name))) {  // both 1-0: and 1-1: sent: kept apart
+    add_unknown(native, line_);
+    return;
+  }
+  known_line(*k, o, native, line_no);
 }
 
 void Decoder::finish() {
@@ -628,7 +738,12 @@ void Decoder::finish() {
     out_.errors.push_back(legacy_native_ + ": value line missing before end of telegram");
     legacy_pending_ = false;
   }
-  // Name the M-Bus channel values.
+  name_mbus_channels();
+  add_derived();
+}
+
+// Names the M-Bus channel values from their device type or unit.
+void Decoder::name_mbus_channels() {
   int counts[4] = {0, 0, 0, 0};
   for (const MbusValue& m : mbus_) {
     Value& v = values_[m.index];
@@ -648,37 +763,34 @@ void Decoder::finish() {
     if (n > 1) v.name += "_" + std::to_string(n);
     v.name += suffix;
   }
+}
 
-  // Derived values (indices recorded by add_number).
-  auto at = [this](Slot s) -> const Value* {
-    return slot_[s] >= 0 ? &values_[static_cast<size_t>(slot_[s])] : nullptr;
-  };
-  const Value *imp = at(kImpW), *exp = at(kExpW), *i1 = at(kImpT1), *i2 = at(kImpT2),
-              *e1 = at(kExpT1), *e2 = at(kExpT2), *ti = at(kImpTot), *te = at(kExpTot);
-  Value derived[3];
-  int nd = 0;
-  if (!ti && i1 && i2) {
-    Value& v = derived[nd++];
-    v.name = "energy_import_kwh";
-    v.number = i1->number + i2->number;
-    v.unit = "kWh";
-    v.native_id = "1-0:1.8.1+1-0:1.8.2";
+// `name` = slot a + slot b (or a - b), from their exact decimals; false when a part is absent.
+bool Decoder::derive(const char* name, int a, int b, bool subtract, const char* unit,
+                     const char* native) {
+  if (slot_[a] < 0 || slot_[b] < 0) return false;
+  Value v;
+  v.name = name;
+  v.unit = unit;
+  v.native_id = native;
+  if (!exact_sum(slot_exact_[a], slot_exact_[b], subtract, v.number, v.exact)) {
+    const double x = values_[size_t(slot_[a])].number, y = values_[size_t(slot_[b])].number;
+    v.number = subtract ? x - y : x + y;
   }
-  if (!te && e1 && e2) {
-    Value& v = derived[nd++];
-    v.name = "energy_export_kwh";
-    v.number = e1->number + e2->number;
-    v.unit = "kWh";
-    v.native_id = "1-0:2.8.1+1-0:2.8.2";
+  values_.push_back(std::move(v));
+  return true;
+}
+
+// Sums the meter does not send: total energy over the tariffs, net power. Decimal exact (the
+// double is the nearest one to the exact sum).
+void Decoder::add_derived() {
+  if (slot_[kImpTot] < 0) {
+    derive("energy_import_kwh", kImpT1, kImpT2, false, "kWh", "1-0:1.8.1+1-0:1.8.2");
   }
-  if (imp && exp) {
-    Value& v = derived[nd++];
-    v.name = "power_net_w";
-    v.number = imp->number - exp->number;
-    v.unit = "W";
-    v.native_id = "1-0:1.7.0-1-0:2.7.0";
+  if (slot_[kExpTot] < 0) {
+    derive("energy_export_kwh", kExpT1, kExpT2, false, "kWh", "1-0:2.8.1+1-0:2.8.2");
   }
-  for (int i = 0; i < nd; ++i) values_.push_back(std::move(derived[i]));
+  derive("power_net_w", kImpW, kExpW, true, "W", "1-0:1.7.0-1-0:2.7.0");
 }
 
 }  // namespace
@@ -761,18 +873,23 @@ bool parse_timestamp(std::string_view s, int64_t& unix_ns) {
   return true;
 }
 
-bool decode(std::string_view t, Result& out) {
-  out.crc_present = false;
-  out.crc_ok = false;
-  out.header.clear();
-  out.errors.clear();
-  out.reading = mp::Reading{};
-  out.reading.protocol = "dsmr";
+namespace {
 
+// Where the parts of a telegram are: '/' .. end of the header line, the '!' of the end line.
+struct Frame {
+  size_t start = 0;  // the '/'
+  size_t body = 0;   // first byte after the header line
+  size_t bang = 0;   // the '!'
+};
+
+bool is_leading_blank(char c) {
+  return c == ' ' || c == '\r' || c == '\n' || c == '\t' || c == '\0';
+}
+
+// The header line "/XXX5..." (after leading blanks); false (reported) when there is none.
+bool find_header(std::string_view t, Result& out, Frame& f) {
   size_t start = 0;
-  while (start < t.size() && (t[start] == ' ' || t[start] == '\r' || t[start] == '\n' ||
-                              t[start] == '\t' || t[start] == '\0'))
-    ++start;
+  while (start < t.size() && is_leading_blank(t[start])) ++start;
   if (start >= t.size()) {
     out.errors.push_back("empty telegram");
     return false;
@@ -782,7 +899,7 @@ bool decode(std::string_view t, Result& out) {
                          snippet(t.substr(start, 16)) + "'");
     return false;
   }
-  size_t eol = t.find('\n', start);
+  const size_t eol = t.find('\n', start);
   if (eol == std::string_view::npos) {
     out.errors.push_back("missing end: telegram ends inside its header line");
     return false;
@@ -793,65 +910,73 @@ bool decode(std::string_view t, Result& out) {
     out.errors.push_back("bad header line '" + snippet(header) + "'");
     return false;
   }
-  out.header = header;
+  out.header = sent_text(header);
+  f.start = start;
+  f.body = eol + 1;
+  return true;
+}
 
-  // End: the first line that starts with '!'.
-  size_t body = eol + 1, pos = body, bang = std::string_view::npos;
+// The end: the first line that starts with '!'.
+bool find_end(std::string_view t, Result& out, Frame& f) {
+  size_t pos = f.body;
   while (pos < t.size()) {
     if (t[pos] == '!') {
-      bang = pos;
-      break;
+      f.bang = pos;
+      return true;
     }
-    size_t nl = t.find('\n', pos);
+    const size_t nl = t.find('\n', pos);
     if (nl == std::string_view::npos) break;
     pos = nl + 1;
   }
-  if (bang == std::string_view::npos) {
-    out.errors.push_back("missing end: no '!' line (telegram truncated?)");
-    return false;
-  }
+  out.errors.push_back("missing end: no '!' line (telegram truncated?)");
+  return false;
+}
 
-  // CRC digits after '!'.
-  size_t ce = bang + 1;
+// The CRC digits after '!' (none: DSMR 2.2/3); false (reported) when damaged or wrong.
+bool check_crc(std::string_view t, Result& out, const Frame& f) {
+  size_t ce = f.bang + 1;
   while (ce < t.size() && t[ce] != '\r' && t[ce] != '\n') ++ce;
-  std::string_view crc_field = t.substr(bang + 1, ce - bang - 1);
+  std::string_view crc_field = t.substr(f.bang + 1, ce - f.bang - 1);
   while (!crc_field.empty() && (crc_field.back() == ' ' || crc_field.back() == '\t'))
     crc_field.remove_suffix(1);
   if (crc_field.empty() && ce >= t.size()) {
     out.errors.push_back("missing end: nothing after '!' (telegram truncated?)");
     return false;
   }
-  if (!crc_field.empty()) {
-    unsigned want = 0;
-    bool ok = crc_field.size() <= 4;
-    for (char c : crc_field) {
-      int h = hex_val(c);
-      if (h < 0) ok = false;
-      want = want * 16 + unsigned(h < 0 ? 0 : h);
-    }
-    if (!ok) {
-      out.errors.push_back("bad crc field after '!': '" + snippet(crc_field) + "'");
-      return false;
-    }
-    out.crc_present = true;
-    uint16_t got = crc16(t.substr(start, bang + 1 - start));
-    if (got != want) {
-      char buf[96];
-      std::snprintf(buf, sizeof buf, "crc mismatch: telegram says 0x%04X, computed 0x%04X", want,
-                    got);
-      out.errors.push_back(buf);
-      return false;
-    }
-    out.crc_ok = true;
+  if (crc_field.empty()) return true;
+  unsigned want = 0;
+  bool ok = crc_field.size() <= 4;
+  for (char c : crc_field) {
+    const int h = hex_val(c);
+    if (h < 0) ok = false;
+    want = want * 16 + unsigned(h < 0 ? 0 : h);
   }
+  if (!ok) {
+    out.errors.push_back("bad crc field after '!': '" + snippet(crc_field) + "'");
+    return false;
+  }
+  out.crc_present = true;
+  const uint16_t got = crc16(t.substr(f.start, f.bang + 1 - f.start));
+  if (got != want) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "crc mismatch: telegram says 0x%04X, computed 0x%04X", want,
+                  got);
+    out.errors.push_back(buf);
+    return false;
+  }
+  out.crc_ok = true;
+  return true;
+}
 
+// Every data line between the header and the '!'.
+void decode_lines(std::string_view t, Result& out, const Frame& f) {
   out.reading.values.reserve(48);
   Decoder dec(out);
   size_t line_no = 2;
-  pos = body;
-  while (pos < bang) {
+  size_t pos = f.body;
+  while (pos < f.bang) {
     size_t nl = t.find('\n', pos);
-    if (nl == std::string_view::npos || nl > bang) nl = bang;
+    if (nl == std::string_view::npos || nl > f.bang) nl = f.bang;
     std::string_view line = t.substr(pos, nl - pos);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (!line.empty()) dec.line(line, line_no);
@@ -859,6 +984,20 @@ bool decode(std::string_view t, Result& out) {
     pos = nl + 1;
   }
   dec.finish();
+}
+
+}  // namespace
+
+bool decode(std::string_view t, Result& out) {
+  out.crc_present = false;
+  out.crc_ok = false;
+  out.header.clear();
+  out.errors.clear();
+  out.reading = mp::Reading{};
+  out.reading.protocol = "dsmr";
+  Frame f;
+  if (!find_header(t, out, f) || !find_end(t, out, f) || !check_crc(t, out, f)) return false;
+  decode_lines(t, out, f);
   return true;
 }
 

@@ -4,7 +4,8 @@
 //
 // A telegram is "/<header>\r\n\r\n<lines>\r\n!<crc>\r\n". The CRC (CRC-16/ARC, 1 to 4 hex
 // digits, any case) covers '/' through '!' inclusive; DSMR 2.2/3 telegrams have none ("!" alone).
-// Line ends may be CRLF or LF. Bytes after the end line are ignored.
+// Line ends may be CRLF or LF; the telegram may end right after its CRC digits (end of a file or
+// of a decrypted frame). Bytes after the end line are ignored.
 //
 // decode() returns false when the telegram cannot be used at all: no header, no end line, a
 // damaged CRC field or a CRC mismatch; `errors` then says why and `reading.values` is empty.
@@ -17,6 +18,11 @@
 //   energy_import_kwh / energy_export_kwh = T1 + T2 when the meter sends no 1.8.0 / 2.8.0
 //     (native_id "1-0:1.8.1+1-0:1.8.2", "1-0:2.8.1+1-0:2.8.2");
 //   power_net_w = power_import_w - power_export_w (native_id "1-0:1.7.0-1-0:2.7.0").
+//   Sums are exact decimals: the double is the nearest one to the exact sum (23923.654, not
+//   23923.654000000002); Value::exact holds the decimal text when the double cannot.
+// "1-1:" electricity codes (channel 1, Swiss Sagemcom XT211) are named like their "1-0:"
+// counterparts (native_id keeps the code as sent); when a telegram sends both, the "1-1:"
+// one is kept as "dsmr_1-1:...".
 // M-Bus channels (0-n:24.2.1, 0-n:24.2.3, DSMR 2.2/3 0-n:24.3.0 with the value on the next
 // line) are named from the channel's device type 0-n:24.1.0 (3 gas → gas_m3, 7 water →
 // water_m3, 4 or 12 heat → heat_gj) or, without a type, from the unit (m3 → gas, GJ → heat); they
@@ -25,12 +31,15 @@
 // e.g. "(700101010000W)(00000000)") gets no canonical name: it is kept as "dsmr_<obis>".
 // Known non-canonical lines: equipment_id (0-0:96.1.1 / 0-0:96.1.0, as sent; reading.device_id is
 // the hex-decoded ASCII when it decodes to printable text), text_message (0-0:96.13.0, hex decoded
-// to text), text_message_code (0-0:96.13.1, as sent), dsmr_version (1-3:0.2.8),
+// to text when that is UTF-8, else the hex digits as sent: a message of 0xFF bytes is no text),
+// text_message_code (0-0:96.13.1, as sent), dsmr_version (1-3:0.2.8),
 // power_failure_log (1-0:99.97.0) and demand_max_history (0-0:98.1.0) as the raw value groups
 // "(…)(…)…", frequency_hz (1-0:14.7.0), power_factor (1-0:13.7.0) and power_factor_l1.._l3.
 // Any other OBIS code is never dropped: it is kept as "dsmr_<obis>" (e.g. "dsmr_1-0:3.8.0"), as a
 // number with its unit when its single value is "<number>*<unit>", else as text (all of its
 // value groups "(…)(…)" when there are several, the bare value when there is one).
+// Texts (and units, the header, device_id) taken from the telegram as sent are UTF-8 when the
+// bytes are, else read as ISO 8859-1: every text out of the decoder is valid UTF-8.
 #pragma once
 
 #include <cstdint>

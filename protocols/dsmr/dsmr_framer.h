@@ -17,6 +17,10 @@
 //    the '!' line also end it. The decoder reports a damaged CRC field.
 //  - At most kMaxQueued telegrams wait for pop(); when a caller does not pop, the oldest is
 //    dropped (dropped + 1).
+//  - finish() says the input ended (end of a file or a decrypted frame, or a line that went
+//    quiet): a telegram whose '!' line already holds its complete CRC (4 hex digits) is
+//    delivered without the CR LF that never came (DSMR 5.0.2: the CRC is 4 hex digits, so
+//    the telegram is whole); anything shorter stays incomplete.
 // Frames delivered are counted in frames. The framer does not check the CRC: that is the
 // decoder's job.
 // Header-only so that process/ (the decode command) can use it without linking mp_acquire
@@ -59,6 +63,9 @@ class Framer {
   bool in_telegram() const { return state_ != State::hunt; }
   // Forgets the telegram in progress (e.g. after a reconnect); counts its bytes as discarded.
   void reset();
+  // End of input: delivers a telegram that ends with its 4 CRC digits (see above); true when
+  // it did. Otherwise the telegram in progress (if any) is kept.
+  bool finish();
 
  private:
   enum class State { hunt, body, end_line };
@@ -108,6 +115,25 @@ inline void Framer::complete() {
 }
 
 inline void Framer::reset() { drop_partial(); }
+
+inline bool Framer::finish() {
+  if (state_ != State::end_line) return false;
+  // The '!' line so far: "!" then the CRC digits, perhaps blanks after them.
+  const size_t bang = buf_.rfind('!');
+  size_t digits = 0;
+  for (size_t i = bang + 1; i < buf_.size(); ++i) {
+    const auto c = static_cast<uint8_t>(buf_[i]);
+    if (framer_detail::is_hex(c)) {
+      if (i != bang + 1 + digits) return false;  // a blank inside the CRC field
+      ++digits;
+    } else if (c != ' ' && c != '\t' && c != '\r') {
+      return false;
+    }
+  }
+  if (digits != 4) return false;
+  complete();
+  return true;
+}
 
 inline void Framer::feed(const uint8_t* data, size_t n) {
   size_t i = 0;

@@ -36,7 +36,10 @@ class StreamRunner : public Runner {
       const size_t n = src_->read(buf, sizeof buf, 250);
       ctx_.progress(slot);
       restart_framing_after_outage();
-      if (n == 0) continue;
+      if (n == 0) {  // the line went quiet: a telegram without CR LF after its CRC is whole
+        deliver_finished(clock::wall_ns(), clock::mono_ns());
+        continue;
+      }
       cut_and_publish(buf, n);
       report_counters();
     }
@@ -48,8 +51,16 @@ class StreamRunner : public Runner {
     const uint64_t outages = src_->counters().outages;
     if (outages == outages_seen_) return;
     outages_seen_ = outages;
+    deliver_finished(clock::wall_ns(), clock::mono_ns());
     framer_.reset();
     splitter_.reset();
+  }
+  // A telegram that ended right after its CRC digits (no CR LF) is delivered once the line
+  // went quiet or was lost.
+  void deliver_finished(int64_t wall, int64_t mono) {
+    std::string frame;
+    if (!encrypted_ && framer_.finish())
+      while (framer_.pop(frame)) ctx_.publish(make_raw(m_.name, "dsmr", std::move(frame), wall, mono));
   }
   void cut_and_publish(const uint8_t* buf, size_t n) {
     const int64_t wall = clock::wall_ns(), mono = clock::mono_ns();
@@ -102,9 +113,7 @@ class FileRunner : public Runner {
     const int64_t period = int64_t(1e9 / m_.rate_hz);
     int64_t next = clock::mono_ns();
     size_t sent = 0;
-    for (size_t off = 0; off < bytes.size() && ctx_.running(); off += 512) {
-      framer.feed(reinterpret_cast<const uint8_t*>(bytes.data()) + off,
-                  std::min<size_t>(512, bytes.size() - off));
+    auto publish_ready = [&] {  // false when stopping
       std::string t;
       while (framer.pop(t)) {
         if (!sleep_until(ctx_, slot, next)) return false;
@@ -112,7 +121,15 @@ class FileRunner : public Runner {
         ctx_.publish(make_raw(m_.name, "dsmr", std::move(t), clock::wall_ns(), clock::mono_ns()));
         ++sent;
       }
+      return true;
+    };
+    for (size_t off = 0; off < bytes.size() && ctx_.running(); off += 512) {
+      framer.feed(reinterpret_cast<const uint8_t*>(bytes.data()) + off,
+                  std::min<size_t>(512, bytes.size() - off));
+      if (!publish_ready()) return false;
     }
+    framer.finish();  // the file may end right after the last CRC
+    if (!publish_ready()) return false;
     log::info("meter %s: replayed %zu telegrams from %s", m_.name.c_str(), sent, m_.file.c_str());
     return true;
   }

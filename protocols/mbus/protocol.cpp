@@ -2,6 +2,8 @@
 // protocols/mbus/mbus_poll.h, decoded by protocols/mbus/mbus.h. The meters of one line share
 // one runner; a multi-telegram answer is one reading.
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <ctime>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -107,6 +109,20 @@ void make_runners(RunContext& ctx, const std::vector<const config::Meter*>& mete
   for (auto& [line, ms] : lines) out.push_back(std::make_unique<LineRunner>(ctx, ms));
 }
 
+// M-Bus times are the meter's wall clock: converted with the process's time zone (TZ, set
+// from general.timezone by the worker's main). False when the zone cannot convert it.
+bool local_to_utc(int64_t local_seconds, int64_t& utc_seconds) {
+  const time_t t = static_cast<time_t>(local_seconds);
+  struct tm tm {};
+  if (!gmtime_r(&t, &tm)) return false;
+  tm.tm_isdst = -1;
+  errno = 0;
+  const time_t u = mktime(&tm);
+  if (u == static_cast<time_t>(-1) && errno != 0) return false;
+  utc_seconds = static_cast<int64_t>(u);
+  return true;
+}
+
 // The telegrams of one poll (a multi-telegram answer), collected until last_of_poll.
 class Decoder : public FrameDecoder {
  public:
@@ -120,7 +136,7 @@ class Decoder : public FrameDecoder {
     }
     Reading part;
     std::string why;
-    mp::mbus::to_reading(res.frame, part, &why);
+    mp::mbus::to_reading(res.frame, part, &why, local_to_utc);
     partial_.protocol = "mbus";
     if (!part.device_id.empty()) partial_.device_id = part.device_id;
     if (part.meter_time_ns) partial_.meter_time_ns = part.meter_time_ns;

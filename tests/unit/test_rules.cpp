@@ -39,7 +39,7 @@ mp::Reading reading(double net) {
   mp::Reading r;
   r.meter = "main";
   r.protocol = "dsmr";
-  r.values.push_back({"power_net_w", net, "", false, "W", "", 0});
+  r.values.push_back({"power_net_w", net, "", false, "W", "", 0, ""});
   return r;
 }
 
@@ -377,9 +377,9 @@ TEST_CASE("conditions: time window, weekdays, tariff, voltage") {
     sim.decorate = [](mp::Reading& rd, int64_t t, double) {
       mp::Value tariff{"tariff", 0,  t < at(10, 1) || t >= at(10, 2) ? "0002" : "0001",
                        true,     "", "0-0:96.14.0",
-                       0};
+                       0, ""};
       rd.values.push_back(tariff);
-      rd.values.push_back({"voltage_l1_v", t < at(10, 3) ? 235.0 : 251.0, "", false, "V", "", 0});
+      rd.values.push_back({"voltage_l1_v", t < at(10, 3) ? 235.0 : 251.0, "", false, "V", "", 0, ""});
     };
     sim.run(at(10, 0), at(10, 4));
     std::vector<Event> expect = {{"r", "10:00:00", true},
@@ -420,11 +420,11 @@ struct DemandMeter {
     }
     double imp = std::max(0.0, net);
     double avg = t > q0 ? joules / (static_cast<double>(t - q0) / S) : imp;
-    rd.values.push_back({"power_import_w", imp, "", false, "W", "", 0});
+    rd.values.push_back({"power_import_w", imp, "", false, "W", "", 0, ""});
     if (energy_only)
-      rd.values.push_back({"energy_import_kwh", counter_kwh, "", false, "kWh", "", 0});
+      rd.values.push_back({"energy_import_kwh", counter_kwh, "", false, "kWh", "", 0, ""});
     else
-      rd.values.push_back({"demand_avg_w", avg, "", false, "W", "", 0});
+      rd.values.push_back({"demand_avg_w", avg, "", false, "W", "", 0, ""});
     joules += imp;  // this power lasts until the next reading, 1 s later
     counter_kwh += imp / 3.6e6;
   }
@@ -694,8 +694,8 @@ TEST_CASE("the engine never crashes on odd input") {
   Engine e(SiteSpec{}, {r});
   mp::Reading rd;
   rd.meter = "main";
-  rd.values.push_back({"power_net_w", std::nan(""), "", false, "W", "", 0});
-  rd.values.push_back({"tariff", 0, "garbage", true, "", "", 0});
+  rd.values.push_back({"power_net_w", std::nan(""), "", false, "W", "", 0, ""});
+  rd.values.push_back({"tariff", 0, "garbage", true, "", "", 0, ""});
   CHECK(e.step(at(1, 0), {9, 9999}, &rd).size() == 1);  // unknown state: failsafe off
   CHECK(e.step(at(0, 0), {-1, -5}, nullptr).empty());   // time going backwards
   CHECK_FALSE(e.confirm("missing", true, 0));

@@ -147,7 +147,7 @@ TEST_CASE("engine state survives save and load") {
   Engine e(SiteSpec{}, {r});
   mp::Reading rd;
   rd.meter = "main";
-  rd.values.push_back({"power_net_w", -2000, "", false, "W", "", 0});
+  rd.values.push_back({"power_net_w", -2000, "", false, "W", "", 0, ""});
   const int64_t t = int64_t{1717405200} * kNsPerSec;
   for (auto& d : e.step(t, {}, &rd)) e.confirm(d.relay, true, t);          // unknown -> off
   for (auto& d : e.step(t + 1, {}, &rd)) e.confirm(d.relay, true, t + 1);  // surplus -> on
