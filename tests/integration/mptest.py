@@ -351,16 +351,21 @@ def plug_tty(target, tty="/dev/ttyS0"):
 
 
 
+def listen_tcp():
+    """(listening socket, port) on 127.0.0.1 at a free port (SO_REUSEADDR, backlog 4)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    return sock, sock.getsockname()[1]
+
+
 class TcpPeer:
     """A listening TCP socket on 127.0.0.1 (free port) that plays a device (a P1 dongle,
     ser2net): accept() one connection at a time, send on it, close it to drop the client."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
+        self.sock, self.port = listen_tcp()
         self.conns = []
 
     def accept(self, timeout):

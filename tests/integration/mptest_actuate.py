@@ -85,11 +85,7 @@ class P1Server:
     """A TCP server acquire connects to (source = "tcp"); send() writes one telegram."""
 
     def __init__(self):
-        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(4)
-        self.port = self.srv.getsockname()[1]
+        self.srv, self.port = mptest.listen_tcp()
         self.lock = threading.Lock()
         self.conn = None
         # (wall time after the last byte was written, net_w, wall time before the write): the

@@ -221,11 +221,7 @@ def test_uncertain_switch_and_long_downtime():
             os.kill(p, signal.SIGKILL)
 
 
-def main():
-    return mptest.script_main(ck, test_failing_and_hanging_commands,
-                              test_uncertain_switch_and_long_downtime, where=False,
-                              print_tb=True)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(mptest.script_main(ck, test_failing_and_hanging_commands,
+                                test_uncertain_switch_and_long_downtime, where=False,
+                                print_tb=True))

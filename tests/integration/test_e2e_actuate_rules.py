@@ -325,10 +325,6 @@ def test_rules_failsafe_override_restart():
             os.kill(p, signal.SIGKILL)
 
 
-def main():
-    return mptest.script_main(ck, test_config_errors, test_rules_failsafe_override_restart, where=False,
-                              print_tb=True)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(mptest.script_main(ck, test_config_errors, test_rules_failsafe_override_restart,
+                                where=False, print_tb=True))

@@ -364,11 +364,6 @@ def test_peak_shaving():
         teardown(house, tap, sup, server, charger)
 
 
-def main():
-    return mptest.script_main(ck, test_priorities_and_load_staging,
-                              test_peak_shaving, where=False,
-                              print_tb=True)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(mptest.script_main(ck, test_priorities_and_load_staging, test_peak_shaving,
+                                where=False, print_tb=True))

@@ -13,7 +13,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mptest  # noqa: E402
-from mptest import DSMR_TEST_KEY, TcpPeer, dsmr_tcp_pipeline, read_data, wait_for, wait_tap_connected  # noqa: E402
+from mptest import (DSMR_TEST_KEY, TcpPeer, dsmr_tcp_pipeline, read_data,  # noqa: E402
+                    wait_for, wait_tap_connected)
 
 ck = mptest.Checker()
 check = ck.check
