@@ -28,8 +28,15 @@ it saw in `status`, then any process whose command line still names its config f
 Other helpers: TcpPeer (a 127.0.0.1 listener playing a P1 dongle / ser2net), run_cli and
 decode_dsmr / decode_one (`meterpipe decode dsmr`), check_readings (tap readings == decoded
 telegrams, value by value), cpu_seconds / alive / procs_using (/proc), crc16 (DSMR CRC),
-read_data (tests/data files). Checker() also turns SIGTERM/SIGHUP into a clean exit, and an
-atexit hook stops every Pipeline and Tap still running.
+read_data (tests/data files), status_json / worker_of / acquire_health / state_is / worker_pid
+(`meterpipe status --json` of a pipeline nobody wrapped in a Supervisor), ReadingTap (the
+Reading / RawFrame dicts of one topic), plug_tty and serial_harness_problem (serial tests),
+script_main (a script's main: the checks, the summary, the exit code). Checker() also turns
+SIGTERM/SIGHUP into a clean exit, and an atexit hook stops every Pipeline and Tap still running.
+
+What only some scripts share lives next to this file: mptest_actuate (P1 dongle, relay command
+scripts), mptest_modbus (register images, the pymodbus TCP peer), mptest_mbus (the M-Bus slave
+on a pty), mptest_serve (the serve pipeline, HTTP and WebSocket clients).
 
 Tap messages are the JSON objects `meterpipe tap` prints ({"topic", "publisher", "seq",
 "envelope": {... "reading"/"health"/"raw": {...}}}); protobuf's JSON turns int64 fields into
@@ -142,6 +149,23 @@ class Checker:
         return 1 if self.failed else 0
 
 
+def script_main(ck, *tests, serial=False, time_inline=False, **run_args):
+    """The main of a test script: refuses to run without meterpipe (serial=True: also outside
+    tests/harness/serial_ns.sh) as one failed check, else ck.run(*tests, **run_args); prints
+    the summary (Checker.finish) and returns the exit code."""
+    why = serial_harness_problem() if serial else ""
+    if why:
+        print("FAIL SERIAL TEST NOT RUN (needs tests/harness/serial_ns.sh): " + why)
+    elif not os.access(MP, os.X_OK):
+        why = "meterpipe not found"
+        print("FAIL meterpipe not found at %s (set MP_BIN_DIR)" % MP)
+    if why:
+        print("0 passed, 1 failed")
+        return 1
+    ck.run(*tests, **run_args)
+    return ck.finish(time_inline)
+
+
 def wait_for(pred, timeout, interval=0.05):
     """Polls pred() until it returns something truthy or timeout seconds pass; returns it."""
     end = time.monotonic() + timeout
@@ -201,10 +225,12 @@ def procs_using(needle):
     return out
 
 
-def run_cli(args, input=None, timeout=20):
-    """Runs `meterpipe ARGS...`; returns the CompletedProcess (bytes stdout/stderr)."""
+def run_cli(args, input=None, timeout=20, text=False):
+    """Runs `meterpipe ARGS...`; returns the CompletedProcess (bytes stdout/stderr; str with
+    text=True)."""
     return subprocess.run([MP] + list(args), env=ENV, input=input, capture_output=True,
-                          timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+                          timeout=timeout, text=text,
+                          stdin=None if input is not None else subprocess.DEVNULL)
 
 
 def free_port():
@@ -291,15 +317,26 @@ class InfluxServer:
 # ---------------------------------------------------------------------------------------------
 # Serial tests (run inside tests/harness/serial_ns.sh)
 
-def in_serial_harness():
-    """True inside serial_ns.sh: MP_SERIAL_HARNESS=1 and a tmpfs on /dev."""
+def serial_harness_problem():
+    """'' inside serial_ns.sh (MP_SERIAL_HARNESS=1, a tmpfs on /dev, ptyshim.so preloaded),
+    else why not."""
     if os.environ.get("MP_SERIAL_HARNESS") != "1":
-        return False
+        return "MP_SERIAL_HARNESS is not set"
     try:
         with open("/proc/self/mounts") as f:
-            return any(l.split()[1] == "/dev" and l.split()[2] == "tmpfs" for l in f)
+            devfs = [l.split()[2] for l in f if l.split()[1] == "/dev"]
     except OSError:
-        return False
+        return "/proc/self/mounts unreadable"
+    if not devfs or devfs[-1] != "tmpfs":
+        return "/dev is not the harness tmpfs"
+    if "ptyshim" not in os.environ.get("LD_PRELOAD", ""):
+        return "ptyshim.so is not in LD_PRELOAD"
+    return ""
+
+
+def in_serial_harness():
+    """True inside serial_ns.sh (see serial_harness_problem)."""
+    return serial_harness_problem() == ""
 
 
 def plug_tty(target, tty="/dev/ttyS0"):
@@ -314,16 +351,21 @@ def plug_tty(target, tty="/dev/ttyS0"):
 
 
 
+def listen_tcp():
+    """(listening socket, port) on 127.0.0.1 at a free port (SO_REUSEADDR, backlog 4)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    return sock, sock.getsockname()[1]
+
+
 class TcpPeer:
     """A listening TCP socket on 127.0.0.1 (free port) that plays a device (a P1 dongle,
     ser2net): accept() one connection at a time, send on it, close it to drop the client."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
+        self.sock, self.port = listen_tcp()
         self.conns = []
 
     def accept(self, timeout):
@@ -433,6 +475,87 @@ class Tap:
             pass
 
 
+def wait_tap_connected(tap, timeout=8):
+    """True once the tap got a heartbeat of process (so it receives process' readings)."""
+    return bool(wait_for(lambda: tap.messages("health/process"), timeout))
+
+
+def payload_of(msg):
+    """The Reading (or RawFrame) dict of a tap message with its bus seq as "_seq"; or None."""
+    env = msg.get("envelope", {})
+    r = env.get("reading", env.get("raw"))
+    if r is not None:
+        r["_seq"] = int(msg.get("seq", 0))
+    return r
+
+
+class ReadingTap(Tap):
+    """A Tap (stderr dropped) that hands out the Reading / RawFrame dicts of one topic."""
+
+    def __init__(self, run_dir, prefixes=("reading/",)):
+        Tap.__init__(self, run_dir, prefixes, keep_stderr=False)
+
+    def timed_payloads(self, topic, since=0.0):
+        """(arrival time, payload) of the messages on exactly `topic` since `since`."""
+        with self.lock:
+            items = [(t, m) for t, m in self.items if m.get("topic") == topic and t >= since]
+        out = []
+        for t, m in items:
+            r = payload_of(m)
+            if r is not None:
+                out.append((t, r))
+        return out
+
+    def readings(self, topic, since=0.0):
+        return [r for _, r in self.timed_payloads(topic, since)]
+
+    def last(self, topic, since=0.0):
+        rs = self.readings(topic, since)
+        return rs[-1] if rs else None
+
+
+def status_json(run_dir=None, cfg=None, args=None):
+    """`meterpipe status --json` of the pipeline at run_dir (or of config cfg, or found with
+    the status arguments args) as a dict; None when nothing answers."""
+    if args is None:
+        args = ["--run-dir", run_dir] if run_dir is not None else ["-c", cfg]
+    try:
+        r = run_cli(["status", "--json"] + list(args), timeout=10)
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    if r.returncode != 0:
+        return None
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        return None
+
+
+def worker_of(st, name):
+    """The entry of worker `name` in a status dict (None when absent)."""
+    for w in (st or {}).get("workers", []):
+        if w["name"] == name:
+            return w
+    return None
+
+
+def acquire_health(run_dir):
+    """acquire's status entry (state, pid, counters, info) of the pipeline at run_dir."""
+    return worker_of(status_json(run_dir), "acquire")
+
+
+def state_is(run_dir, meter, want):
+    """acquire's status entry when its info says state_<meter> = want, else None."""
+    w = acquire_health(run_dir)
+    return w if w and w.get("info", {}).get("state_" + meter) == want else None
+
+
+def worker_pid(cfg, name):
+    """The pid of worker `name` when it runs (status of config cfg), else None."""
+    w = worker_of(status_json(cfg=cfg), name)
+    return w["pid"] if w and w["state"] == "running" else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Supervisor: `meterpipe run` of a config file; Pipeline: the same with a temp config
 
@@ -505,15 +628,8 @@ class Supervisor:
     # --- status
     def status(self):
         """`meterpipe status --json` as a dict, or None when nothing answers."""
-        try:
-            r = run_cli(["status", "--json"] + self.status_args, timeout=10)
-        except (subprocess.TimeoutExpired, OSError):
-            return None
-        if r.returncode != 0:
-            return None
-        try:
-            st = json.loads(r.stdout)
-        except ValueError:
+        st = status_json(args=self.status_args)
+        if st is None:
             return None
         for w in st.get("workers", []):
             if w.get("pid", 0) > 0:
@@ -521,13 +637,7 @@ class Supervisor:
         return st
 
     def worker(self, name, st=None):
-        st = st or self.status()
-        if not st:
-            return None
-        for w in st["workers"]:
-            if w["name"] == name:
-                return w
-        return None
+        return worker_of(st or self.status(), name)
 
     def counters(self, name, st=None):
         """Health counters of worker name ({} when unknown)."""
@@ -683,6 +793,20 @@ def reading_of(msg):
     return msg.get("envelope", {}).get("reading", {})
 
 
+def values_of(reading):
+    """{canonical name: value dict} of a Reading dict (first value of each name)."""
+    out = {}
+    for v in reading.get("values", []):
+        out.setdefault(v["name"], v)
+    return out
+
+
+def number(reading, name):
+    """The number of value `name` of a Reading dict (0.0 when it has none), None when absent."""
+    v = values_of(reading).get(name)
+    return None if v is None else v.get("number", 0.0)
+
+
 def values_by_name(reading):
     """{canonical name: number or text} of a Reading dict (first value of each name)."""
     out = {}
@@ -787,6 +911,16 @@ def crc16(data):
         for _ in range(8):
             crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
     return crc
+
+
+# The key file of the encrypted test telegrams (tests/data/dsmr/SOURCES.md).
+DSMR_TEST_KEY = b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\nBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB\n"
+
+
+def dsmr_tcp_pipeline(meter, port, extra=""):
+    """A Pipeline with one DSMR meter on source = "tcp" at 127.0.0.1:port (extra: more keys)."""
+    return Pipeline('[[meter]]\nname = "%s"\nsource = "tcp"\nhost = "127.0.0.1"\nport = %d\n%s'
+                    % (meter, port, extra), prefix="mpd.")
 
 
 def check_readings(ck, what, msgs, teles, meter):

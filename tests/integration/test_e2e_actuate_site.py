@@ -18,15 +18,14 @@ import http.server
 import json
 import os
 import re
-import shutil
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mptest  # noqa: E402
-import test_e2e_actuate as ea  # noqa: E402  (P1 server, tap, env helpers)
-from mptest import MP, wait_for  # noqa: E402
+import mptest_actuate as ea  # noqa: E402  (P1 server, tap, env helpers)
+from mptest import wait_for  # noqa: E402
 
 STEP = 0.5  # seconds between telegrams
 SETTLE_S = 5  # actuate's settle time (SiteSpec.settle_s)
@@ -233,7 +232,7 @@ def test_priorities_and_load_staging():
               "switch on the surplus the others already use")
         check(house.on() == ["boiler", "heatpump"], "outputs: boiler and heat pump on",
               house.on())
-        r = ea.run_cli(["status"] + sup.status_args)
+        r = mptest.run_cli(["status"] + sup.status_args)
         out = r.stdout.decode()
         check(r.returncode == 0 and re.search(r"^boiler +on +auto ", out, re.M) and
               re.search(r"^heatpump +on +auto ", out, re.M) and
@@ -365,19 +364,6 @@ def test_peak_shaving():
         teardown(house, tap, sup, server, charger)
 
 
-def main():
-    if not os.access(MP, os.X_OK):
-        print("FAIL meterpipe not found at %s (set MP_BIN_DIR)" % MP)
-        return 1
-    ck.run(test_priorities_and_load_staging, test_peak_shaving, where=False, print_tb=True)
-    for p in ea.started:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    for d in ea.temp_dirs:
-        shutil.rmtree(d, ignore_errors=True)
-    return ck.finish()
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(mptest.script_main(ck, test_priorities_and_load_staging, test_peak_shaving,
+                                where=False, print_tb=True))

@@ -25,24 +25,11 @@ import tty
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mptest  # noqa: E402
-from mptest import Pipeline, read_data, wait_for  # noqa: E402
+from mptest import Pipeline, read_data, wait_for, wait_tap_connected  # noqa: E402
 
 ck = mptest.Checker()
 check = ck.check
 LINK = "/dev/ttyS0"
-
-
-def in_serial_harness():
-    """'' when this runs inside serial_ns.sh (env, tmpfs /dev, shim preloaded), else why not."""
-    if os.environ.get("MP_SERIAL_HARNESS") != "1":
-        return "MP_SERIAL_HARNESS is not set"
-    with open("/proc/self/mounts") as f:
-        devfs = [l.split()[2] for l in f if l.split()[1] == "/dev"]
-    if not devfs or devfs[-1] != "tmpfs":
-        return "/dev is not the harness tmpfs"
-    if "ptyshim" not in os.environ.get("LD_PRELOAD", ""):
-        return "ptyshim.so is not in LD_PRELOAD"
-    return ""
 
 
 class MeterPty:
@@ -60,13 +47,7 @@ class MeterPty:
         self._thread = None
 
     def plug(self):
-        tmp = "%s.plug.%d" % (LINK, os.getpid())
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        os.symlink(self.slave, tmp)
-        os.rename(tmp, LINK)
+        mptest.plug_tty(self.slave, LINK)
 
     def unplug(self):
         self.stop_stream()
@@ -120,10 +101,6 @@ class MeterPty:
 def serial_pipeline(meter, preset):
     return Pipeline('[[meter]]\nname = "%s"\nsource = "serial"\ndevice = "%s"\npreset = "%s"\n'
                     % (meter, LINK, preset), prefix="mpsd.")
-
-
-def wait_tap_connected(tap, timeout=8):
-    return bool(wait_for(lambda: tap.messages("health/process"), timeout))
 
 
 def check_line_settings(what, pty, baud_const):
@@ -336,19 +313,6 @@ def test_dsmr3_7e1():
         p.stop()
 
 
-def main():
-    why = in_serial_harness()
-    if why:
-        print("FAIL SERIAL TEST NOT RUN (needs tests/harness/serial_ns.sh): " + why)
-        print("0 passed, 1 failed")
-        return 1
-    if not os.access(mptest.MP, os.X_OK):
-        print("FAIL meterpipe not found at %s (set MP_BIN_DIR)" % mptest.MP)
-        print("0 passed, 1 failed")
-        return 1
-    ck.run(test_dsmr5_and_unplug, test_unplug_mid_telegram, test_dsmr3_7e1)
-    return ck.finish()
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(mptest.script_main(ck, test_dsmr5_and_unplug, test_unplug_mid_telegram,
+                                test_dsmr3_7e1, serial=True))

@@ -17,66 +17,26 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import termios
-import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.environ.get("MP_SOURCE_DIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
-BIN = os.environ.get("MP_BIN_DIR") or os.path.join(SRC, "build", "bin")
-MP = os.path.join(BIN, "meterpipe")
-TTY = "/dev/ttyS0"
-
-ENV = dict(os.environ)
-for k in ("MP_SUPERVISED", "JOURNAL_STREAM", "MP_LOG_LEVEL"):
-    ENV.pop(k, None)
-
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mptest  # noqa: E402
-from mptest import note, wait_for  # noqa: E402
+from mptest import (MP, ENV, ReadingTap, note, plug_tty, state_is, values_of,  # noqa: E402
+                    wait_for)
 from mptest import kill_proc as kill  # noqa: E402
-from mptest import in_serial_harness as in_harness  # noqa: E402
+from mptest_modbus import SDM630, sdm_image, sdm_mismatches, sdm_values  # noqa: E402
 
+TTY = "/dev/ttyS0"
 CK = mptest.Checker(handle_signals=False, max_detail=None)
 check = CK.check
-
-
-def plug(target):
-    mptest.plug_tty(target, TTY)
-
-
 started = []
 
-
-def f32_words(v):
-    u = struct.unpack(">I", struct.pack(">f", v))[0]
-    return [u >> 16, u & 0xFFFF]
-
-
-# process/modbus_maps.cpp kSdm630 (name, input register)
-SDM630 = [
-    ("voltage_l1_v", 0x0000), ("voltage_l2_v", 0x0002), ("voltage_l3_v", 0x0004),
-    ("current_l1_a", 0x0006), ("current_l2_a", 0x0008), ("current_l3_a", 0x000A),
-    ("power_l1_w", 0x000C), ("power_l2_w", 0x000E), ("power_l3_w", 0x0010),
-    ("power_factor_l1", 0x001E), ("power_factor_l2", 0x0020), ("power_factor_l3", 0x0022),
-    ("power_net_w", 0x0034), ("power_apparent_va", 0x0038), ("power_reactive_var", 0x003C),
-    ("power_factor", 0x003E), ("frequency_hz", 0x0046), ("energy_import_kwh", 0x0048),
-    ("energy_export_kwh", 0x004A), ("demand_avg_w", 0x0054), ("voltage_thd_l1_pct", 0x00EA),
-    ("voltage_thd_l2_pct", 0x00EC), ("voltage_thd_l3_pct", 0x00EE), ("voltage_thd_pct", 0x00F8),
-    ("energy_total_kwh", 0x0156), ("energy_import_l1_kwh", 0x015A),
-    ("energy_import_l2_kwh", 0x015C), ("energy_import_l3_kwh", 0x015E),
-    ("energy_export_l1_kwh", 0x0160), ("energy_export_l2_kwh", 0x0162),
-    ("energy_export_l3_kwh", 0x0164), ("energy_total_l1_kwh", 0x0166),
-    ("energy_total_l2_kwh", 0x0168), ("energy_total_l3_kwh", 0x016A),
-]
-SDM_VALUES = {"voltage_l1_v": 229.5, "power_net_w": 2875.25, "frequency_hz": 49.75,
-              "energy_import_kwh": 4321.5, "energy_export_kwh": 12.125}
-for i, (n, _) in enumerate(SDM630):
-    SDM_VALUES.setdefault(n, 10.0 + 0.5 * i)
+SDM_VALUES = sdm_values({"voltage_l1_v": 229.5, "power_net_w": 2875.25, "frequency_hz": 49.75,
+                         "energy_import_kwh": 4321.5, "energy_export_kwh": 12.125}, 10.0, 0.5)
 
 RTU_PEER = r'''
 import json, logging, sys
@@ -97,67 +57,7 @@ StartSerialServer(context=ctx, framer=ModbusRtuFramer, port=port, baudrate=9600,
 '''
 
 
-class Tap:
-    def __init__(self, run_dir):
-        self.items = []
-        self.lock = threading.Lock()
-        self.proc = subprocess.Popen([MP, "tap", "reading/", "--run-dir", run_dir], env=ENV,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
-        started.append(self.proc)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                m = json.loads(line)
-            except ValueError:
-                continue
-            r = m.get("envelope", {}).get("reading")
-            if r is not None:
-                with self.lock:
-                    self.items.append((time.monotonic(), m["topic"], r))
-
-    def readings(self, topic, since=0.0):
-        with self.lock:
-            return [r for t, tp, r in self.items if tp == topic and t >= since]
-
-    def last(self, topic, since=0.0):
-        rs = self.readings(topic, since)
-        return rs[-1] if rs else None
-
-
-def acquire_health(run_dir):
-    r = subprocess.run([MP, "status", "--json", "--run-dir", run_dir], env=ENV,
-                       capture_output=True, timeout=10)
-    try:
-        st = json.loads(r.stdout)
-    except ValueError:
-        return None
-    for w in st.get("workers", []):
-        if w["name"] == "acquire":
-            return w
-    return None
-
-
-def state_is(run_dir, meter, want):
-    w = acquire_health(run_dir)
-    return w if w and w.get("info", {}).get("state_" + meter) == want else None
-
-
-def image_mismatches(vals_by_name, key_value, key_reg):
-    bad = []
-    for n, a in SDM630:
-        v = vals_by_name.get(n)
-        if v is None or v.get(key_value, 0.0) != SDM_VALUES[n] or v.get(key_reg) != "ir:0x%04X" % a:
-            bad.append((n, v))
-    return bad
-
-
 def main():
-    if not in_harness():
-        check(False, "SERIAL TEST NOT RUN (needs tests/harness/serial_ns.sh)")
-        return
     for mod in ("pymodbus", "serial", "serial_asyncio"):
         r = subprocess.run(["/usr/bin/python3", "-c", "import " + mod], capture_output=True)
         if not check(r.returncode == 0, "/usr/bin/python3 can import %s (Debian python3-%s)"
@@ -180,15 +80,11 @@ def main():
                      "socat made the pty pair A <-> B"):
             return
         b_real = os.path.realpath(d + "/B")
-        plug(b_real)
+        plug_tty(b_real, TTY)
         check(os.path.realpath(TTY) == b_real and b_real.startswith("/dev/pts/"),
               "/dev/ttyS0 -> %s (B's pty slave)" % b_real)
 
-        image = {"ir": {}}
-        ir = {a: 0 for a in range(0, 0x016C)}
-        for n, a in SDM630:
-            ir[a], ir[a + 1] = f32_words(SDM_VALUES[n])
-        image["ir"] = {str(a): v for a, v in ir.items()}
+        image = sdm_image(SDM_VALUES)
         img_path = os.path.join(d, "image.json")
         with open(img_path, "w") as f:
             json.dump({"units": {"1": image}}, f)
@@ -220,7 +116,7 @@ def main():
                  "read --rtu /dev/ttyS0 --id 1 --type sdm630: ok (libmodbus opens the pty)",
                  (r.returncode, r.stdout[:300], r.stderr[:300])):
             got = {v["name"]: v for v in js["values"]}
-            bad = image_mismatches(got, "value", "register")
+            bad = sdm_mismatches(got, SDM_VALUES, "value", "register")
             check(not bad, "read --rtu: all %d SDM630 values and registers equal the image"
                   % len(SDM630), bad[:3])
         r, js = read_once("--parity", "even")
@@ -247,7 +143,7 @@ def main():
                     'device = "%s"\nbaud = 9600\nparity = "none"\nunit_id = 1\ntype = "sdm630"\n'
                     'interval_ms = 500\ntimeout_ms = 300\n'
                     % (run_dir, os.path.join(d, "state"), TTY))
-        tap = Tap(run_dir)
+        tap = ReadingTap(run_dir)
         time.sleep(0.3)
         sup = subprocess.Popen([MP, "run", "-c", cfg], env=ENV, stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL,
@@ -255,10 +151,8 @@ def main():
         started.append(sup)
         rd = wait_for(lambda: tap.last("reading/rtu"), 15)
         if check(rd is not None, "reading/rtu arrives (acquire polls /dev/ttyS0 over RTU)"):
-            vs = {}
-            for v in rd.get("values", []):
-                vs.setdefault(v["name"], v)
-            bad = image_mismatches(vs, "number", "native_id")
+            vs = values_of(rd)
+            bad = sdm_mismatches(vs, SDM_VALUES, "number", "native_id")
             check(not bad, "reading/rtu: all %d SDM630 registers equal the image, ir:0x.... ids"
                   % len(SDM630), bad[:3])
             check(vs.get("voltage_l1_v", {}).get("number") == 229.5 and
@@ -308,7 +202,7 @@ def main():
             note("first reading %.2f s after the peer was restarted (python start ~1 s + "
                  "device backoff)" % (time.monotonic() - t_back))
             vs = {v["name"]: v for v in back.get("values", [])}
-            check(not image_mismatches(vs, "number", "native_id"),
+            check(not sdm_mismatches(vs, SDM_VALUES, "number", "native_id"),
                   "resumed reading/rtu equals the image")
         ok = wait_for(lambda: state_is(run_dir, "rtu", "ok"), 10, 0.2)
         check(ok is not None and ok["pid"] == acq_pid and ok.get("restarts") == 0,
@@ -327,11 +221,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:
-        import traceback
-        traceback.print_exc()
-        check(False, "test script ran to the end", repr(e))
-    print("%d passed, %d failed" % (CK.passed, CK.failed), flush=True)
-    sys.exit(1 if CK.failed else 0)
+    sys.exit(mptest.script_main(CK, main, print_tb=True, serial=True))
