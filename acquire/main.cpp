@@ -1,7 +1,8 @@
 // meterpipe-acquire: bytes from meters in, raw/<meter> frames out.
 // One thread per byte source (a DSMR meter, a Modbus bus, an M-Bus line); frames are
 // published on the worker's bus publisher (thread-safe). Sources reconnect by themselves;
-// this file only wires config, sources, framers and the bus.
+// this file only wires config, sources, framers, the bus and the journal (every frame is also
+// kept on disk for upload: docs/DURABILITY.md).
 #include <unistd.h>
 
 #include <thread>
@@ -10,9 +11,12 @@
 #include "acquire/worker_runners.h"
 #include "bus/worker.h"
 #include "common/log.h"
+#include "journal/for_worker.h"
 
 int main(int argc, char** argv) {
   mp::Worker w(argc, argv, "acquire");
+  auto journal = mp::journal::open_for(w.cfg(), "acquire");
+  mp::acquire::set_journal(journal.get());
   std::vector<std::string> problems;
   auto runners = mp::acquire::make_runners(w, problems);
   for (const auto& p : problems) mp::log::error("%s", p.c_str());
@@ -23,8 +27,11 @@ int main(int argc, char** argv) {
   }
   while (w.running()) {
     usleep(unsigned(w.wait_ms()) * 1000);
+    mp::journal::report(w, journal.get());
     w.tick();
   }
   for (auto& t : threads) t.join();
+  mp::acquire::set_journal(nullptr);
+  if (journal) journal->close();  // what is queued reaches the file
   return 0;
 }

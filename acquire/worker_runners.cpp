@@ -15,11 +15,14 @@
 #include "acquire/tcp_source.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "journal/journal.h"
 #include "process/dlms.h"
 
 namespace mp::acquire {
 
 namespace {
+
+journal::Writer* g_journal = nullptr;
 
 // Publishes one frame as raw/<source>. `fill` sets protocol-specific fields (Modbus).
 template <class Fill = void (*)(meterpipe::RawFrame*)>
@@ -37,6 +40,7 @@ void publish_raw(Worker& w, const std::string& source, const std::string& protoc
   raw->set_last_of_poll(last_of_poll);
   fill(raw);
   w.pub().publish(bus::topic_raw(source), env);
+  if (g_journal) g_journal->append(env.SerializeAsString());  // queued: never waits for disk
   w.count("frames_" + source);
 }
 
@@ -326,6 +330,8 @@ class MbusRunner : public Runner {
 };
 
 }  // namespace
+
+void set_journal(journal::Writer* j) { g_journal = j; }
 
 std::vector<std::unique_ptr<Runner>> make_runners(Worker& w, std::vector<std::string>& problems) {
   std::vector<std::unique_ptr<Runner>> out;

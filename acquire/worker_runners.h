@@ -8,7 +8,15 @@
 #include "bus/worker.h"
 #include "config/config.h"
 
+namespace mp::journal {
+class Writer;
+}
+
 namespace mp::acquire {
+
+// Every frame the runners publish is also appended to `j` (docs/DURABILITY.md); nullptr: none.
+// Set before the runners start.
+void set_journal(journal::Writer* j);
 
 class Runner {
  public:

@@ -21,6 +21,9 @@ struct General {
   std::string log_level = "info";
   double watchdog_s = 5;
   int64_t replay_ring = 10000;
+  // Frames and relay events reach the journal on disk (write()) at most this long after they
+  // were published (docs/DURABILITY.md): what a kill -9 of the supervisor can cost.
+  double durability_s = 1;
   std::string timezone = "Europe/Amsterdam";
   std::string bin_dir;  // where worker executables are; default: next to `meterpipe`
   // CPU for the real-time path (acquire, actuate); the other workers run on the rest.
