@@ -482,7 +482,7 @@ def test_rules_failsafe_override_restart():
             n_log = len(sup.log())
             t_kill = time.time()
             os.kill(old_pid, signal.SIGKILL)
-            w2 = wait_for(lambda: (lambda x: x if x and x["pid"] not in (old_pid, -1, 0) and
+            w2 = wait_for(lambda: (lambda x: x if x and x["pid"] not in (old_pid, -1, 0, None) and
                                    x["last_health_age_s"] is not None else None)(
                 sup.worker("actuate")), 6, 0.1)
             check(w2 is not None, "%s: kill -9 actuate, the supervisor restarts it" % what,
@@ -642,7 +642,7 @@ def test_failing_and_hanging_commands():
             pid = env.hang_pids()[-1]
             time.sleep(0.3)
             a = sup.worker("actuate")
-            if check(alive(pid) and is_sleep30(pid) and a and a["pid"] > 0,
+            if check(alive(pid) and is_sleep30(pid) and a and (a["pid"] or 0) > 0,
                      "the retried hanging command is running (pid %d)" % pid):
                 os.kill(a["pid"], signal.SIGKILL)
                 gone = wait_for(lambda: not alive(pid), 2, 0.05)
