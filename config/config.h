@@ -81,8 +81,8 @@ struct Upload {
   std::string ca_file;
   std::string measurement = "electricity";
   std::map<std::string, std::string> tags;
-  std::string spool_dir;  // default <state_dir>/spool
-  int64_t spool_max_mb = 256;
+  std::string spool_dir;     // unused since the journals (accepted for old configs)
+  int64_t spool_max_mb = 256;  // bound of each journal (<state_dir>/journal/<worker>)
   int64_t batch_size = 5000;
   double batch_age_s = 5;
   double timeout_s = 30;
