@@ -38,10 +38,21 @@ struct FeedStats {
   uint64_t bad_records = 0;    // records that are not an Envelope of the expected kind
 };
 
-class JournalFeed {
+// Where the uploader gets its points: read() in order, marks() the positions to save once the
+// target holds every point read so far, save() them. JournalFeed is the product's.
+class Feed {
+ public:
+  using Marks = std::vector<journal::Position>;
+  virtual ~Feed() = default;
+  virtual size_t read(std::vector<Point>& out, size_t max_points) = 0;
+  virtual Marks marks() const = 0;
+  virtual bool save(const Marks& m) = 0;
+  virtual const Marks& saved() const = 0;
+};
+
+class JournalFeed : public Feed {
  public:
   enum class Kind { raw_frames, relay_events };
-  using Marks = std::vector<journal::Position>;
 
   JournalFeed(const config::Config& cfg, LineProtocolOptions lp, std::string consumer = "upload");
   // Adds a journal; reading starts at its saved cursor (or its oldest record).
@@ -49,13 +60,13 @@ class JournalFeed {
 
   // Reads records and appends their points to `out` until `max_points` points were added or
   // the journals hold nothing more. Returns the number of points added.
-  size_t read(std::vector<Point>& out, size_t max_points);
+  size_t read(std::vector<Point>& out, size_t max_points) override;
   // The clean positions now (one per source, in add_source order).
-  Marks marks() const;
+  Marks marks() const override;
   // Saves `m` as the sources' cursors (fsynced; the journal writers may then delete what lies
   // before them). False when a cursor could not be written.
-  bool save(const Marks& m);
-  const Marks& saved() const { return saved_; }
+  bool save(const Marks& m) override;
+  const Marks& saved() const override { return saved_; }
   FeedStats stats() const;
 
  private:

@@ -24,7 +24,7 @@ std::string error_text(const WriteResult& r) {
 
 }  // namespace
 
-Uploader::Uploader(JournalFeed& feed, Target& target, UploaderOptions opt)
+Uploader::Uploader(Feed& feed, Target& target, UploaderOptions opt)
     : feed_(feed), target_(target), opt_(opt), batch_limit_(opt.batch_points) {
   rng_ = opt_.random_seed ? opt_.random_seed : static_cast<uint64_t>(clock::mono_ns()) | 1;
   confirmed_ = feed_.saved();
@@ -87,10 +87,11 @@ bool Uploader::fill_batch(int64_t now) {
     const size_t before = batch_.size();
     feed_.read(batch_, opt_.batch_points - batch_.size());
     batch_marks_ = feed_.marks();
-    if (batch_.empty())
+    if (batch_.empty()) {
       confirmed_ = batch_marks_;  // records that made no point
-    else if (before == 0)
-      batch_since_ = now;
+      backlog_ = false;
+    } else if (before == 0)  // after a full batch the rest of a backlog goes at once
+      batch_since_ = backlog_ ? now - opt_.batch_age_ms * 1000000 : now;
   }
   {
     std::lock_guard lk(mu_);
@@ -125,7 +126,9 @@ WriteResult Uploader::deliver_batch() {
     }
     if (r.cls == WriteClass::bad_data || r.cls == WriteClass::too_large) {
       st_.dropped_bad_data += j - i;
+      st_.batches_dropped_bad_data += 1;
       st_.last_error = error_text(r);
+      st_.last_error_wall_ns = clock::wall_ns();
       log::error(
           "upload: server refused a batch (HTTP %ld): %s; dropped %zu points; first "
           "offending line: %s",
@@ -152,7 +155,12 @@ void Uploader::confirm_batch() {
   in_trouble_ = false;
   attempt_ = 0;
   confirmed_ = batch_marks_;
+  backlog_ = batch_.size() >= opt_.batch_points;
   batch_.clear();
+  {
+    std::lock_guard lk(mu_);
+    st_.points_pending = 0;
+  }
   sent_upto_ = 0;
   batch_since_ = 0;
 }
@@ -168,6 +176,7 @@ void Uploader::back_off(const WriteResult& r) {
     st_.retries += 1;
     st_.points_retried += batch_.size() - sent_upto_;
     st_.last_error = error_text(r);
+    st_.last_error_wall_ns = clock::wall_ns();
   }
   if (!in_trouble_ || now - last_problem_log_ >= opt_.problem_log_interval_ms * 1000000) {
     if (cfg)

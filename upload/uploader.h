@@ -48,18 +48,20 @@ struct UploaderStats {
   uint64_t retries = 0;
   uint64_t points_retried = 0;
   uint64_t dropped_bad_data = 0;
+  uint64_t batches_dropped_bad_data = 0;
   uint64_t points_pending = 0;  // in the batch in flight
   uint64_t cursor_saves = 0;
   uint64_t probes = 0;
   long last_http_status = 0;
   bool config_error = false;
   std::string last_error;
+  int64_t last_error_wall_ns = 0;
   double oldest_unsent_age_s = 0;
 };
 
 class Uploader {
  public:
-  Uploader(JournalFeed& feed, Target& target, UploaderOptions opt = {});
+  Uploader(Feed& feed, Target& target, UploaderOptions opt = {});
   // Runs until stop(); call from one thread.
   void run();
   // Prompt and idempotent; thread safe.
@@ -75,13 +77,14 @@ class Uploader {
   bool wait_ms(int64_t ms);  // false when stopping
   double next_random();
 
-  JournalFeed& feed_;
+  Feed& feed_;
   Target& target_;
   UploaderOptions opt_;
   std::vector<Point> batch_;
-  JournalFeed::Marks batch_marks_, confirmed_;
+  Feed::Marks batch_marks_, confirmed_;
   int64_t batch_since_ = 0;
   size_t sent_upto_ = 0;  // points of the batch already accepted (a retry resumes there)
+  bool backlog_ = false;  // the last batch was full: more is waiting
   size_t batch_limit_;
   int attempt_ = 0;
   bool in_trouble_ = false;
