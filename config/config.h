@@ -81,7 +81,7 @@ struct Upload {
   std::string ca_file;
   std::string measurement = "electricity";
   std::map<std::string, std::string> tags;
-  std::string spool_dir;     // unused since the journals (accepted for old configs)
+  std::string spool_dir;       // unused since the journals (accepted for old configs)
   int64_t spool_max_mb = 256;  // bound of each journal (<state_dir>/journal/<worker>)
   int64_t batch_size = 5000;
   double batch_age_s = 5;
