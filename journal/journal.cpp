@@ -21,6 +21,7 @@ namespace mp::journal {
 namespace {
 
 constexpr char kMagic[kSegmentHeader] = {'M', 'P', 'J', 'R', 'N', 'L', '0', '1'};
+constexpr char kMagicCompressed[kSegmentHeader] = {'M', 'P', 'J', 'R', 'N', 'L', '0', '2'};
 
 void put_u32(char* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
@@ -34,6 +35,44 @@ uint32_t crc_of(std::string_view s) {
   uLong c = crc32(0L, Z_NULL, 0);
   return static_cast<uint32_t>(
       crc32(c, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size())));
+}
+
+// [u32 original length][raw deflate of `in` with `dict` as preset dictionary]
+bool deflate_with(std::string_view in, const std::string& dict, std::string& out) {
+  z_stream zs{};
+  if (deflateInit2(&zs, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) return false;
+  if (!dict.empty())
+    deflateSetDictionary(&zs, reinterpret_cast<const Bytef*>(dict.data()), uInt(dict.size()));
+  const uLong bound = deflateBound(&zs, uLong(in.size()));
+  out.assign(4 + bound, '\0');
+  put_u32(out.data(), uint32_t(in.size()));
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = uInt(in.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data() + 4);
+  zs.avail_out = uInt(bound);
+  const int rc = deflate(&zs, Z_FINISH);
+  out.resize(4 + zs.total_out);
+  deflateEnd(&zs);
+  return rc == Z_STREAM_END;
+}
+
+bool inflate_with(std::string_view in, const std::string& dict, std::string& out) {
+  if (in.size() < 4) return false;
+  const uint32_t n = get_u32(in.data());
+  if (n > kMaxPayload) return false;
+  out.assign(n, '\0');
+  if (n == 0) return true;
+  z_stream zs{};
+  if (inflateInit2(&zs, -15) != Z_OK) return false;
+  bool ok = dict.empty() || inflateSetDictionary(&zs, reinterpret_cast<const Bytef*>(dict.data()),
+                                                 uInt(dict.size())) == Z_OK;
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + 4));
+  zs.avail_in = uInt(in.size() - 4);
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = n;
+  ok = ok && inflate(&zs, Z_FINISH) == Z_STREAM_END && zs.total_out == n;
+  inflateEnd(&zs);
+  return ok;
 }
 
 bool pread_full(int fd, char* buf, size_t n, uint64_t off) {
@@ -75,7 +114,8 @@ uint64_t file_size(int fd) {
 uint64_t valid_length(int fd, uint64_t size) {
   char magic[kSegmentHeader];
   if (size < kSegmentHeader || !pread_full(fd, magic, kSegmentHeader, 0) ||
-      std::memcmp(magic, kMagic, kSegmentHeader) != 0)
+      (std::memcmp(magic, kMagic, kSegmentHeader) != 0 &&
+       std::memcmp(magic, kMagicCompressed, kSegmentHeader) != 0))
     return 0;
   uint64_t off = kSegmentHeader;
   std::string payload;
@@ -240,7 +280,8 @@ bool Writer::new_segment() {
   const std::string path = path_of(seq);
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) return false;
-  if (!write_full(fd, kMagic, kSegmentHeader) || ::fdatasync(fd) != 0) {
+  if (!write_full(fd, opt_.compress ? kMagicCompressed : kMagic, kSegmentHeader) ||
+      ::fdatasync(fd) != 0) {
     ::close(fd);
     ::unlink(path.c_str());
     return false;
@@ -248,6 +289,7 @@ bool Writer::new_segment() {
   fsync_dir(opt_.dir);
   if (fd_ >= 0) ::close(fd_);
   fd_ = fd;
+  prev_.clear();  // a compression chain never crosses segments
   segs_.push_back({seq, kSegmentHeader});
   std::lock_guard lk(mu_);
   st_.fsyncs += 2;
@@ -342,8 +384,9 @@ void Writer::run() {
 }
 
 void Writer::write_batch(std::vector<std::string>& batch) {
-  std::string buf;
+  std::string buf, stored;
   uint64_t in_buf = 0, written = 0, errors = 0, writes = 0;
+  bool chain_broken = false;
   auto flush = [&] {
     if (buf.empty()) return;
     ++writes;
@@ -357,12 +400,17 @@ void Writer::write_batch(std::vector<std::string>& batch) {
       log::error("journal %s: write failed: %s (%llu records lost)", opt_.dir.c_str(),
                  std::strerror(errno), static_cast<unsigned long long>(in_buf));
       if (fd_ >= 0) (void)!::ftruncate(fd_, static_cast<off_t>(before));
+      chain_broken = opt_.compress;  // later records would refer to lost ones
     }
     buf.clear();
     in_buf = 0;
   };
+  auto encode = [&](const std::string& p) {
+    if (opt_.compress && !deflate_with(p, prev_, stored)) stored.clear();
+    return kRecordHeader + (opt_.compress ? stored.size() : p.size());
+  };
   for (auto& p : batch) {
-    const uint64_t rec = kRecordHeader + p.size();
+    uint64_t rec = encode(p);
     const uint64_t size = segs_.back().second + buf.size();
     if (size > kSegmentHeader && size + rec > opt_.segment_bytes) {
       flush();
@@ -372,11 +420,17 @@ void Writer::write_batch(std::vector<std::string>& batch) {
                    std::strerror(errno));
       }
       enforce_bounds();
+      rec = encode(p);  // the new segment's chain starts here
     }
-    buf += frame_record(p);
+    buf += frame_record(opt_.compress ? stored : p);
+    if (opt_.compress) prev_ = p;
     ++in_buf;
   }
   flush();
+  if (chain_broken) {
+    sync_active();
+    new_segment();
+  }
   uint64_t total = 0;
   for (const auto& s : segs_) total += s.second;
   std::lock_guard lk(mu_);
@@ -418,7 +472,35 @@ bool Reader::open_segment(uint64_t seq) {
   if (fd_ >= 0) ::close(fd_);
   fd_ = ::open((dir_ + "/" + segment_name(seq)).c_str(), O_RDONLY | O_CLOEXEC);
   fd_seq_ = seq;
+  header_ok_ = false;
+  prev_.clear();
+  prev_end_ = 0;
   return fd_ >= 0;
+}
+
+bool Reader::expand(uint64_t offset, const std::string& stored, std::string& payload) {
+  if (prev_end_ != offset) {  // rebuild the chain from the segment's first record
+    prev_.clear();
+    prev_end_ = kSegmentHeader;
+    std::string rec, orig;
+    while (prev_end_ < offset) {
+      char h[kRecordHeader];
+      if (!pread_full(fd_, h, kRecordHeader, prev_end_)) return false;
+      const uint32_t len = get_u32(h);
+      if (len > kMaxPayload) return false;
+      rec.resize(len);
+      if (!pread_full(fd_, rec.data(), len, prev_end_ + kRecordHeader) ||
+          crc_of(rec) != get_u32(h + 4) || !inflate_with(rec, prev_, orig))
+        return false;
+      prev_.swap(orig);
+      prev_end_ += kRecordHeader + len;
+    }
+    if (prev_end_ != offset) return false;
+  }
+  if (!inflate_with(stored, prev_, payload)) return false;
+  prev_ = payload;
+  prev_end_ = offset + kRecordHeader + stored.size();
+  return true;
 }
 
 bool Reader::advance(Position& pos, const std::vector<uint64_t>& segs) {
@@ -447,7 +529,13 @@ Reader::Result Reader::next(Position& pos, std::string& payload) {
     if (pos.offset < kSegmentHeader) pos.offset = kSegmentHeader;
     uint64_t size = file_size(fd_);
     bool corrupt = false;
-    if (pos.offset + kRecordHeader <= size) {
+    if (!header_ok_ && size >= kSegmentHeader) {
+      char magic[kSegmentHeader];
+      header_ok_ = pread_full(fd_, magic, kSegmentHeader, 0);
+      compressed_ = header_ok_ && std::memcmp(magic, kMagicCompressed, kSegmentHeader) == 0;
+      corrupt = !header_ok_ || (!compressed_ && std::memcmp(magic, kMagic, kSegmentHeader) != 0);
+    }
+    if (header_ok_ && !corrupt && pos.offset + kRecordHeader <= size) {
       char h[kRecordHeader];
       if (pread_full(fd_, h, kRecordHeader, pos.offset)) {
         const uint32_t len = get_u32(h);
@@ -456,7 +544,8 @@ Reader::Result Reader::next(Position& pos, std::string& payload) {
         } else if (pos.offset + kRecordHeader + len <= size) {
           payload.resize(len);
           if (pread_full(fd_, payload.data(), len, pos.offset + kRecordHeader) &&
-              crc_of(payload) == get_u32(h + 4)) {
+              crc_of(payload) == get_u32(h + 4) &&
+              (!compressed_ || expand(pos.offset, std::string(payload), payload))) {
             pos.offset += kRecordHeader + len;
             ++st_.records;
             return Result::record;

@@ -2,12 +2,19 @@
 // it (upload). docs/DURABILITY.md has the promise this serves; this file has the mechanics.
 //
 // Layout of a journal directory (e.g. <state_dir>/journal/acquire):
-//   <20-digit sequence>.jnl   a segment: 8-byte magic "MPJRNL01", then records
+//   <20-digit sequence>.jnl   a segment: 8-byte magic "MPJRNL01" (or "MPJRNL02": compressed
+//                             records, below), then records
 //                             [u32 payload length][u32 CRC-32 of payload][payload], little
 //                             endian (the framing of the upload spool, generalised: the payload
 //                             is any bytes, here a serialized meterpipe::Envelope)
 //   cursor.<consumer>         "<segment> <offset>\n": where that consumer has safely got to
 //                             (written by the consumer: save_cursor)
+//
+// Compressed segments ("MPJRNL02", WriterOptions::compress): a record's payload is
+// [u32 length of the original][raw deflate of the original, with the previous record of the
+// same segment as preset dictionary]. Consecutive telegrams differ in a few digits, so a
+// record shrinks to a few dozen bytes; a reader that starts in the middle of a segment
+// rebuilds the chain from the segment's first record.
 //
 // Writer (one per journal, in the publishing worker):
 // - append() queues a copy and returns at once (bounded queue; when full the record is
@@ -71,6 +78,7 @@ struct WriterOptions {
   int64_t commit_ms = 1000;  // general.durability_s
   int64_t sync_ms = 60000;
   size_t queue_max = 20000;  // records waiting for the writer thread
+  bool compress = false;     // compressed segments (above)
 };
 
 struct WriterStats {
@@ -123,6 +131,7 @@ class Writer {
   // writer-thread state
   std::vector<std::pair<uint64_t, uint64_t>> segs_;  // (seq, size)
   int fd_ = -1;
+  std::string prev_;  // the previous record of the active segment (compression dictionary)
   bool unsynced_ = false;
   int64_t last_sync_ns_ = 0;
   WriterStats st_;  // under mu_
@@ -151,12 +160,19 @@ class Reader {
 
  private:
   bool open_segment(uint64_t seq);
+  // The original payload of the compressed record `stored` that starts at `offset` of the
+  // open segment; false when it does not decompress.
+  bool expand(uint64_t offset, const std::string& stored, std::string& payload);
   // Moves `pos` to the start of the first segment after pos.segment; false when none.
   bool advance(Position& pos, const std::vector<uint64_t>& segs);
 
   std::string dir_;
   int fd_ = -1;
   uint64_t fd_seq_ = 0;
+  bool header_ok_ = false;   // the open segment's magic was read
+  bool compressed_ = false;  // the open segment's records are compressed
+  std::string prev_;         // original payload of the record that ends at prev_end_
+  uint64_t prev_end_ = 0;
   ReaderStats st_;
 };
 

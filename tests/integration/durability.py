@@ -205,9 +205,17 @@ class Run:
         self.t0 = int(time.time())
         self.meter = Meter(self.t0)
         self.influx = None
+        self.influx_ok = True
         upload = '[upload]\ntarget = "file"\n'
         if target == "influxdb1":
-            self.influx = mptest.InfluxServer(prefix="mpdur.")
+            # started here, one seed after the other (several influxd starting at once on a
+            # loaded machine can take a port another one picked); new ports on a failure
+            for _ in range(3):
+                self.influx = mptest.InfluxServer(prefix="mpdur.")
+                self.influx_ok = self.influx.start() and create_db(self.influx.url)
+                if self.influx_ok:
+                    break
+                self.influx.remove()
             upload = ('[upload]\ntarget = "influxdb1"\nurl = "%s"\ndatabase = "mp"\n'
                       'batch_age_s = 1\ntimeout_s = 5\n' % self.influx.url)
         body = ('[[meter]]\nname = "m"\nsource = "tcp"\nhost = "127.0.0.1"\nport = %d\n\n%s'
@@ -338,8 +346,7 @@ class Run:
         info(L, "seed %d (replay: MP_FAULT_SEEDS=%d)" % (self.seed, self.seed))
         try:
             if self.influx:
-                if not check(L, self.influx.start() and create_db(self.influx.url),
-                             "influxd runs with database mp"):
+                if not check(L, self.influx_ok, "influxd runs with database mp"):
                     return
             self.tap = mptest.Tap(self.p.run_dir, ["raw/"], stop_wait=5)
             self.p.start()

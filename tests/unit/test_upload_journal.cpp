@@ -65,6 +65,7 @@ void write_journals(const mp::config::Config& cfg, int from, int n, int relays =
   mp::journal::Writer raw, rel;
   mp::journal::WriterOptions o;
   o.commit_ms = 1;
+  o.compress = true;  // as the workers write them
   o.dir = cfg.general.state_dir + "/journal/acquire";
   REQUIRE(raw.open(o));
   for (int i = 0; i < from + n; ++i) {
