@@ -688,15 +688,20 @@ def scenario_hang_then_sigterm(ix):
         run2, k2 = expected(L, p, n_pub, "the second tap")
         t1, _ = distinct_times(L, run1)
         t2, _ = distinct_times(L, run2)
-        want = len(t1) + k1 + len(t2) + k2
-        c, _ = wait_points(ix, "e5", "run='a'", want, 30)
+        c, _ = wait_points(ix, "e5", "run='a'", len(set(t1) | set(t2)), 30)
         rows = ix.rows("e5", "SELECT * FROM electricity WHERE run='a'") or []
         got = {r["time"] for r in rows}
-        missing = sorted((set(t1) | set(t2)) - got)
-        check(L, not missing and len(rows) == want,
-              "every reading of both runs is in InfluxDB once (%d points, want %d = %d + %d "
-              "before the first tap + %d + %d before the second; missing %d)"
-              % (len(rows), want, len(t1), k1, len(t2), k2, len(missing)), missing[:5])
+        union = set(t1) | set(t2)
+        missing = sorted(union - got)
+        # the simulated meter's clock starts again at the second start: a reading of the
+        # second run may have the meter time of one of the first (one point for both)
+        if len(union) < len(t1) + len(t2):
+            info(L, "%d readings of the second run share a meter time with one of the first"
+                 % (len(t1) + len(t2) - len(union)))
+        check(L, not missing and len(union) <= len(rows) <= len(union) + k1 + k2,
+              "every reading of both runs is in InfluxDB (%d points for %d distinct tapped "
+              "times + up to %d + %d untapped; missing %d)"
+              % (len(rows), len(union), k1, k2, len(missing)), missing[:5])
         time.sleep(1.2)
         cn, g = upload_counters(p)
         check(L, g.get("points_pending") == 0, "nothing pending after the drain", (cn, g))
