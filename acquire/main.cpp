@@ -1,7 +1,8 @@
 // meterpipe-acquire: bytes from meters in, raw/<meter> frames out.
 // One thread per runner (a P1 port, a Modbus bus, an M-Bus line; each protocol makes its
 // own: protocols/registry.h); frames are published on the worker's bus publisher
-// (thread-safe). Sources reconnect by themselves; this file only wires.
+// (thread-safe) and kept in the journal for upload (docs/ARCHITECTURE.md, "Durability").
+// Sources reconnect by themselves; this file only wires.
 #include <unistd.h>
 
 #include <thread>
@@ -10,10 +11,12 @@
 #include "acquire/worker_runners.h"
 #include "bus/worker.h"
 #include "common/log.h"
+#include "journal/for_worker.h"
 
 int main(int argc, char** argv) {
   mp::Worker w(argc, argv, "acquire");
-  mp::acquire::WorkerContext ctx(w);
+  auto journal = mp::journal::open_for(w.cfg(), "acquire");
+  mp::acquire::WorkerContext ctx(w, journal.get());
   std::vector<std::string> problems;
   auto runners = mp::acquire::make_runners(ctx, w.cfg(), problems);
   for (const auto& p : problems) mp::log::error("%s", p.c_str());
@@ -24,8 +27,10 @@ int main(int argc, char** argv) {
   }
   while (w.running()) {
     usleep(unsigned(w.wait_ms()) * 1000);
+    mp::journal::report(w, journal.get());
     w.tick();
   }
   for (auto& t : threads) t.join();
+  if (journal) journal->close();  // what is queued reaches the file
   return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "journal/journal.h"
 #include "protocols/registry.h"
 
 namespace mp::acquire {
@@ -11,6 +12,7 @@ void WorkerContext::publish(meterpipe::RawFrame&& raw) {
   const std::string source = raw.source();
   *env.mutable_raw() = std::move(raw);
   w_.pub().publish(bus::topic_raw(source), env);
+  if (journal_) journal_->append(env.SerializeAsString());  // queued: never waits for disk
   w_.count("frames_" + source);
 }
 

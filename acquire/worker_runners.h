@@ -10,12 +10,17 @@
 #include "bus/worker.h"
 #include "protocols/protocol.h"
 
+namespace mp::journal {
+class Writer;
+}
+
 namespace mp::acquire {
 
-// Publishes each frame as raw/<meter> and counts frames_<meter>.
+// Publishes each frame as raw/<meter>, appends it to the journal (when there is one: upload
+// reads it, docs/ARCHITECTURE.md "Durability") and counts frames_<meter>.
 class WorkerContext : public protocols::RunContext {
  public:
-  explicit WorkerContext(Worker& w) : w_(w) {}
+  WorkerContext(Worker& w, journal::Writer* journal) : w_(w), journal_(journal) {}
   bool running() const override { return w_.running(); }
   void progress(int slot) override { w_.progress(slot); }
   void publish(meterpipe::RawFrame&& raw) override;
@@ -26,6 +31,7 @@ class WorkerContext : public protocols::RunContext {
 
  private:
   Worker& w_;
+  journal::Writer* journal_;
 };
 
 // Runners for every configured meter: the meters of one protocol family go to that family's

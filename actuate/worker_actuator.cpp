@@ -15,6 +15,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "config/relay_spec.h"
+#include "journal/for_worker.h"
 #include "process/decoder.h"
 #include "process/reading_proto.h"
 
@@ -64,6 +65,7 @@ std::vector<std::string> words(const std::string& s) {
 
 Actuator::Actuator(Worker& w)
     : w_(w),
+      journal_(journal::open_for(w.cfg(), "actuate")),
       engine_(config::to_site_spec(w.cfg()), specs(w.cfg())),
       state_file_(w.cfg().actuate.state_file) {
   // The time zone is set once, before any thread exists: local_time() then only calls
@@ -170,6 +172,7 @@ void Actuator::finish(Out& o, const SwitchResult& r, int64_t now) {
   ev->set_trigger_receive_time_ns(o.trigger_wall_ns);
   ev->set_trigger_receive_mono_ns(o.trigger_mono_ns);
   w_.pub().publish(bus::topic_relay(d.relay), env);
+  if (journal_) journal_->append(env.SerializeAsString());  // queued: never waits for disk
   if (o.trigger_mono_ns)  // meter to decision: last byte at acquire -> event published
     w_.gauge("switch_latency_ms", double(clock::mono_ns() - o.trigger_mono_ns) / 1e6);
   if (r.ok) {
@@ -371,10 +374,12 @@ int Actuator::run() {
     w_.set_counter("bus_lost", sub.lost());
     for (const auto& st : engine_.status(now)) w_.gauge("relay_" + st.name, st.on ? 1 : 0);
     if (auto p = engine_.projected_demand_w()) w_.gauge("projected_demand_w", *p);
+    journal::report(w_, journal_.get());
     w_.tick();
   }
   for (auto& [n, o] : outs_)
     if (o.pending.valid()) finish(o, o.pending.get(), engine_now());
+  if (journal_) journal_->close();  // what is queued reaches the file
   save(true);
   return 0;
 }

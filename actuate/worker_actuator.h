@@ -14,6 +14,7 @@
 #include "actuate/rules.h"
 #include "bus/control.h"
 #include "bus/worker.h"
+#include "journal/journal.h"
 
 namespace mp::actuate {
 
@@ -48,6 +49,8 @@ class Actuator {
   static constexpr double kSaveIntervalS = 300;
 
   Worker& w_;
+  // every relay event published is also journaled for upload (docs/DURABILITY.md)
+  std::unique_ptr<journal::Writer> journal_;
   Engine engine_;
   std::map<std::string, Out> outs_;
   std::unique_ptr<bus::ControlServer> ctl_;  // null when its endpoint could not be bound

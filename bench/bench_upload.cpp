@@ -1,10 +1,9 @@
 // Upload figures (prints, does not judge):
-//  1. drain a spool of N points (default 1 000 000) into a local influxd with our Sender
-//     (batches of 5 000), points/s; then post the same lines in the same batch size with
-//     `curl --data-binary @file` (one curl process, one connection, `next` between requests)
-//     into a second database; our rate / curl's rate (goal >= 0.9).
-//  2. disk written per hour at 1 reading/s: 3600 appends of a realistic ~30-field DSMR line
-//     to the spool (+ fsync at most once a second) and to the daily files.
+//  1. drain N points (default 1 000 000) into a local influxd with the uploader
+//     (upload/uploader.h, batches of 5 000), points/s; then post the same lines in the same batch
+//     size with `curl --data-binary @file` (one curl process, one connection, `next` between
+//     requests) into a second database; our rate / curl's rate (goal >= 0.9).
+//  2. (disk written per hour: the whole pipeline's, in bench/bench_durability.py)
 //  3. encoder cost per reading.
 // Usage: bench_upload [points]   (needs influxd and curl in PATH; uses /tmp)
 #include <sys/wait.h>
@@ -21,10 +20,10 @@
 #include "common/log.h"
 #include "meterpipe.pb.h"
 #include "tests/integration/influx_harness.h"
-#include "upload/daily_files.h"
+#include "tests/integration/points_feed.h"
 #include "upload/line_protocol.h"
-#include "upload/sender.h"
-#include "upload/spool.h"
+#include "upload/targets.h"
+#include "upload/uploader.h"
 
 namespace fs = std::filesystem;
 using namespace mp::upload;
@@ -106,13 +105,6 @@ meterpipe::Reading small_reading(int i) {
   return r;
 }
 
-uint64_t dir_bytes(const std::string& d) {
-  uint64_t n = 0;
-  for (auto& e : fs::directory_iterator(d))
-    if (e.is_regular_file()) n += e.file_size();
-  return n;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -137,49 +129,8 @@ int main(int argc, char** argv) {
                 s / reps * 1e6, bytes / reps);
   }
 
-  // ---- 2. disk per hour at 1 reading/s ----
-  {
-    LineProtocolOptions o;
-    o.measurement_for = {{"gas_m3", "gas"}};
-    Spool sp;
-    std::string err;
-    if (!sp.open(work + "/hour_spool", 256ull << 20, 0, &err)) {
-      std::fprintf(stderr, "%s\n", err.c_str());
-      return 1;
-    }
-    DailyFiles df;
-    df.open(work + "/hour_daily");
-    uint64_t base_fsyncs = sp.stats().fsyncs;
-    uint64_t line_bytes = 0, points = 0;
-    int64_t mono = 1000 * kSec;
-    for (int i = 0; i < 3600; ++i, mono += kSec) {
-      auto res = encode(dsmr_reading(i), o);
-      for (auto& p : res.points) {
-        sp.append(p.line, p.time_ns);
-        df.append(p.line, p.time_ns);
-        line_bytes += p.line.size() + 1;
-        ++points;
-      }
-      sp.maybe_sync(mono);
-      df.maybe_sync(mono);
-    }
-    sp.sync();
-    df.sync();
-    auto st = sp.stats();
-    uint64_t fs_ = st.fsyncs - base_fsyncs;
-    std::printf("disk per hour at 1 reading/s (%llu points, %.0f bytes/line avg):\n",
-                static_cast<unsigned long long>(points), double(line_bytes) / points);
-    std::printf(
-        "  spool:       %.2f MB appended, %llu fsyncs (<= 1/s); device writes <= "
-        "%.2f MB (each fsync rewrites at most one partial 4 KiB page + the new data)\n",
-        st.bytes / 1e6, static_cast<unsigned long long>(fs_), (st.bytes + fs_ * 4096) / 1e6);
-    std::printf("  daily files: %.2f MB appended, %llu fsyncs\n",
-                dir_bytes(work + "/hour_daily") / 1e6,
-                static_cast<unsigned long long>(df.stats().fsyncs));
-    std::printf(
-        "  (when sending every 5 s, the spool also rewrites its one-line checkpoint 720 "
-        "times an hour)\n");
-  }
+  // ---- 2. disk per hour: the whole pipeline's, measured at the kernel by
+  //      bench/bench_durability.py (the journal replaced the spool) ----
 
   // ---- 1. drain N points ----
   mp::test::InfluxHarness db;
@@ -188,11 +139,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "influxd: %s\n", err.c_str());
     return 1;
   }
-  Spool sp;
-  if (!sp.open(work + "/spool", 2048ull << 20, 0, &err)) {
-    std::fprintf(stderr, "%s\n", err.c_str());
-    return 1;
-  }
+  mp::test::PointsFeed sp;  // the points as the journals would serve them
   // Batch files for curl, written from the same encoder output.
   fs::create_directories(work + "/curl");
   std::ofstream cfg(work + "/curl/config");
@@ -203,7 +150,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < n; ++i) {
       auto res = encode(small_reading(i), {});
       const auto& p = res.points[0];
-      sp.append(p.line, p.time_ns);
+      sp.add_line(p.line, p.time_ns);
       if (i % batch == 0) {
         if (part.is_open()) part.close();
         std::string f = work + "/curl/b" + std::to_string(file_no++) + ".lp";
@@ -219,10 +166,7 @@ int main(int argc, char** argv) {
     }
     part.close();
     cfg.close();
-    sp.sync();
-    auto st = sp.stats();
-    std::printf("spool fill: %d points, %.1f MB, %.0f points/s appended\n", n, st.bytes / 1e6,
-                n / since(t0));
+    std::printf("feed fill: %d points, %.0f points/s encoded\n", n, n / since(t0));
   }
 
   double ours_s, curl_s;
@@ -231,21 +175,25 @@ int main(int argc, char** argv) {
     c.api = InfluxConfig::Api::v1;
     c.url = db.url();
     c.db = "ours";
-    SenderOptions o;
+    UploaderOptions o;
     o.batch_points = batch;
     o.batch_age_ms = 0;
-    Sender s(sp, c, o);
+    InfluxTarget target(c);
+    Uploader up(sp, target, o);
     auto t0 = Clock::now();
-    s.start();
-    while (s.stats().points_pending > 0) {
-      if (s.stats().retries > 0 || s.stats().dropped_bad_data > 0) {
-        std::fprintf(stderr, "sender trouble: %s\n", s.stats().last_error.c_str());
+    std::thread t([&up] { up.run(); });
+    while (up.stats().points_sent < uint64_t(n)) {
+      if (up.stats().retries > 0 || up.stats().dropped_bad_data > 0) {
+        std::fprintf(stderr, "uploader trouble: %s\n", up.stats().last_error.c_str());
+        up.stop();
+        t.join();
         return 1;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     ours_s = since(t0);
-    s.stop();
+    up.stop();
+    t.join();
   }
   {
     auto t0 = Clock::now();
@@ -257,13 +205,12 @@ int main(int argc, char** argv) {
   int64_t c1 = db.query_count("ours", "SELECT count(power_net_w) FROM electricity");
   int64_t c2 = db.query_count("curl", "SELECT count(power_net_w) FROM electricity");
   std::printf("drain %d points in batches of %zu into influxd 1.6 (127.0.0.1):\n", n, batch);
-  std::printf("  meterpipe sender: %.2f s, %.0f points/s (%lld stored)\n", ours_s, n / ours_s,
+  std::printf("  meterpipe uploader: %.2f s, %.0f points/s (%lld stored)\n", ours_s, n / ours_s,
               static_cast<long long>(c1));
   std::printf("  curl --data-binary: %.2f s, %.0f points/s (%lld stored)\n", curl_s, n / curl_s,
               static_cast<long long>(c2));
   std::printf("  ratio ours/curl: %.2f (goal >= 0.9)\n", curl_s / ours_s);
   db.stop();
-  sp.close();
   std::error_code ec;
   fs::remove_all(work, ec);
   return 0;

@@ -149,8 +149,9 @@ int cmd_status(const std::string& run_dir, bool as_json) {
       std::snprintf(agebuf, sizeof agebuf, "-");
     else
       std::snprintf(agebuf, sizeof agebuf, "%.1f s", std::atof(age.c_str()));
+    const std::string pid = json_field(w, "pid");
     std::printf("%-10s %-8s %-9s %8s %8.0f s %12s\n", json_field(w, "name").c_str(),
-                json_field(w, "pid").c_str(), json_field(w, "state").c_str(),
+                pid == "null" ? "-" : pid.c_str(), json_field(w, "state").c_str(),
                 json_field(w, "restarts").c_str(), std::atof(json_field(w, "uptime_s").c_str()),
                 agebuf);
     pos = end;

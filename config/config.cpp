@@ -256,6 +256,7 @@ void read_general(Checker& c, const toml::table* t, General& g) {
   s.str("log_level", g.log_level, false, {"debug", "info", "warn", "error"});
   s.number("watchdog_s", g.watchdog_s, 1, 3600);
   s.integer("replay_ring", g.replay_ring, 0, 10000000);
+  s.number("durability_s", g.durability_s, 0.01, 60);
   s.integer("realtime_cpu", g.realtime_cpu, -1, 1023);
   if (s.str("timezone", g.timezone) && !g.timezone.empty()) {
     // glibc silently falls back to UTC for an unknown zone: time windows would shift

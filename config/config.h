@@ -21,6 +21,9 @@ struct General {
   std::string log_level = "info";
   double watchdog_s = 5;
   int64_t replay_ring = 10000;
+  // Frames and relay events reach the journal on disk (write()) at most this long after they
+  // were published (docs/DURABILITY.md): what a kill -9 of the supervisor can cost.
+  double durability_s = 1;
   std::string timezone = "Europe/Amsterdam";
   std::string bin_dir;  // where worker executables are; default: next to `meterpipe`
   // CPU for the real-time path (acquire, actuate); the other workers run on the rest.
@@ -78,8 +81,8 @@ struct Upload {
   std::string ca_file;
   std::string measurement = "electricity";
   std::map<std::string, std::string> tags;
-  std::string spool_dir;  // default <state_dir>/spool
-  int64_t spool_max_mb = 256;
+  std::string spool_dir;       // unused since the journals (accepted for old configs)
+  int64_t spool_max_mb = 256;  // bound of each journal (<state_dir>/journal/<worker>)
   int64_t batch_size = 5000;
   double batch_age_s = 5;
   double timeout_s = 30;

@@ -338,7 +338,8 @@ std::string Supervisor::status_json() {
     first = false;
     s += "{\"name\":";
     json::append_string(s, c.name);
-    s += ",\"pid\":" + std::to_string(c.pid) + ",\"state\":";
+    // no pid (null) for a worker that is not running: a script must never kill() a -1
+    s += ",\"pid\":" + (c.pid > 0 ? std::to_string(c.pid) : std::string("null")) + ",\"state\":";
     json::append_string(s, state_name(c.state));
     s += ",\"restarts\":" + std::to_string(c.restarts) + ",\"cpus\":";
     json::append_string(s, cpu_list(c.cpus));

@@ -255,6 +255,7 @@ InfluxClient::InfluxClient(InfluxConfig cfg) : cfg_(std::move(cfg)) {
     curl_free(e);
     return r;
   };
+  ping_url_ = base + "/ping";
   if (cfg_.api == InfluxConfig::Api::v1) {
     url_ = base + "/write?db=" + esc(cfg_.db);
     if (!cfg_.rp.empty()) url_ += "&rp=" + esc(cfg_.rp);
@@ -345,6 +346,32 @@ size_t InfluxClient::on_header(char* p, size_t size, size_t n, void* self) {
   if (colon != std::string_view::npos && iequals(h.substr(0, colon), "retry-after"))
     me->retry_after_ = std::string(trim(h.substr(colon + 1)));
   return len;
+}
+
+long InfluxClient::ping(long timeout_ms) {
+  if (abort_) return 0;
+  CURL* c = curl_easy_init();
+  if (!c) return 0;
+  curl_easy_setopt(c, CURLOPT_URL, ping_url_.c_str());
+  curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, cfg_.user_agent.c_str());
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, cfg_.verify_tls ? 1L : 0L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, cfg_.verify_tls ? 2L : 0L);
+  if (!cfg_.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, cfg_.ca_file.c_str());
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &InfluxClient::xferinfo);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, this);
+  curl_easy_setopt(
+      c, CURLOPT_WRITEFUNCTION,
+      +[](char*, size_t size, size_t n, void*) -> size_t { return size * n; });
+  long status = 0;
+  if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_cleanup(c);
+  return status;
 }
 
 WriteResult InfluxClient::write(std::string_view body) {

@@ -101,6 +101,10 @@ class InfluxClient {
   // POSTs `body` (line protocol, lines ended by '\n'). Blocking; reuses the connection.
   WriteResult write(std::string_view body);
 
+  // GET <url>/ping on a fresh connection (a cheap probe while writes back off): the HTTP
+  // status, 0 when there was no answer within `timeout_ms` (or abort() was called).
+  long ping(long timeout_ms = 2000);
+
   // Makes a running or next write() return `aborted` promptly (checked at least every
   // ~100 ms during the transfer). Thread safe. reset_abort() re-arms.
   void abort() { abort_ = true; }
@@ -113,6 +117,7 @@ class InfluxClient {
 
   InfluxConfig cfg_;
   std::string url_;
+  std::string ping_url_;
   void* curl_ = nullptr;          // CURL*
   void* headers_ = nullptr;       // curl_slist*
   void* headers_gzip_ = nullptr;  // curl_slist*

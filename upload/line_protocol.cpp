@@ -265,3 +265,27 @@ EncodeResult encode(const meterpipe::Reading& reading, const LineProtocolOptions
 }
 
 }  // namespace mp::upload
+
+namespace mp::upload {
+
+std::string encode_relay(const meterpipe::Envelope& env, Precision p) {
+  if (!env.has_relay()) return {};
+  const auto& r = env.relay();
+  std::string line;
+  append_measurement(line, "relay");
+  line += ",relay=";
+  if (!append_key(line, r.relay())) return {};
+  line += " state=";
+  line += r.new_state() ? "1i" : "0i";
+  line += ",ok=";
+  line += r.ok() ? "true" : "false";
+  line += ",mode=";
+  if (!append_string_field(line, r.mode())) return {};
+  line += ",reason=";
+  if (!append_string_field(line, r.reason())) return {};
+  line += ' ';
+  line += std::to_string(convert_time(env.send_time_ns(), p));
+  return line;
+}
+
+}  // namespace mp::upload

@@ -41,6 +41,7 @@
 
 namespace meterpipe {
 class Reading;
+class Envelope;
 }
 
 namespace mp::upload {
@@ -86,6 +87,12 @@ int64_t choose_time_ns(const meterpipe::Reading& reading);
 
 // Encodes one reading. A reading with no encodable value gives no point and no error.
 EncodeResult encode(const meterpipe::Reading& reading, const LineProtocolOptions& options);
+
+// A relay event (an Envelope carrying meterpipe::RelayEvent) as one line:
+//   relay,relay=<name> state=1i,ok=true,mode="auto",reason="..." <publish time>
+// The time is the event's publish time (send_time_ns) in precision `p`. Empty when the
+// envelope holds no relay event or a name or text cannot be represented (newline ...).
+std::string encode_relay(const meterpipe::Envelope& env, Precision p);
 
 // Escaping helpers (exposed for tests). Each returns false (and leaves `out` unspecified) when
 // the text cannot be represented (newline, dangerous backslash, empty).

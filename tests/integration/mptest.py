@@ -632,7 +632,7 @@ class Supervisor:
         if st is None:
             return None
         for w in st.get("workers", []):
-            if w.get("pid", 0) > 0:
+            if (w.get("pid") or 0) > 0:
                 self.seen_pids.add(w["pid"])
         return st
 
@@ -654,7 +654,7 @@ class Supervisor:
         if not st or not st["workers"]:
             return None
         for w in st["workers"]:
-            if w["state"] != "running" or w["pid"] <= 0 or w["last_health_age_s"] is None:
+            if w["state"] != "running" or not w["pid"] or w["last_health_age_s"] is None:
                 return None
         return st
 
@@ -783,6 +783,24 @@ class Pipeline(Supervisor):
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+def journal_frames(state_dir, worker="acquire"):
+    """Records in a worker's journal (<state_dir>/journal/<worker>/*.jnl; docs/DURABILITY.md:
+    an 8-byte segment header, then records of [u32 length][u32 CRC][payload])."""
+    import glob
+    n = 0
+    for name in sorted(glob.glob(os.path.join(state_dir, "journal", worker, "*.jnl"))):
+        with open(name, "rb") as f:
+            data = f.read()
+        off = 8
+        while off + 8 <= len(data):
+            ln = int.from_bytes(data[off:off + 4], "little")
+            if off + 8 + ln > len(data):
+                break
+            n += 1
+            off += 8 + ln
+    return n
 
 
 # ---------------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def test_failing_and_hanging_commands():
             pid = env.hang_pids()[-1]
             time.sleep(0.3)
             a = sup.worker("actuate")
-            if check(alive(pid) and is_sleep30(pid) and a and a["pid"] > 0,
+            if check(alive(pid) and is_sleep30(pid) and a and (a["pid"] or 0) > 0,
                      "the retried hanging command is running (pid %d)" % pid):
                 os.kill(a["pid"], signal.SIGKILL)
                 gone = wait_for(lambda: not alive(pid), 2, 0.05)

@@ -249,7 +249,7 @@ def test_rules_failsafe_override_restart():
             n_log = len(sup.log())
             t_kill = time.time()
             os.kill(old_pid, signal.SIGKILL)
-            w2 = wait_for(lambda: (lambda x: x if x and x["pid"] not in (old_pid, -1, 0) and
+            w2 = wait_for(lambda: (lambda x: x if x and x["pid"] not in (old_pid, -1, 0, None) and
                                    x["last_health_age_s"] is not None else None)(
                 sup.worker("actuate")), 6, 0.1)
             check(w2 is not None, "%s: kill -9 actuate, the supervisor restarts it" % what,

@@ -101,7 +101,7 @@ def test_running_supervisor():
 
         def new_acquire():
             w = sup.worker("acquire")
-            return w if w and w["pid"] > 0 and w["pid"] != old["acquire"] else None
+            return w if w and (w["pid"] or 0) > 0 and w["pid"] != old["acquire"] else None
 
         w = wait_for(new_acquire, 3, 0.02)
         dt = time.monotonic() - t0
@@ -135,7 +135,7 @@ def test_running_supervisor():
 
         def new_process():
             x = sup.worker("process")
-            return x if x and x["pid"] > 0 and x["pid"] != victim else None
+            return x if x and (x["pid"] or 0) > 0 and x["pid"] != victim else None
 
         w = wait_for(new_process, WATCHDOG_S + 4, 0.05)
         dt = time.monotonic() - t0
@@ -166,7 +166,7 @@ def test_running_supervisor():
         started.append(tap)
         time.sleep(0.3)
         up = sup.worker("upload")
-        if up and up["pid"] > 0:
+        if up and (up["pid"] or 0) > 0:
             os.kill(up["pid"], signal.SIGKILL)
         try:
             out, err = tap.communicate(timeout=10)
@@ -219,7 +219,7 @@ def test_running_supervisor():
 
         # --- SIGTERM: everything gone within 6 s, exit 0
         st = sup.status() or {"workers": []}
-        pids = [w["pid"] for w in st["workers"] if w["pid"] > 0]
+        pids = [w["pid"] for w in st["workers"] if (w["pid"] or 0) > 0]
         t0 = time.monotonic()
         sup.proc.send_signal(signal.SIGTERM)
         try:
@@ -365,7 +365,7 @@ def test_stop_escalation():
             return None
 
         helper = wait_for(helper_pid, 5)
-        st = wait_for(lambda: (lambda s: s if s and all(w["pid"] > 0 for w in s["workers"])
+        st = wait_for(lambda: (lambda s: s if s and all((w["pid"] or 0) > 0 for w in s["workers"])
                                else None)(sup.status()), 5)
         if not check(helper is not None and st is not None, "stubborn upload started",
                      sup.log()[-5:]):

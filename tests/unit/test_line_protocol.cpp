@@ -294,3 +294,27 @@ TEST_CASE("value without number or text is skipped") {
   CHECK(only_line(res) == "electricity,meter=home power_net_w=2 1700000000123456789");
   CHECK(res.skipped == std::vector<std::string>{"empty: no value"});
 }
+
+TEST_CASE("relay event: one line at the publish time, texts escaped, unrepresentable refused") {
+  meterpipe::Envelope env;
+  env.set_send_time_ns(kT);
+  auto* ev = env.mutable_relay();
+  ev->set_relay("boiler 1");
+  ev->set_new_state(true);
+  ev->set_ok(true);
+  ev->set_mode("auto");
+  ev->set_reason("export 1500 W > 1200 \"on\" \\ threshold");
+  CHECK(mp::upload::encode_relay(env, Precision::ns) ==
+        "relay,relay=boiler\\ 1 state=1i,ok=true,mode=\"auto\",reason=\"export 1500 W > 1200 "
+        "\\\"on\\\" \\\\ threshold\" 1700000000123456789");
+  ev->set_new_state(false);
+  ev->set_ok(false);
+  CHECK(mp::upload::encode_relay(env, Precision::s) ==
+        "relay,relay=boiler\\ 1 state=0i,ok=false,mode=\"auto\",reason=\"export 1500 W > 1200 "
+        "\\\"on\\\" \\\\ threshold\" 1700000000");
+  ev->set_reason("two\nlines");
+  CHECK(mp::upload::encode_relay(env, Precision::s).empty());
+  meterpipe::Envelope none;
+  none.set_send_time_ns(kT);
+  CHECK(mp::upload::encode_relay(none, Precision::s).empty());
+}

@@ -27,9 +27,12 @@ std::vector<uint8_t> hex(const std::string& s) {
 
 // "68 L L 68 C A CI data CS 16" around `data`.
 std::vector<uint8_t> long_frame(uint8_t ci, const std::vector<uint8_t>& data) {
-  std::vector<uint8_t> f = {
-      0x68, uint8_t(data.size() + 3), uint8_t(data.size() + 3), 0x68, 0x08, 0x01, ci};
-  f.insert(f.end(), data.begin(), data.end());
+  const uint8_t len = uint8_t(data.size() + 3);
+  std::vector<uint8_t> f;
+  f.reserve(data.size() + 9);
+  for (uint8_t b : {uint8_t(0x68), len, len, uint8_t(0x68), uint8_t(0x08), uint8_t(0x01), ci})
+    f.push_back(b);
+  for (uint8_t b : data) f.push_back(b);
   uint8_t cs = 0;
   for (size_t i = 4; i < f.size(); ++i) cs = uint8_t(cs + f[i]);
   f.push_back(cs);

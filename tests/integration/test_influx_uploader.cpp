@@ -1,29 +1,35 @@
-// Upload path end to end: encoder -> spool -> sender -> a real influxd (1.6), and the
-// sender's behaviour per server answer against a scripted HTTP server. Short backoffs.
+// The uploader's delivery end to end: encoder -> uploader -> a real influxd (1.6), and its
+// behaviour per server answer against a scripted HTTP server. Short backoffs. The points come
+// from PointsFeed, which serves encoded readings as the journals would (tests of the journal
+// feed itself: tests/unit/test_upload_journal.cpp); the servers are real.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <thread>
 
 #include "common/clock.h"
 #include "meterpipe.pb.h"
 #include "tests/integration/influx_harness.h"
+#include "tests/integration/points_feed.h"
 #include "tests/integration/scripted_http.h"
 #include "upload/influx.h"
+#include "upload/journal_feed.h"
 #include "upload/line_protocol.h"
-#include "upload/sender.h"
-#include "upload/spool.h"
-#include "tests/harness/temp_dir.h"
+#include "upload/targets.h"
+#include "upload/uploader.h"
 
 namespace fs = std::filesystem;
 using namespace mp::upload;
 using mp::test::HttpRequest;
 using mp::test::InfluxHarness;
+using mp::test::PointsFeed;
 using mp::test::ScriptedHttpServer;
 using mp::test::ScriptedResponse;
 using Clock = std::chrono::steady_clock;
@@ -32,10 +38,6 @@ namespace {
 
 constexpr int64_t kBase = 1700000000000000000;  // 2023-11-14T22:13:20Z
 constexpr int64_t kSec = 1000000000;
-
-struct TempDir : mp::test::TempDir {
-  TempDir() : mp::test::TempDir("mpupload") {}
-};
 
 meterpipe::Reading reading(int i) {
   meterpipe::Reading r;
@@ -58,14 +60,47 @@ meterpipe::Reading reading(int i) {
   return r;
 }
 
-// Encodes readings [from, to) into the spool.
-void spool_readings(Spool& sp, int from, int to) {
+// Encodes readings [from, to) into the feed.
+void spool_readings(PointsFeed& sp, int from, int to) {
   for (int i = from; i < to; ++i) {
     auto res = encode(reading(i), {});
     REQUIRE(res.ok());
-    for (auto& p : res.points) REQUIRE(sp.append(p.line, p.time_ns));
+    for (auto& p : res.points) sp.add_line(p.line, p.time_ns);
   }
 }
+
+struct Stats : UploaderStats {
+  uint64_t points_received = 0;  // read from the feed
+};
+
+// An Uploader to InfluxDB on its own thread, as upload/worker_upload.cpp runs it.
+class Sender {
+ public:
+  Sender(PointsFeed& feed, InfluxConfig cfg, UploaderOptions opt)
+      : feed_(feed), target_(std::move(cfg)), up_(feed, target_, opt) {}
+  ~Sender() { stop(); }
+  std::string check() const { return target_.check(); }
+  void start() {
+    thread_ = std::thread([this] { up_.run(); });
+  }
+  void notify() {}  // the uploader looks at its feed every idle_ms
+  void stop() {
+    up_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  Stats stats() const {
+    Stats s;
+    static_cast<UploaderStats&>(s) = up_.stats();
+    s.points_received = feed_.read_count();
+    return s;
+  }
+
+ private:
+  PointsFeed& feed_;
+  InfluxTarget target_;
+  Uploader up_;
+  std::thread thread_;
+};
 
 std::string lines(int from, int to) {
   std::string s;
@@ -83,8 +118,10 @@ bool wait_until(F f, double seconds) {
   return f();
 }
 
-SenderOptions fast_options(size_t batch = 100) {
-  SenderOptions o;
+UploaderOptions fast_options(size_t batch = 100) {
+  UploaderOptions o;
+  o.idle_ms = 5;
+  o.probe_ms = 600000;  // no /ping probes (the scripted server counts every request)
   o.batch_points = batch;
   o.batch_age_ms = 20;
   o.backoff.initial_ms = 20;
@@ -198,9 +235,7 @@ TEST_CASE("1000 readings through encoder, spool and sender arrive with equal val
   std::string err;
   REQUIRE_MESSAGE(db.start(&err), err);
   REQUIRE(db.create_db("t"));
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 64 << 20));
+  PointsFeed sp;
   Sender s(sp, v1_config(db.url(), "t"), fast_options(100));
   REQUIRE(s.check() == "");
   s.start();
@@ -266,9 +301,7 @@ TEST_CASE("influxd stopped mid-stream and started again: every point arrives, no
   std::string err;
   REQUIRE_MESSAGE(db.start(&err), err);
   REQUIRE(db.create_db("t"));
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 64 << 20));
+  PointsFeed sp;
   Sender s(sp, v1_config(db.url(), "t"), fast_options(50));
   s.start();
   spool_readings(sp, 0, 200);
@@ -280,16 +313,41 @@ TEST_CASE("influxd stopped mid-stream and started again: every point arrives, no
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   REQUIRE(wait_until([&] { return s.stats().retries >= 3; }, 10));
-  CHECK(s.stats().points_pending == 400);
+  CHECK(s.stats().points_sent == 200);  // the rest waits in the feed (the journals)
   CHECK(s.stats().last_error.find("onnect") != std::string::npos);  // connection refused
   REQUIRE_MESSAGE(db.start(&err), err);
-  REQUIRE(wait_until([&] { return s.stats().points_pending == 0; }, 20));
+  REQUIRE(wait_until([&] { return s.stats().points_sent == 600; }, 20));
   s.stop();
   auto st = s.stats();
   CHECK(st.points_sent == 600);  // each point accepted exactly once
   CHECK(st.dropped_bad_data == 0);
-  CHECK(st.dropped_spool_full == 0);
   CHECK(db.query_count("t", "SELECT count(power_net_w) FROM electricity") == 600);
+}
+
+TEST_CASE("a long backoff on an unanswered server is cut short by the /ping probe") {
+  InfluxHarness db;
+  std::string err;
+  REQUIRE_MESSAGE(db.start(&err), err);
+  REQUIRE(db.create_db("t"));
+  PointsFeed sp;
+  UploaderOptions o = fast_options(10);
+  o.backoff.initial_ms = 60000;  // a retry without the probe would wait 30..60 s
+  o.backoff.max_ms = 60000;
+  o.probe_ms = 100;
+  Sender s(sp, v1_config(db.url(), "t"), o);
+  s.start();
+  spool_readings(sp, 0, 10);
+  REQUIRE(wait_until([&] { return s.stats().points_sent == 10; }, 20));
+  db.stop();
+  spool_readings(sp, 10, 20);
+  REQUIRE(wait_until([&] { return s.stats().retries == 1; }, 20));
+  REQUIRE(wait_until([&] { return s.stats().probes >= 2; }, 20));  // refused meanwhile
+  REQUIRE_MESSAGE(db.start(&err), err);
+  // the backoff alone would wait at least 30 s
+  REQUIRE(wait_until([&] { return s.stats().points_sent == 20; }, 25));
+  CHECK(s.stats().retries == 1);
+  s.stop();
+  CHECK(db.query_count("t", "SELECT count(power_net_w) FROM electricity") == 20);
 }
 
 TEST_CASE("real influxd: malformed line gives 400, the batch is dropped, others delivered") {
@@ -297,15 +355,13 @@ TEST_CASE("real influxd: malformed line gives 400, the batch is dropped, others 
   std::string err;
   REQUIRE_MESSAGE(db.start(&err), err);
   REQUIRE(db.create_db("t"));
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 64 << 20));
+  PointsFeed sp;
   spool_readings(sp, 0, 10);
-  REQUIRE(sp.append("electricity,meter=home broken", kBase));
+  sp.add_line("electricity,meter=home broken", kBase);
   spool_readings(sp, 10, 29);
   Sender s(sp, v1_config(db.url(), "t"), fast_options(10));
   s.start();
-  REQUIRE(wait_until([&] { return s.stats().points_pending == 0; }, 20));
+  REQUIRE(wait_until([&] { return s.stats().points_sent + s.stats().dropped_bad_data == 30; }, 20));
   s.stop();
   auto st = s.stats();
   CHECK(st.points_sent == 20);
@@ -321,18 +377,16 @@ TEST_CASE("real influxd: unknown database is a config error and nothing is dropp
   InfluxHarness db;
   std::string err;
   REQUIRE_MESSAGE(db.start(&err), err);
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 64 << 20));
+  PointsFeed sp;
   spool_readings(sp, 0, 30);
   Sender s(sp, v1_config(db.url(), "late"), fast_options(10));
   s.start();
   REQUIRE(wait_until([&] { return s.stats().retries >= 2; }, 10));
   CHECK(s.stats().config_error);
   CHECK(s.stats().last_http_status == 404);
-  CHECK(s.stats().points_pending == 30);
+  CHECK(s.stats().points_sent == 0);
   REQUIRE(db.create_db("late"));
-  REQUIRE(wait_until([&] { return s.stats().points_pending == 0; }, 10));
+  REQUIRE(wait_until([&] { return s.stats().points_sent == 30; }, 10));
   s.stop();
   CHECK(s.stats().points_sent == 30);
   CHECK_FALSE(s.stats().config_error);
@@ -402,9 +456,7 @@ TEST_CASE("429 with Retry-After is honoured, then delivered once") {
   ScriptedHttpServer srv;
   REQUIRE(srv.start());
   srv.push({429, {{"Retry-After", "1"}}, R"({"code":"too many requests","message":"slow down"})"});
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 1 << 20));
+  PointsFeed sp;
   spool_readings(sp, 0, 10);
   Sender s(sp, v2_config(srv.url()), fast_options(10));
   auto t0 = Clock::now();
@@ -426,9 +478,7 @@ TEST_CASE("413 (a proxy's body limit) halves the batch and drops nothing") {
   REQUIRE(srv.start());
   srv.push({413, {}, "<html>413 Request Entity Too Large</html>"});
   srv.push({413, {}, "<html>413 Request Entity Too Large</html>"});
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 1 << 20));
+  PointsFeed sp;
   spool_readings(sp, 0, 10);
   Sender s(sp, v2_config(srv.url()), fast_options(10));
   s.start();
@@ -450,9 +500,7 @@ TEST_CASE("503 is retried until accepted") {
   REQUIRE(srv.start());
   srv.push({503, {}, "busy"});
   srv.push({503, {}, "busy"});
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 1 << 20));
+  PointsFeed sp;
   spool_readings(sp, 0, 10);
   Sender s(sp, v2_config(srv.url()), fast_options(10));
   s.start();
@@ -480,13 +528,11 @@ TEST_CASE("400 drops only that batch; the others are delivered") {
     }
     return r;
   });
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 1 << 20));
+  PointsFeed sp;
   spool_readings(sp, 0, 30);
   Sender s(sp, v2_config(srv.url()), fast_options(10));
   s.start();
-  REQUIRE(wait_until([&] { return s.stats().points_pending == 0; }, 10));
+  REQUIRE(wait_until([&] { return s.stats().points_sent + s.stats().dropped_bad_data == 30; }, 10));
   s.stop();
   auto st = s.stats();
   CHECK(st.points_sent == 20);
@@ -512,9 +558,7 @@ TEST_CASE("401 keeps the data until the server accepts it") {
   ScriptedHttpServer srv;
   REQUIRE(srv.start());
   for (int i = 0; i < 3; ++i) srv.push({401, {}, R"({"code":"unauthorized","message":"no"})"});
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 1 << 20));
+  PointsFeed sp;
   spool_readings(sp, 0, 10);
   Sender s(sp, v2_config(srv.url()), fast_options(10));
   s.start();
@@ -540,9 +584,7 @@ TEST_CASE("a server that never answers: timeout, data stays spooled, delivered l
     r.hang = hang.load();
     return r;
   });
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 1 << 20));
+  PointsFeed sp;
   spool_readings(sp, 0, 10);
   InfluxConfig cfg = v2_config(srv.url());
   cfg.request_timeout_ms = 300;
@@ -562,13 +604,11 @@ TEST_CASE("a server that never answers: timeout, data stays spooled, delivered l
 }
 
 TEST_CASE("stop is prompt during a hanging request and during a backoff sleep") {
-  TempDir d;
   SUBCASE("hanging request with the default 30 s timeout") {
     ScriptedHttpServer srv;
     REQUIRE(srv.start());
     srv.set_default({204, {}, "", true});
-    Spool sp;
-    REQUIRE(sp.open(d.path, 1 << 20));
+    PointsFeed sp;
     spool_readings(sp, 0, 10);
     InfluxConfig cfg = v2_config(srv.url());
     cfg.request_timeout_ms = 30000;
@@ -579,17 +619,13 @@ TEST_CASE("stop is prompt during a hanging request and during a backoff sleep") 
     s.stop();
     CHECK(seconds_since(t0) < 1.5);
     CHECK(s.stats().points_pending == 10);
-    sp.close();
-    Spool again;  // still on disk
-    REQUIRE(again.open(d.path, 1 << 20));
-    CHECK(again.peek(100).body == lines(0, 10));
+    CHECK(sp.saved() == Feed::Marks{mp::journal::Position{}});  // no cursor moved past them
   }
   SUBCASE("backoff of a minute") {
     ScriptedHttpServer srv;
     REQUIRE(srv.start());
     srv.set_default({503, {{"Retry-After", "60"}}, "down"});
-    Spool sp;
-    REQUIRE(sp.open(d.path, 1 << 20));
+    PointsFeed sp;
     spool_readings(sp, 0, 10);
     Sender s(sp, v2_config(srv.url()), fast_options(10));
     s.start();
@@ -605,10 +641,8 @@ TEST_CASE("stop is prompt during a hanging request and during a backoff sleep") 
 TEST_CASE("batching: by age when few points, by size at once, a backlog drains at once") {
   ScriptedHttpServer srv;
   REQUIRE(srv.start());
-  TempDir d;
-  Spool sp;
-  REQUIRE(sp.open(d.path, 1 << 20));
-  SenderOptions o = fast_options(10);
+  PointsFeed sp;
+  UploaderOptions o = fast_options(10);
   o.batch_age_ms = 600;
   Sender s(sp, v2_config(srv.url()), o);
   s.start();
@@ -617,11 +651,11 @@ TEST_CASE("batching: by age when few points, by size at once, a backlog drains a
   s.notify();
   REQUIRE(wait_until([&] { return srv.request_count() == 1; }, 3));
   CHECK(seconds_since(t0) >= 0.55);  // waited for the age limit
-  CHECK(s.stats().points_pending == 0);
+  REQUIRE(wait_until([&] { return s.stats().points_sent == 5; }, 3));
   t0 = Clock::now();
   spool_readings(sp, 5, 30);
   s.notify();
-  REQUIRE(wait_until([&] { return s.stats().points_pending == 0; }, 3));
+  REQUIRE(wait_until([&] { return s.stats().points_sent == 30; }, 3));
   CHECK(seconds_since(t0) < 0.4);  // two full batches, then the remainder of the backlog
   s.stop();
   auto reqs = srv.requests();
