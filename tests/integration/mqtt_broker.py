@@ -46,6 +46,10 @@ class Broker:
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         lines = ["listener %d 127.0.0.1" % self.port, "persistence false",
                  "log_dest file %s" % self.log_path, "log_type all"]
+        if os.geteuid() == 0:
+            # started as root mosquitto would switch to user `mosquitto`, who cannot read
+            # this test's 0700 temp dirs (password file, keys)
+            lines.append("user root")
         if users:
             pw = os.path.join(self.dir, "passwd")
             open(pw, "w").close()
