@@ -77,7 +77,7 @@ bool Client::open_session() {
   had_connack_ = false;
   refusal_.clear();
   last_lib_error_.clear();
-  inflight_.clear();
+  session_sent_ = session_done_ = 0;
   m_ = mosquitto_new(opt_.client_id.c_str(), true, this);
   if (!m_) {
     fail("cannot create an MQTT client (out of memory?)");
@@ -164,21 +164,21 @@ void Client::session() {
       return;
     }
     if (connected_) drain_outbox();
-    w_.gauge("inflight", double(inflight_.size()));
+    w_.gauge("inflight", double(session_sent_ - session_done_));
   }
 }
 
 void Client::drain_outbox() {
   OutMessage msg;
-  while (inflight_.size() < opt_.max_inflight && out_.pop(msg)) {
-    int mid = 0;
-    const int rc = mosquitto_publish(m_, &mid, msg.topic.c_str(), int(msg.payload.size()),
+  while (session_sent_ - session_done_ < opt_.max_inflight && out_.pop(msg)) {
+    ++session_sent_;  // before: a QoS 0 message may be reported written inside the call
+    const int rc = mosquitto_publish(m_, nullptr, msg.topic.c_str(), int(msg.payload.size()),
                                      msg.payload.data(), opt_.qos, msg.retain);
     if (rc != MOSQ_ERR_SUCCESS) {
+      --session_sent_;
       out_.push_front(std::move(msg));  // sent again after the reconnect
       return;
     }
-    inflight_.insert(mid);
     published_.fetch_add(1);
   }
 }
@@ -261,6 +261,7 @@ void Client::on_connect(mosquitto* m, void* obj, int rc) {
   }
   for (const auto& s : c->opt_.subscriptions) mosquitto_subscribe(m, nullptr, s.c_str(), 1);
   const std::string online = "online";
+  ++c->session_sent_;
   mosquitto_publish(m, nullptr, c->opt_.will_topic.c_str(), int(online.size()), online.data(), 1,
                     true);
   c->connected_ = true;
@@ -279,8 +280,9 @@ void Client::on_disconnect(mosquitto*, void* obj, int) {
   static_cast<Client*>(obj)->connected_ = false;
 }
 
-void Client::on_publish(mosquitto*, void* obj, int mid) {
-  static_cast<Client*>(obj)->inflight_.erase(mid);
+void Client::on_publish(mosquitto*, void* obj, int) {
+  auto* c = static_cast<Client*>(obj);
+  if (c->session_done_ < c->session_sent_) ++c->session_done_;
 }
 
 void Client::on_message(mosquitto*, void* obj, const mosquitto_message* msg) {

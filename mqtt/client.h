@@ -17,7 +17,6 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,7 +110,9 @@ class Client {
   bool had_connack_ = false;  // this session was accepted
   std::string refusal_;
   std::string last_lib_error_;
-  std::set<int> inflight_;
+  // handed to libmosquitto / written (QoS 0) or acknowledged (QoS 1) in this session: a
+  // QoS 0 message may be written, and reported, inside mosquitto_publish() already
+  uint64_t session_sent_ = 0, session_done_ = 0;
   double backoff_s_ = 1;
   uint64_t failures_ = 0;
   std::string last_reason_;

@@ -15,6 +15,7 @@ namespace mp::mqtt {
 namespace {
 
 constexpr int64_t kStatusPollNs = 30'000'000'000LL;
+constexpr int kBusQueue = 1000;
 
 std::string default_client_id() {
   char host[256] = {0};
@@ -96,7 +97,11 @@ int Bridge::run() {
     publishers.push_back("actuate");
     prefixes.push_back("relay/");
   }
-  bus::Subscriber sub(cfg.general.run_dir, publishers, prefixes);
+  // live values only: a short receive queue (a burst beyond it is lost, counted as bus_lost)
+  // keeps the worker small when the bus outruns the broker
+  bus::Subscriber::Options so;
+  so.rcvhwm = kBusQueue;
+  bus::Subscriber sub(cfg.general.run_dir, publishers, prefixes, so);
   clear_stale_discovery();  // discovery itself goes out at each connect (republish_all)
   client_->start();
   log::info("publishing under %s/ to %s://%s:%lld (qos %lld, retain %s, interval %.3g s%s%s)",
