@@ -7,29 +7,31 @@
 namespace mp::mqtt {
 
 void Outbox::push(OutMessage m) {
-  push_locked(std::move(m));
-  if (wake_fd_ >= 0) {
+  // the consumer drains the whole queue at each wake: only the first message wakes it
+  if (push_locked(std::move(m)) && wake_fd_ >= 0) {
     const uint64_t one = 1;
     (void)!::write(wake_fd_, &one, sizeof one);
   }
 }
 
-void Outbox::push_locked(OutMessage m) {
+bool Outbox::push_locked(OutMessage m) {
   std::lock_guard<std::mutex> l(mutex_);
+  const bool was_empty = queue_.empty();
   auto it = latest_.find(m.topic);
   const bool coalesce = !connected_ || queue_.size() >= cap_;
   if (coalesce && it != latest_.end()) {
     it->second->payload = std::move(m.payload);
     it->second->retain = m.retain;
     ++dropped_;
-    return;
+    return false;
   }
   if (queue_.size() >= cap_ + kTopicSlack) {
     ++dropped_;
-    return;
+    return false;
   }
   queue_.push_back(std::move(m));
   latest_[queue_.back().topic] = std::prev(queue_.end());
+  return was_empty;
 }
 
 bool Outbox::pop(OutMessage& out) {

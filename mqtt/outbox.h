@@ -35,7 +35,9 @@ class Outbox {
   // Puts a message taken with pop() back at the front (it could not be sent), unless a
   // newer one of its topic is waiting.
   void push_front(OutMessage m);
-  // An eventfd (or -1) written after every push: wakes the consumer's poll().
+  // An eventfd (or -1) written when a push finds the queue empty: wakes the consumer's
+  // poll(). The consumer must pop until pop() fails (or until it waits on something that
+  // wakes it anyway, like acknowledgements) before it sleeps again.
   void set_wake_fd(int fd) { wake_fd_ = fd; }
   // Connected: keep every message (up to cap); not connected: latest per topic only.
   void set_connected(bool c);
@@ -45,7 +47,7 @@ class Outbox {
 
  private:
   using List = std::list<OutMessage>;
-  void push_locked(OutMessage m);
+  bool push_locked(OutMessage m);  // true when the queue was empty
   void coalesce_all();  // with mutex_ held
 
   size_t cap_;
