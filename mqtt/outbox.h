@@ -48,7 +48,7 @@ class Outbox {
  private:
   using List = std::list<OutMessage>;
   bool push_locked(OutMessage m);  // true when the queue was empty
-  void coalesce_all();  // with mutex_ held
+  void coalesce_all();             // with mutex_ held
 
   size_t cap_;
   mutable std::mutex mutex_;
