@@ -2,6 +2,8 @@
 // MQTT broker, with Home Assistant discovery and optional relay commands. The bus loop
 // (mqtt/worker_bridge.*) hands messages to the network thread (mqtt/client.*) through a
 // bounded Outbox, so a slow or absent broker never holds up the bus.
+#include <unistd.h>
+
 #include "bus/worker.h"
 #include "common/log.h"
 #include "mqtt/worker_bridge.h"
