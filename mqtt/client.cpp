@@ -220,10 +220,12 @@ void Client::fail(const std::string& reason) {
   uint64_t suppressed = 0;
   const bool changed = reason != last_reason_;
   const bool due = limiter_.allow(reason, clock::mono_ns(), suppressed);
-  if (changed || due)
+  if (changed || due) {
+    failure_logged_ = true;
     log::warn("%s%s (retrying in %.0f s, then at most every %.0f s)%s", what.c_str(),
               reason.c_str(), backoff_s_, opt_.max_backoff_s,
               suppressed ? (" (" + std::to_string(suppressed) + " more since)").c_str() : "");
+  }
   last_reason_ = reason;
   w_.info("broker", "down: " + reason);
 }
@@ -272,8 +274,12 @@ void Client::on_connect(mosquitto* m, void* obj, int rc) {
   c->w_.count("connects");
   c->w_.info("broker", "connected to " + c->where_);
   c->w_.info("broker_error", "");
-  log::info("connected to %s as %s", c->where_.c_str(), c->opt_.client_id.c_str());
-  c->last_reason_.clear();
+  // a broker that keeps dropping us (another client with the same id takes the session
+  // over) must not fill the log: "connected" follows a logged failure, else once a minute
+  uint64_t suppressed = 0;
+  if (c->limiter_.allow("connected", clock::mono_ns(), suppressed) || c->failure_logged_)
+    log::info("connected to %s as %s", c->where_.c_str(), c->opt_.client_id.c_str());
+  c->failure_logged_ = false;
 }
 
 void Client::on_disconnect(mosquitto*, void* obj, int) {

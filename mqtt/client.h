@@ -115,7 +115,8 @@ class Client {
   uint64_t session_sent_ = 0, session_done_ = 0;
   double backoff_s_ = 1;
   uint64_t failures_ = 0;
-  std::string last_reason_;
+  std::string last_reason_;  // of the last failure (repeats are logged once a minute)
+  bool failure_logged_ = false;
   LogLimiter limiter_;
 };
 
