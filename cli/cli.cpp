@@ -35,8 +35,8 @@ namespace mp::cli {
 namespace {
 
 const char* kDefaultConfig = "/etc/meterpipe/meterpipe.toml";
-const std::vector<std::string> kWorkers = {"acquire", "process", "actuate",
-                                           "upload",  "serve",   "remote"};
+const std::vector<std::string> kWorkers = {"acquire", "process", "actuate", "upload",
+                                           "serve",   "mqtt",    "remote"};
 
 int print_errors(const config::Result& r) {
   for (const auto& e : r.errors) std::fprintf(stderr, "%s\n", e.str().c_str());

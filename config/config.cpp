@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "common/curve_keys.h"
+#include "config/mqtt_config_read.h"
 #include "config/relay_spec.h"
 #include "protocols/specs.h"
 
@@ -45,6 +46,7 @@ std::vector<std::string> Config::workers() const {
   if (!relays.empty()) w.push_back("actuate");
   if (upload.enabled && !meters.empty()) w.push_back("upload");
   if (serve.enabled) w.push_back("serve");
+  if (mqtt.enabled) w.push_back("mqtt");
   if (remote.enabled) w.push_back("remote");
   return w;
 }
@@ -829,6 +831,7 @@ Result load_string(const std::string& text, const std::string& name, const LoadO
   read_array(c, top, "relay", cfg.relays, read_relay);
   read_serve(c, top.table("serve"), cfg.serve);
   read_remote(c, top.table("remote"), cfg.remote, opt.check_key_files);
+  if (const toml::table* mt = top.table("mqtt")) read_mqtt(mt, name, opt.check_key_files, cfg.mqtt, res.errors);
   top.finish();
 
   const toml::array* meters = root["meter"].as_array();

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "config/mqtt_config.h"
+
 namespace mp::config {
 
 struct General {
@@ -163,9 +165,10 @@ struct Config {
   std::vector<Relay> relays;
   Serve serve;
   Remote remote;
+  Mqtt mqtt;
 
   const Meter* meter(const std::string& name) const;
-  // Workers to run, in start order: acquire, process, actuate, upload, serve, remote.
+  // Workers to run, in start order: acquire, process, actuate, upload, serve, mqtt, remote.
   std::vector<std::string> workers() const;
 };
 

@@ -1,0 +1,86 @@
+#include "mqtt/outbox.h"
+
+#include <unistd.h>
+
+#include <cstdint>
+
+namespace mp::mqtt {
+
+void Outbox::push(OutMessage m) {
+  // the consumer drains the whole queue at each wake: only the first message wakes it
+  if (push_locked(std::move(m)) && wake_fd_ >= 0) {
+    const uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+  }
+}
+
+bool Outbox::push_locked(OutMessage m) {
+  std::lock_guard<std::mutex> l(mutex_);
+  const bool was_empty = queue_.empty();
+  auto it = latest_.find(m.topic);
+  const bool coalesce = !connected_ || queue_.size() >= cap_;
+  if (coalesce && it != latest_.end()) {
+    it->second->payload = std::move(m.payload);
+    it->second->retain = m.retain;
+    ++dropped_;
+    return false;
+  }
+  if (queue_.size() >= cap_ + kTopicSlack) {
+    ++dropped_;
+    return false;
+  }
+  queue_.push_back(std::move(m));
+  latest_[queue_.back().topic] = std::prev(queue_.end());
+  return was_empty;
+}
+
+bool Outbox::pop(OutMessage& out) {
+  std::lock_guard<std::mutex> l(mutex_);
+  if (queue_.empty()) return false;
+  auto front = queue_.begin();
+  auto it = latest_.find(front->topic);
+  if (it != latest_.end() && it->second == front) latest_.erase(it);
+  out = std::move(*front);
+  queue_.erase(front);
+  return true;
+}
+
+void Outbox::push_front(OutMessage m) {
+  std::lock_guard<std::mutex> l(mutex_);
+  if (latest_.count(m.topic)) {  // a newer payload waits already
+    ++dropped_;
+    return;
+  }
+  queue_.push_front(std::move(m));
+  latest_[queue_.front().topic] = queue_.begin();
+}
+
+void Outbox::set_connected(bool c) {
+  std::lock_guard<std::mutex> l(mutex_);
+  connected_ = c;
+  if (!c) coalesce_all();
+}
+
+void Outbox::coalesce_all() {
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    auto latest = latest_.find(it->topic);
+    if (latest != latest_.end() && latest->second != it) {
+      it = queue_.erase(it);
+      ++dropped_;
+    } else {
+      ++it;
+    }
+  }
+}
+
+size_t Outbox::size() const {
+  std::lock_guard<std::mutex> l(mutex_);
+  return queue_.size();
+}
+
+uint64_t Outbox::dropped() const {
+  std::lock_guard<std::mutex> l(mutex_);
+  return dropped_;
+}
+
+}  // namespace mp::mqtt

@@ -1,0 +1,79 @@
+// The mqtt worker's bus loop: readings and relay events from the bus become state topics and
+// Home Assistant discovery configs in the Outbox; commands and HA's birth message come back
+// from the Client; relay commands go to actuate through the ControlQueue. Only this loop
+// builds payloads; it never waits for the broker or for actuate.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "bus/worker.h"
+#include "common/rate_limit.h"
+#include "mqtt/client.h"
+#include "mqtt/control_queue.h"
+#include "mqtt/discovery_store.h"
+#include "mqtt/outbox.h"
+#include "mqtt/payloads.h"
+
+namespace mp::mqtt {
+
+class Bridge {
+ public:
+  // `password`: resolved from password_file / password_env by the caller.
+  Bridge(Worker& w, const std::string& password);
+  int run();
+
+ private:
+  struct MeterSlot {
+    MeterInfo info;
+    std::set<std::string> announced;  // values with a discovery config sent
+    std::map<std::string, std::string> units;
+    std::string pending;  // state not sent yet (interval_s)
+    int64_t last_sent_ns = INT64_MIN / 2;
+  };
+  struct RelaySlot {
+    std::string output_type;
+    RelayView view;
+    bool have = false;
+  };
+
+  void on_bus(const bus::Message& m);
+  void on_reading(const meterpipe::Envelope& env);
+  void on_relay_event(const meterpipe::RelayEvent& ev);
+  void on_incoming(const Incoming& in);
+  void on_command(const std::string& relay, const std::string& payload);
+  void on_control_result(const ControlResult& r);
+  void apply_actuate_status(const std::string& json);
+  void announce_meter(MeterSlot& m, const meterpipe::Reading& r);
+  void announce_relays();
+  void republish_all();
+  void clear_stale_discovery();
+  void flush_due(int64_t now_ns);
+  void publish_relay(const std::string& name, RelaySlot& r, bool force);
+  void publish(const std::string& topic, const std::string& payload, bool retain);
+  void publish_discovery(const std::string& kind, const std::string& name, const std::string& topic,
+                         const std::string& payload);
+  void note(const std::string& key, const std::string& text);  // rate-limited warning
+  void update_health();
+
+  Worker& w_;
+  const config::Mqtt& cfg_;
+  Topics topics_;
+  Outbox outbox_;
+  std::unique_ptr<Client> client_;
+  std::unique_ptr<ControlQueue> control_;
+  DiscoveryStore store_;
+  std::map<std::string, MeterSlot> meters_;
+  std::map<std::string, RelaySlot> relays_;
+  std::map<std::string, std::string> last_retained_;  // topic -> payload (states, discovery)
+  uint64_t generation_ = 0;
+  int64_t next_status_poll_ns_ = 0;
+  LogLimiter limiter_;
+  uint64_t readings_ = 0, states_ = 0, relay_events_ = 0, commands_ = 0, commands_refused_ = 0,
+           discovery_sent_ = 0, births_ = 0;
+};
+
+}  // namespace mp::mqtt
