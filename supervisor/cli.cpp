@@ -31,6 +31,7 @@
 #include "process/modbus_maps.h"
 #include "process/sunspec.h"
 #include "supervisor/supervisor.h"
+#include "supervisor/bin_dir.h"
 
 namespace mp::cli {
 namespace {
@@ -92,7 +93,7 @@ int cmd_run(const std::string& file, const std::string& bin_dir) {
   }
   opt.bin_dir = !bin_dir.empty()                     ? bin_dir
                 : !r.config->general.bin_dir.empty() ? r.config->general.bin_dir
-                                                     : supervisor::self_dir();
+                                                     : supervisor::default_worker_dir();
   return supervisor::run(*r.config, opt);
 }
 
