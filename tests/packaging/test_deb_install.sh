@@ -73,7 +73,7 @@ check "no gpio group created where there was none" sh -c "! chroot '$root' geten
 check "the unit is enabled (multi-user.target.wants)" \
   test -L "$root/etc/systemd/system/multi-user.target.wants/meterpipe.service"
 check "systemd-analyze verify of the installed unit" \
-  sh -c "out=\$(chroot '$root' systemd-analyze verify /lib/systemd/system/meterpipe.service 2>&1); echo \"\$out\"; [ -z \"\$out\" ]"
+  sh -c "out=\$(chroot '$root' systemd-analyze verify --man=no /lib/systemd/system/meterpipe.service 2>&1); echo \"\$out\"; [ -z \"\$out\" ]"
 check "meterpipe check-config on the shipped config" \
   in_root meterpipe check-config /etc/meterpipe/meterpipe.toml
 check "the shipped config is not started: ExecCondition says which file and line to edit" \
@@ -106,7 +106,8 @@ check "installed meterpipe run (user meterpipe) starts every worker from /usr/li
   sh -c "[ $ok = 0 ] || { cat /tmp/mpdeb.run.$$; exit 1; }"
 kill -TERM "$runpid" 2>/dev/null
 wait "$runpid"
-check "  and stops cleanly" sh -c "grep -q 'supervisor: info: stopped' /tmp/mpdeb.run.$$ || { tail /tmp/mpdeb.run.$$; exit 1; }"
+rc=$?
+check "  and exits 0 on SIGTERM" sh -c "[ $rc = 0 ] || { tail /tmp/mpdeb.run.$$; exit 1; }"
 rm -f /tmp/mpdeb.run.$$
 
 # --- an edited config and some state, then an upgrade to a newer build
