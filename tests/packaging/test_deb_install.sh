@@ -92,7 +92,9 @@ source = "simulate"
 target = "file"
 TOML
 chmod 0644 "$root/tmp/sim.toml"
-in_root setpriv --reuid=meterpipe --regid=meterpipe --init-groups \
+# chroot itself in the background (not the in_root function, whose subshell would get the
+# signal): chroot and setpriv exec, so $! is the supervisor
+chroot "$root" setpriv --reuid=meterpipe --regid=meterpipe --init-groups \
   meterpipe run -c /tmp/sim.toml >/tmp/mpdeb.run.$$ 2>&1 &
 runpid=$!
 running() {
