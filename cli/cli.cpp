@@ -30,6 +30,7 @@
 #include "protocols/modbus/sunspec.h"
 #include "protocols/registry.h"
 #include "supervisor/supervisor.h"
+#include "supervisor/bin_dir.h"
 
 namespace mp::cli {
 namespace {
@@ -91,7 +92,7 @@ int cmd_run(const std::string& file, const std::string& bin_dir) {
   }
   opt.bin_dir = !bin_dir.empty()                     ? bin_dir
                 : !r.config->general.bin_dir.empty() ? r.config->general.bin_dir
-                                                     : supervisor::self_dir();
+                                                     : supervisor::default_worker_dir();
   return supervisor::run(*r.config, opt);
 }
 

@@ -21,6 +21,7 @@
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "supervisor/notify.h"
 
 namespace mp::supervisor {
 
@@ -174,6 +175,7 @@ class Supervisor {
   bool open_bus();
   bool wait_and_dispatch(bus::Poller& poller);  // false once a stop signal came
   void watch_children(bool stopping);
+  std::vector<notify::WorkerView> worker_views() const;
 
   const config::Config& cfg_;
   Options opt_;
@@ -184,7 +186,16 @@ class Supervisor {
   pid_t self_ = getpid();
   int lock_fd_ = -1;
   bool journal_ = std::getenv("JOURNAL_STREAM") != nullptr;
+  notify::Notifier notify_;
 };
+
+std::vector<notify::WorkerView> Supervisor::worker_views() const {
+  std::vector<notify::WorkerView> v;
+  for (const auto& c : children_)
+    v.push_back({c.name, c.state == State::running && c.last_health_mono != 0,
+                 c.state == State::backoff, c.restarts});
+  return v;
+}
 
 bool Supervisor::spawn(Child& c) {
   int fds[2];
@@ -222,6 +233,7 @@ bool Supervisor::spawn(Child& c) {
         dprintf(STDERR_FILENO, "warning: cannot set CPU affinity: %s\n", std::strerror(errno));
     }
     setenv("MP_SUPERVISED", "1", 1);
+    notify::forget_in_child();
     std::string arg0 = "meterpipe-" + c.name;
     const char* argv[] = {arg0.c_str(), "--config", opt_.config_file.c_str(), nullptr};
     execv(c.path.c_str(), const_cast<char* const*>(argv));
@@ -588,7 +600,9 @@ int Supervisor::run() {
   while (!stopping) {
     stopping = !wait_and_dispatch(poller);
     watch_children(stopping);
+    notify_.tick(worker_views(), clock::mono_ns());
   }
+  notify_.stopping();
   stop_all();
   log::info("stopped");
   return 0;

@@ -151,9 +151,11 @@ int64_t choose_time_ns(const meterpipe::Reading& r) {
   int64_t recv = r.receive_time_ns();
   if (meter != 0) {
     if (!r.clock_synced() || recv == 0) return meter;
-    // Difference computed without overflow: both are plausible epoch ns (|t| < 2^63 / 2).
-    __int128 diff = static_cast<__int128>(meter) - recv;
-    if (diff <= kDayNs && diff >= -kDayNs) return meter;
+    // A difference that overflows int64 is far more than a day (and 32-bit ARM has no
+    // __int128 to compute it exactly).
+    int64_t diff = 0;
+    if (!__builtin_sub_overflow(meter, recv, &diff) && diff <= kDayNs && diff >= -kDayNs)
+      return meter;
   }
   return recv;
 }

@@ -24,7 +24,8 @@ def load_schema():
     """Imports meterpipe_pb2, generating it from the .proto when needed."""
     proto_dir = os.environ.get("MP_PROTO_DIR") or os.path.join(HERE, "..", "..", "proto")
     if not os.path.exists(os.path.join(proto_dir, "meterpipe.proto")):
-        proto_dir = "/usr/local/share/meterpipe"
+        # installed: <prefix>/share/meterpipe/examples/tap_readings.py, the .proto one up
+        proto_dir = os.path.normpath(os.path.join(HERE, ".."))
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
                          "meterpipe-python")
     os.makedirs(cache, exist_ok=True)

@@ -258,6 +258,9 @@ TEST_CASE("timestamp choice") {
     r.set_meter_time_ns(INT64_MIN);
     r.set_receive_time_ns(INT64_MAX);
     CHECK(mp::upload::choose_time_ns(r) == INT64_MAX);
+    r.set_meter_time_ns(INT64_MAX);
+    r.set_receive_time_ns(INT64_MIN + 1);
+    CHECK(mp::upload::choose_time_ns(r) == INT64_MIN + 1);
   }
   SUBCASE("no time at all is an error") {
     r.set_receive_time_ns(0);

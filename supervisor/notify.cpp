@@ -1,0 +1,95 @@
+#include "supervisor/notify.h"
+
+#include <systemd/sd-daemon.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+namespace mp::supervisor::notify {
+
+namespace {
+
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+}  // namespace
+
+std::string status_line(const std::vector<WorkerView>& workers, bool ready) {
+  std::vector<std::string> up, down;
+  std::string restarting;
+  for (const auto& w : workers) {
+    (w.up ? up : down).push_back(w.name);
+    if (w.restarting) {
+      restarting += (restarting.empty() ? "" : ", ") + w.name + " restarting (" +
+                    std::to_string(w.restarts) + (w.restarts == 1 ? " restart)" : " restarts)");
+    }
+  }
+  const std::string n = std::to_string(workers.size());
+  std::string s = ready ? "running: " : "starting: ";
+  if (down.empty())
+    return s + n + (workers.size() == 1 ? " worker" : " workers") + " up (" + join(up) + ")";
+  s += std::to_string(up.size()) + " of " + n + " workers up";
+  if (!restarting.empty()) s += "; " + restarting;
+  std::vector<std::string> waiting;
+  for (const auto& w : workers)
+    if (!w.up && !w.restarting) waiting.push_back(w.name);
+  if (!waiting.empty()) s += "; waiting for " + join(waiting);
+  return s;
+}
+
+bool ready_due(const std::vector<WorkerView>& workers, int64_t since_start_ns) {
+  if (since_start_ns >= kReadyDeadlineNs) return true;
+  for (const auto& w : workers)
+    if (!w.up) return false;
+  return true;
+}
+
+Notifier::Notifier() : start_ns_(clock::mono_ns()) {
+  const char* sock = std::getenv("NOTIFY_SOCKET");
+  enabled_ = sock && *sock;
+  uint64_t usec = 0;
+  if (enabled_ && sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
+    watchdog_period_ns_ = int64_t(usec) * 1000 / 2;
+}
+
+void Notifier::send(const std::string& text) {
+  const int r = sd_notify(0, text.c_str());
+  if (r < 0) log::warn("systemd notification failed: %s", std::strerror(-r));
+}
+
+void Notifier::tick(const std::vector<WorkerView>& workers, int64_t now_mono_ns) {
+  if (!enabled_) return;
+  std::string msg;
+  if (!ready_ && ready_due(workers, now_mono_ns - start_ns_)) {
+    ready_ = true;
+    msg = "READY=1\n";
+  }
+  const std::string status = status_line(workers, ready_);
+  if (status != last_status_) {
+    last_status_ = status;
+    msg += "STATUS=" + status + "\n";
+  }
+  if (watchdog_period_ns_ > 0 && now_mono_ns - last_ping_ns_ >= watchdog_period_ns_) {
+    last_ping_ns_ = now_mono_ns;
+    msg += "WATCHDOG=1\n";
+  }
+  if (!msg.empty()) send(msg);
+}
+
+void Notifier::stopping() {
+  if (enabled_) send("STOPPING=1\nSTATUS=stopping the workers");
+}
+
+void forget_in_child() {
+  unsetenv("NOTIFY_SOCKET");
+  unsetenv("WATCHDOG_USEC");
+  unsetenv("WATCHDOG_PID");
+}
+
+}  // namespace mp::supervisor::notify
