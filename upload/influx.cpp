@@ -1,5 +1,6 @@
 #include "upload/influx.h"
 
+
 #include <curl/curl.h>
 #include <zlib.h>
 
@@ -8,6 +9,8 @@
 #include <cstring>
 #include <mutex>
 #include <vector>
+
+#include "common/civil.h"
 
 namespace mp::upload {
 namespace {
@@ -27,16 +30,6 @@ bool iequals(std::string_view a, std::string_view b) {
         std::tolower(static_cast<unsigned char>(b[i])))
       return false;
   return true;
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
 }
 
 bool all_digits(std::string_view s) {

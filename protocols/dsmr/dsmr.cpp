@@ -808,15 +808,6 @@ uint16_t crc16(std::string_view data) {
   return crc;
 }
 
-int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;                                    // [0, 399]
-  const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;  // [0, 365]
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;            // [0, 146096]
-  return era * 146097 + doe - 719468;
-}
-
 namespace {
 
 int64_t last_sunday_utc_1am(int64_t year, unsigned month) {
@@ -825,16 +816,7 @@ int64_t last_sunday_utc_1am(int64_t year, unsigned month) {
   return (d31 - weekday) * 86400 + 3600;
 }
 
-int64_t year_of(int64_t unix_seconds) {
-  // Civil year from days (inverse of days_from_civil, year part only).
-  int64_t z = (unix_seconds >= 0 ? unix_seconds / 86400 : (unix_seconds - 86399) / 86400) + 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const int64_t doe = z - era * 146097;
-  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const int64_t month_index = (5 * doy + 2) / 153;  // 0 = March
-  return yoe + era * 400 + (month_index >= 10 ? 1 : 0);
-}
+int64_t year_of(int64_t unix_seconds) { return civil_year(unix_seconds); }
 
 }  // namespace
 

@@ -12,7 +12,7 @@
 // Otherwise it returns true; a single line that cannot be parsed is reported in `errors` (with
 // its line number) and skipped while every other line still decodes.
 //
-// Naming (design.md): canonical names for the OBIS codes listed in dsmr.cpp (energy_import_t1_kwh,
+// Naming (common/canonical.h): canonical names for the OBIS codes listed in dsmr.cpp (energy_import_t1_kwh,
 // power_import_w, voltage_l1_v, gas_m3, …), with kW converted to W and Wh/MWh to kWh; every value
 // keeps its OBIS code (without a "*255" suffix) in native_id. Derived values:
 //   energy_import_kwh / energy_export_kwh = T1 + T2 when the meter sends no 1.8.0 / 2.8.0
@@ -47,6 +47,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/civil.h"
 #include "common/reading.h"
 
 namespace mp::dsmr {
@@ -74,7 +75,7 @@ bool parse_timestamp(std::string_view text, int64_t& unix_ns);
 // Sunday of October 01:00 UTC).
 bool eu_summer_time(int64_t unix_seconds);
 
-// Days since 1970-01-01 of a proleptic Gregorian date (month 1-12).
-int64_t days_from_civil(int64_t year, unsigned month, unsigned day);
+// Days since 1970-01-01 of a proleptic Gregorian date (month 1-12): common/civil.h.
+using mp::days_from_civil;
 
 }  // namespace mp::dsmr

@@ -2,6 +2,7 @@
 // normalised XML output (the project must match it on libmbus's test corpus).
 #include "protocols/mbus/mbus.h"
 
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <optional>
 
+#include "common/civil.h"
 #include "common/json.h"
 #include "protocols/mbus/mbus_vif.h"
 
@@ -77,15 +79,6 @@ std::string latin1_reversed(std::span<const uint8_t> d) {
     }
   }
   return s;
-}
-
-int64_t days_from_civil(int y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return int64_t{era} * 146097 + static_cast<int64_t>(doe) - 719468;
 }
 
 // Two-digit year of types G/F/I (7 bits): 0..80 -> 2000..2080, 81.. -> 1981.. (as libmbus).

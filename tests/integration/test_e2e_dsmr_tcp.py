@@ -104,8 +104,8 @@ def test_tcp_reconnect():
 
 
 def test_process_restart():
-    """design.md, no loss across restarts: telegrams that arrive while process is down become
-    readings once it is back (process subscribes with replay from acquire's ring)."""
+    """No loss across restarts (docs/ARCHITECTURE.md, "The bus"): telegrams that arrive while
+    process is down become readings once it is back (process replays from acquire's ring)."""
     srv = TcpPeer()
     p = dsmr_tcp_pipeline("meter", srv.port)
     t1, t2, t3 = (read_data(n) for n in ("v5.txt", "fluvius_v171.txt", "iskra_ie.txt"))

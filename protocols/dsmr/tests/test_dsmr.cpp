@@ -191,7 +191,7 @@ bool obis_matches(const std::string& pattern, const std::string& id) {
 }
 
 // dsmr_parser ignores the W/S flag of a timestamp and reads it as Amsterdam local time. We
-// honour the flag (DSMR: W = UTC+1, S = UTC+2; design.md). They differ only where a meter's
+// honour the flag (DSMR: W = UTC+1, S = UTC+2; DSMR 5.0.2 §6.12). They differ only where a meter's
 // flag contradicts the EU rule; those three corpus timestamps are listed here with our value.
 struct FlagException {
   const char* theirs;
