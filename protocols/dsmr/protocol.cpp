@@ -13,14 +13,13 @@
 #include "protocols/dsmr/dlms.h"
 #include "protocols/dsmr/dsmr.h"
 #include "protocols/dsmr/dsmr_framer.h"
-#include "protocols/specs.h"
 #include "protocols/runner_support.h"
 #include "protocols/simulate/sim_runner.h"
+#include "protocols/specs.h"
 
 namespace mp::protocols::dsmr {
 
 namespace {
-
 
 // Telegrams from a byte stream: the P1 port or a TCP bridge.
 class StreamRunner : public Runner {
@@ -60,7 +59,8 @@ class StreamRunner : public Runner {
   void deliver_finished(int64_t wall, int64_t mono) {
     std::string frame;
     if (!encrypted_ && framer_.finish())
-      while (framer_.pop(frame)) ctx_.publish(make_raw(m_.name, "dsmr", std::move(frame), wall, mono));
+      while (framer_.pop(frame))
+        ctx_.publish(make_raw(m_.name, "dsmr", std::move(frame), wall, mono));
   }
   void cut_and_publish(const uint8_t* buf, size_t n) {
     const int64_t wall = clock::wall_ns(), mono = clock::mono_ns();
@@ -156,7 +156,8 @@ std::unique_ptr<Runner> make_one(RunContext& ctx, const config::Meter& m) {
 void make_runners(RunContext& ctx, const std::vector<const config::Meter*>& meters,
                   std::vector<std::unique_ptr<Runner>>& out, std::vector<std::string>& problems) {
   for (const auto* m : meters) {
-    if (auto r = make_one(ctx, *m)) out.push_back(std::move(r));
+    if (auto r = make_one(ctx, *m))
+      out.push_back(std::move(r));
     else
       problems.push_back("meter " + m->name + ": protocol \"dsmr\" with source \"" + m->source +
                          "\" is not supported by this version of acquire");

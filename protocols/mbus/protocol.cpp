@@ -15,13 +15,12 @@
 #include "protocols/mbus/mbus.h"
 #include "protocols/mbus/mbus_link.h"
 #include "protocols/mbus/mbus_poll.h"
-#include "protocols/specs.h"
 #include "protocols/runner_support.h"
+#include "protocols/specs.h"
 
 namespace mp::protocols::mbus {
 
 namespace {
-
 
 class LineRunner : public Runner {
  public:
@@ -83,8 +82,7 @@ class LineRunner : public Runner {
       if (sl.failures++ == 0) log::warn("meter %s: %s", sl.m->name.c_str(), error.c_str());
       sl.need_reset = true;
     } else if (sl.failures) {
-      log::info("meter %s: answering again after %d failed polls", sl.m->name.c_str(),
-                sl.failures);
+      log::info("meter %s: answering again after %d failed polls", sl.m->name.c_str(), sl.failures);
       sl.failures = 0;
     }
     ctx_.info("state_" + sl.m->name, sl.failures >= 2 ? "unavailable" : "ok");

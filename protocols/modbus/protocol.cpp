@@ -9,8 +9,8 @@
 #include "protocols/modbus/modbus_maps.h"
 #include "protocols/modbus/modbus_poll.h"
 #include "protocols/modbus/sunspec.h"
-#include "protocols/specs.h"
 #include "protocols/runner_support.h"
+#include "protocols/specs.h"
 
 namespace mp::protocols::modbus {
 
@@ -147,8 +147,8 @@ class Decoder : public FrameDecoder {
         partial_ = Reading{};
         return Status::error;
       }
-      mb::decode_bytes(*map, uint8_t(raw.function_code()), uint16_t(raw.start_address()), bytes,
-                       n, partial_.values);
+      mb::decode_bytes(*map, uint8_t(raw.function_code()), uint16_t(raw.start_address()), bytes, n,
+                       partial_.values);
     }
     if (!raw.last_of_poll()) return Status::pending;
     if (!is_sunspec) mb::complete(partial_.values);
