@@ -136,8 +136,15 @@ def test_stall():
         check(c.get("readings", 0) >= r0 + 50,
               "bus side not held up by a frozen broker (readings %d -> %d)"
               % (r0, c.get("readings", 0)))
-        check(rss0 and rss1 and rss1 - rss0 < 2048,
-              "worker memory flat while the broker is frozen (RSS %s -> %s kB)" % (rss0, rss1))
+        if os.environ.get("MP_SANITIZE") == "1":
+            # AddressSanitizer's quarantine keeps freed memory resident: the figure is
+            # checked in the normal build; say so instead of passing or failing here
+            print("note mqtt RSS %s -> %s kB under AddressSanitizer: the memory check runs in "
+                  "the normal build only" % (rss0, rss1), flush=True)
+        else:
+            check(rss0 and rss1 and rss1 - rss0 < 2048,
+                  "worker memory flat while the broker is frozen (RSS %s -> %s kB)"
+                  % (rss0, rss1))
         g = mqtt_worker(p).get("gauges", {})
         note("frozen 12 s: inflight %s, outbox %s, dropped %s"
              % (g.get("inflight"), g.get("outbox"), c.get("dropped")))
