@@ -6,6 +6,7 @@
 #include <cstring>
 #include <set>
 
+#include "config/checker.h"
 #include "config/mqtt_config_read.h"
 
 namespace mp::config {
@@ -77,124 +78,19 @@ bool valid_topic_prefix(const std::string& t) {
   return true;
 }
 
-namespace {
-
-// The [mqtt] table's own key reader: same messages as config.cpp's Checker.
-class MqttReader {
- public:
-  MqttReader(const toml::table& t, const std::string& file, std::vector<Error>& errors)
-      : t_(t), file_(file), errors_(errors) {}
-
-  void error(const toml::node& n, const std::string& k, const std::string& msg) {
-    error_at(n.source(), k, msg);
-  }
-  void error_at(const toml::source_region& src, const std::string& k, const std::string& msg) {
-    errors_.push_back(Error{file_, int(src.begin.line), int(src.begin.column), "mqtt." + k, msg});
-  }
-  void missing(const std::string& k, const std::string& why) {
-    error_at(t_.source(), k, "required key is missing" + why);
-  }
-
-  const toml::node* node(const std::string& k) {
-    used_.insert(k);
-    return t_.get(k);
-  }
-  bool str(const std::string& k, std::string& out) {
-    const toml::node* n = node(k);
-    if (!n) return false;
-    if (!n->is_string()) {
-      error(*n, k, "must be a string");
-      return false;
-    }
-    out = n->as_string()->get();
-    return true;
-  }
-  bool boolean(const std::string& k, bool& out) {
-    const toml::node* n = node(k);
-    if (!n) return false;
-    if (!n->is_boolean()) {
-      error(*n, k, "must be a boolean (true or false)");
-      return false;
-    }
-    out = n->as_boolean()->get();
-    return true;
-  }
-  bool integer(const std::string& k, int64_t& out, int64_t lo, int64_t hi) {
-    const toml::node* n = node(k);
-    if (!n) return false;
-    if (!n->is_integer()) {
-      error(*n, k, "must be an integer");
-      return false;
-    }
-    const int64_t v = n->as_integer()->get();
-    if (v < lo || v > hi) {
-      error(
-          *n, k,
-          std::to_string(v) + " is out of range " + std::to_string(lo) + ".." + std::to_string(hi));
-      return false;
-    }
-    out = v;
-    return true;
-  }
-  bool number(const std::string& k, double& out, double lo, double hi) {
-    const toml::node* n = node(k);
-    if (!n) return false;
-    double v;
-    if (n->is_integer())
-      v = double(n->as_integer()->get());
-    else if (n->is_floating_point())
-      v = n->as_floating_point()->get();
-    else {
-      error(*n, k, "must be a number");
-      return false;
-    }
-    if (!(v >= lo && v <= hi)) {
-      error(*n, k,
-            "out of range " + std::to_string(int64_t(lo)) + ".." + std::to_string(int64_t(hi)));
-      return false;
-    }
-    out = v;
-    return true;
-  }
-  // A file the worker must read: reported now, so check-config finds it.
-  void readable_file(const std::string& k, const std::string& path, const char* what) {
-    if (path.empty() || access(path.c_str(), R_OK) == 0) return;
-    error(*t_.get(k), k, "cannot read " + path + ": " + std::strerror(errno) + " (" + what + ")");
-  }
-  void finish() {
-    for (const auto& [k, v] : t_) {
-      const std::string key(k.str());
-      if (used_.count(key)) continue;
-      if (key == "password")
-        error_at(k.source(), key,
-                 "secrets are not kept in the config: use password_file or password_env");
-      else
-        error_at(k.source(), key, "unknown key");
-    }
-  }
-
- private:
-  const toml::table& t_;
-  const std::string& file_;
-  std::vector<Error>& errors_;
-  std::set<std::string> used_;
-};
-
-}  // namespace
-
 void read_mqtt(const toml::table* t, const std::string& file, bool check_files, Mqtt& m,
                std::vector<Error>& errors) {
   if (!t) return;
-  MqttReader r(*t, file, errors);
+  Checker c(file, errors);
+  auto r = c.scope(*t, "mqtt");
   r.boolean("enabled", m.enabled);
   if (r.str("url", m.url)) {
     std::string err;
     if (!parse_mqtt_url(m.url, m.host, m.port, m.tls, err))
-      r.error(*t->get("url"), "url",
-              "\"" + m.url + "\": " + err + " (like \"mqtt://192.168.1.10:1883\")");
+      r.error_key("url", "\"" + m.url + "\": " + err + " (like \"mqtt://192.168.1.10:1883\")");
   }
   if (r.str("client_id", m.client_id) && (m.client_id.empty() || m.client_id.size() > 128))
-    r.error(*t->get("client_id"), "client_id", "must be 1..128 characters");
+    r.error_key("client_id", "must be 1..128 characters");
   r.str("username", m.username);
   r.str("password_file", m.password_file);
   r.str("password_env", m.password_env);
@@ -203,29 +99,28 @@ void read_mqtt(const toml::table* t, const std::string& file, bool check_files, 
   r.str("key_file", m.key_file);
   r.boolean("tls_verify", m.tls_verify);
   if (r.str("base_topic", m.base_topic) && !valid_topic_prefix(m.base_topic))
-    r.error(*t->get("base_topic"), "base_topic",
-            "\"" + m.base_topic +
-                "\" is not a topic prefix (not empty, no + or #, no / at "
-                "either end)");
+    r.error_key("base_topic", "\"" + m.base_topic +
+                                  "\" is not a topic prefix (not empty, no + or #, no / at "
+                                  "either end)");
   r.integer("qos", m.qos, 0, 1);
   r.boolean("retain", m.retain);
   r.number("interval_s", m.interval_s, 0, 86400);
   r.boolean("homeassistant", m.homeassistant);
   if (r.str("discovery_prefix", m.discovery_prefix) && !valid_topic_prefix(m.discovery_prefix))
-    r.error(*t->get("discovery_prefix"), "discovery_prefix",
-            "\"" + m.discovery_prefix + "\" is not a topic prefix (not empty, no + or #)");
+    r.error_key("discovery_prefix",
+                "\"" + m.discovery_prefix + "\" is not a topic prefix (not empty, no + or #)");
   if (r.boolean("homie", m.homie) && m.homie)
-    r.error(*t->get("homie"), "homie", "Homie devices are not implemented yet: leave it false");
+    r.error_key("homie", "Homie devices are not implemented yet: leave it false");
   r.boolean("commands", m.commands);
+  r.refuse_secrets({"password"});
   r.finish();
 
   if (!m.password_file.empty() && !m.password_env.empty())
-    r.error(*t->get("password_env"), "password_env",
-            "give password_file or password_env, not both");
+    r.error_key("password_env", "give password_file or password_env, not both");
   if ((!m.password_file.empty() || !m.password_env.empty()) && m.username.empty())
     r.missing("username", " (a password is given)");
   for (const char* k : {"ca_file", "cert_file", "key_file"})
-    if (t->get(k) && !m.url.empty() && !m.tls) r.error(*t->get(k), k, "only with an mqtts:// url");
+    if (t->get(k) && !m.url.empty() && !m.tls) r.error_key(k, "only with an mqtts:// url");
   if (m.cert_file.empty() != m.key_file.empty())
     r.missing(m.cert_file.empty() ? "cert_file" : "key_file",
               " (a client certificate needs both cert_file and key_file)");
