@@ -186,7 +186,7 @@ bool save_state(const std::string& path, const EngineState& s, std::string& erro
 
 LoadResult load_state(const std::string& path, EngineState& out, std::string& error) {
   std::string data;
-  if (!fs::read_file(path, data, &error)) {
+  if (!fs::read_file(path, data, error)) {
     if (errno != ENOENT) return LoadResult::error;
     error.clear();
     return LoadResult::missing;

@@ -22,10 +22,10 @@
 #include <thread>
 #include <vector>
 
-#include "protocols/modbus/modbus_poll.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "protocols/modbus/modbus_maps.h"
+#include "protocols/modbus/modbus_poll.h"
 
 #ifndef MP_SOURCE_DIR
 #define MP_SOURCE_DIR "."
@@ -92,7 +92,11 @@ Result run_bus(int port, const std::string& type, uint16_t max_gap, double secon
   Bus bus(cfg);
   DeviceConfig d{"bench", 1, type, 1};
   d.plan.max_gap = max_gap;
-  bus.add_device(d);
+  std::string err;
+  if (!bus.add_device(d, err)) {
+    std::fprintf(stderr, "bench_modbus: %s\n", err.c_str());
+    std::exit(1);
+  }
   long polls = 0, bad = 0;
   auto sink = [](const RawBlock&) {};
   bus.poll_device(0, sink);  // connect

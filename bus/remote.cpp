@@ -11,6 +11,7 @@
 
 #include "common/clock.h"
 #include "common/curve_keys.h"
+#include "common/fs.h"
 #include "common/log.h"
 
 namespace mp::bus {
@@ -146,7 +147,7 @@ void RemoteForwarder::load_keys(bool initial) {
   keys_sig_ = file_signature();
   std::map<std::string, std::string> fresh;
   std::string text, err;
-  if (!keys::read_text_file(f, text, err)) {
+  if (!fs::read_file(f, text, err)) {
     // fail closed: a file that cannot be read lets nobody in
     log::error("authorized_keys_file: %s: no remote client is let in until it can be read",
                err.c_str());

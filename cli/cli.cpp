@@ -13,8 +13,6 @@
 #include <memory>
 #include <sstream>
 
-#include "protocols/mbus/mbus_poll.h"
-#include "protocols/modbus/modbus_poll.h"
 #include "acquire/serial_source.h"
 #include "bus/bus.h"
 #include "bus/control.h"
@@ -22,15 +20,18 @@
 #include "bus/worker.h"
 #include "common/clock.h"
 #include "common/curve_keys.h"
+#include "common/fs.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "config/config.h"
 #include "protocols/mbus/mbus.h"
+#include "protocols/mbus/mbus_poll.h"
 #include "protocols/modbus/modbus_maps.h"
+#include "protocols/modbus/modbus_poll.h"
 #include "protocols/modbus/sunspec.h"
 #include "protocols/registry.h"
-#include "supervisor/supervisor.h"
 #include "supervisor/bin_dir.h"
+#include "supervisor/supervisor.h"
 
 namespace mp::cli {
 namespace {
@@ -220,7 +221,7 @@ int cmd_tap(const std::string& run_dir, std::vector<std::string> prefixes, long 
 bool read_key_arg(const std::string& what, const std::string& path, std::string& key) {
   std::string text, err;
   keys::Problem p;
-  if (!keys::read_text_file(path, text, err)) {
+  if (!fs::read_file(path, text, err)) {
     std::fprintf(stderr, "tap: %s: %s\n", what.c_str(), err.c_str());
     return false;
   }
@@ -522,7 +523,7 @@ int cmd_read(const ModbusTarget& t, int id, const std::string& type) {
   dc.unit_id = id;
   dc.type = type;
   std::string err;
-  if (!bus.add_device(dc, &err)) {
+  if (!bus.add_device(dc, err)) {
     std::string types;
     for (auto tn : modbus::map_types()) types += " " + std::string(tn);
     std::fprintf(stderr, "%s (types: sunspec%s)\n", err.c_str(), types.c_str());

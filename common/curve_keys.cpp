@@ -126,22 +126,6 @@ bool parse_key_text(std::string_view text, std::string& key, Problem& problem) {
   return true;
 }
 
-bool read_text_file(const std::string& path, std::string& text, std::string& error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    error = "cannot read " + path + ": " + std::strerror(errno);
-    return false;
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    error = "cannot read " + path + ": " + std::strerror(errno);
-    return false;
-  }
-  text = ss.str();
-  return true;
-}
-
 std::string key_hint(std::string_view key) { return std::string(key.substr(0, 8)) + "..."; }
 
 }  // namespace mp::keys

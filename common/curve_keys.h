@@ -45,9 +45,6 @@ std::vector<AuthorizedKey> parse_authorized_keys(std::string_view text,
 // set when there is no key, the line is not a key, or there is more than one.
 bool parse_key_text(std::string_view text, std::string& key, Problem& problem);
 
-// A whole (small) file; false with "cannot read FILE: reason" in `error`.
-bool read_text_file(const std::string& path, std::string& text, std::string& error);
-
 // The first characters of a public key, to name it in logs ("Ab3x+9Qz...").
 std::string key_hint(std::string_view key);
 

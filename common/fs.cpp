@@ -8,10 +8,10 @@
 
 namespace mp::fs {
 
-bool read_file(const std::string& path, std::string& out, std::string* error) {
+bool read_file(const std::string& path, std::string& out, std::string& error) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (error) *error = "cannot open " + path + ": " + std::strerror(errno);
+    error = "cannot read " + path + ": " + std::strerror(errno);
     return false;
   }
   out.clear();
@@ -21,7 +21,7 @@ bool read_file(const std::string& path, std::string& out, std::string* error) {
     if (n == 0) break;
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (error) *error = "cannot read " + path + ": " + std::strerror(errno);
+      error = "cannot read " + path + ": " + std::strerror(errno);
       ::close(fd);
       return false;
     }

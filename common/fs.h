@@ -9,7 +9,7 @@
 namespace mp::fs {
 
 // The whole file; false (and `error` naming the file) when it cannot be read.
-bool read_file(const std::string& path, std::string& out, std::string* error = nullptr);
+bool read_file(const std::string& path, std::string& out, std::string& error);
 // Writes all of `data` to fd (retrying short writes and EINTR); false on error (errno set).
 bool write_all(int fd, std::string_view data);
 // Replaces `path` by `data` atomically: readers see the old or the new content, never a mix.

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "common/curve_keys.h"
+#include "common/fs.h"
 #include "config/checker.h"
 #include "config/mqtt_config_read.h"
 #include "config/relay_spec.h"
@@ -555,7 +556,7 @@ void read_remote(Checker& c, const toml::table* t, Remote& r, bool check_files) 
     std::string text, err, key;
     keys::Problem p;
     struct stat st {};
-    if (!keys::read_text_file(f, text, err)) {
+    if (!fs::read_file(f, text, err)) {
       c.error_at(at, "remote.secret_key_file", err);
     } else if (!keys::parse_key_text(text, key, p)) {
       // the problem names the line, never its text: this is a secret
@@ -577,7 +578,7 @@ void read_remote(Checker& c, const toml::table* t, Remote& r, bool check_files) 
     const std::string& f = r.authorized_keys_file;
     std::string text, err;
     std::vector<keys::Problem> problems;
-    if (!keys::read_text_file(f, text, err)) {
+    if (!fs::read_file(f, text, err)) {
       c.error_at(at, "remote.authorized_keys_file", err);
     } else {
       const auto found = keys::parse_authorized_keys(text, problems);
@@ -708,44 +709,43 @@ Result load_string(const std::string& text, const std::string& name, const LoadO
 Result load_file(const std::string& path) { return load_file(path, LoadOptions{}); }
 
 Result load_file(const std::string& path, const LoadOptions& opt) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  std::string text, error;
+  if (!fs::read_file(path, text, error)) {
     Result r;
     r.errors.push_back(Error{path, 0, 0, "", std::string("cannot read: ") + std::strerror(errno)});
     return r;
   }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return load_string(ss.str(), path, opt);
+  return load_string(text, path, opt);
 }
 
-std::optional<std::string> resolve_secret(const std::string& file, const std::string& env,
-                                          std::string& error) {
+bool resolve_secret(const std::string& file, const std::string& env, std::string& secret,
+                    std::string& error) {
+  secret.clear();
   if (!file.empty()) {
-    std::ifstream in(file);
-    if (!in) {
+    std::string text;
+    if (!fs::read_file(file, text, error)) {
       error = "cannot read secret file " + file + ": " + std::strerror(errno);
-      return std::nullopt;
+      return false;
     }
-    std::string line;
-    std::getline(in, line);
+    std::string line = text.substr(0, text.find('\n'));
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
       line.pop_back();
     if (line.empty()) {
       error = "secret file " + file + " is empty";
-      return std::nullopt;
+      return false;
     }
-    return line;
+    secret = std::move(line);
+    return true;
   }
   if (!env.empty()) {
     const char* v = std::getenv(env.c_str());
     if (!v || !*v) {
       error = "environment variable " + env + " is not set";
-      return std::nullopt;
+      return false;
     }
-    return std::string(v);
+    secret = v;
   }
-  return std::string();
+  return true;
 }
 
 }  // namespace mp::config

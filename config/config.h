@@ -199,9 +199,10 @@ struct LoadOptions {
 Result load_file(const std::string& path, const LoadOptions& opt);
 Result load_string(const std::string& text, const std::string& name, const LoadOptions& opt);
 
-// Reads a secret from a file (first line, trimmed) or an environment variable.
-// Returns nullopt and sets `error` (without the secret) when it cannot be read.
-std::optional<std::string> resolve_secret(const std::string& file, const std::string& env,
-                                          std::string& error);
+// Reads a secret from a file (first line, trimmed) or an environment variable into
+// `secret` (empty when neither is given). False with `error` (never the secret) when it
+// cannot be read.
+bool resolve_secret(const std::string& file, const std::string& env, std::string& secret,
+                    std::string& error);
 
 }  // namespace mp::config

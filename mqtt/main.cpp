@@ -12,8 +12,8 @@ int main(int argc, char** argv) {
   mp::Worker w(argc, argv, "mqtt");
   const auto& m = w.cfg().mqtt;
   std::string err;
-  const auto password = mp::config::resolve_secret(m.password_file, m.password_env, err);
-  if (!password) {
+  std::string password;
+  if (!mp::config::resolve_secret(m.password_file, m.password_env, password, err)) {
     // a config problem a restart cannot fix: say so once and idle (no restart storm)
     mp::log::error("mqtt password: %s", err.c_str());
     w.info("broker_error", "password: " + err);
@@ -23,6 +23,6 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  mp::mqtt::Bridge bridge(w, *password);
+  mp::mqtt::Bridge bridge(w, password);
   return bridge.run();
 }

@@ -8,6 +8,7 @@
 #include "bus/remote.h"
 #include "bus/worker.h"
 #include "common/curve_keys.h"
+#include "common/fs.h"
 #include "common/log.h"
 
 int main(int argc, char** argv) {
@@ -25,7 +26,7 @@ int main(int argc, char** argv) {
   {
     std::string text, err;
     mp::keys::Problem problem;
-    if (!mp::keys::read_text_file(rc.secret_key_file, text, err)) {
+    if (!mp::fs::read_file(rc.secret_key_file, text, err)) {
       mp::log::error("secret_key_file: %s", err.c_str());
       return 1;
     }

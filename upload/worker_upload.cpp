@@ -50,13 +50,9 @@ bool UploadWorker::make_influx_target() {
   ic.gzip = uc.gzip;
   ic.request_timeout_ms = long(uc.timeout_s * 1000);
   std::string serr;
-  if (auto t = config::resolve_secret(uc.token_file, uc.token_env, serr))
-    ic.token = *t;
-  else
+  if (!config::resolve_secret(uc.token_file, uc.token_env, ic.token, serr))
     log::error("upload: token: %s (points are kept in the journal)", serr.c_str());
-  if (auto p = config::resolve_secret(uc.password_file, uc.password_env, serr))
-    ic.password = *p;
-  else
+  if (!config::resolve_secret(uc.password_file, uc.password_env, ic.password, serr))
     log::error("upload: password: %s (points are kept in the journal)", serr.c_str());
   auto t = std::make_unique<InfluxTarget>(ic);
   if (auto c = t->check(); !c.empty()) {

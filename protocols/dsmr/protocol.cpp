@@ -98,9 +98,9 @@ class FileRunner : public Runner {
  public:
   FileRunner(RunContext& ctx, const config::Meter& m) : ctx_(ctx), m_(m) {}
   void run(int slot) override {
-    std::string bytes;
-    if (!fs::read_file(m_.file, bytes)) {
-      log::error("meter %s: cannot read file %s", m_.name.c_str(), m_.file.c_str());
+    std::string bytes, error;
+    if (!fs::read_file(m_.file, bytes, error)) {
+      log::error("meter %s: %s", m_.name.c_str(), error.c_str());
     } else if (!replay(slot, bytes)) {
       return;
     }
@@ -199,8 +199,8 @@ std::unique_ptr<FrameDecoder> make_decoder(const config::Meter& m, std::string& 
   if (m.key_file.empty()) return std::make_unique<Decoder>(nullptr);
   std::string text, err;
   mp::dlms::Keys keys;
-  if (!fs::read_file(m.key_file, text)) {
-    error = "meter " + m.name + ": cannot read key_file " + m.key_file;
+  if (!fs::read_file(m.key_file, text, err)) {
+    error = "meter " + m.name + ": key_file: " + err;
   } else if (!mp::dlms::parse_key_file(text, keys, err)) {
     error = "meter " + m.name + ": key_file " + m.key_file + ": " + err;
   } else {

@@ -271,7 +271,7 @@ struct Bus::Impl {
     }
     std::vector<sunspec::ModelRef> models;
     std::string err;
-    if (!sunspec::walk_chain(rd, base, models, &err)) {
+    if (!sunspec::walk_chain(rd, base, models, err)) {
       why = "SunSpec model chain: " + err;
       return false;
     }
@@ -445,9 +445,9 @@ Bus::~Bus() = default;
 
 const BusConfig& Bus::config() const { return impl_->cfg; }
 
-bool Bus::add_device(const DeviceConfig& device, std::string* error) {
+bool Bus::add_device(const DeviceConfig& device, std::string& error) {
   auto fail = [&](std::string why) {
-    if (error) *error = std::move(why);
+    error = std::move(why);
     return false;
   };
   if (device.name.empty()) return fail("device name is empty");

@@ -145,7 +145,7 @@ class Bus {
   const BusConfig& config() const;
 
   // False (with *error) for an unknown type, a bad unit id or interval, a duplicate name.
-  bool add_device(const DeviceConfig& device, std::string* error = nullptr);
+  bool add_device(const DeviceConfig& device, std::string& error);
   size_t device_count() const;
 
   // Polls every device due at `now_mono_ns` (mp::clock::mono_ns()); each block goes to

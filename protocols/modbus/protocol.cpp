@@ -78,7 +78,7 @@ class BusRunner : public Runner {
     for (const auto* m : meters_) {
       const mb::DeviceConfig dc = device_config(*m);
       std::string err;
-      if (!bus.add_device(dc, &err)) {
+      if (!bus.add_device(dc, err)) {
         log::error("meter %s: %s", m->name.c_str(), err.c_str());
         continue;
       }

@@ -244,11 +244,11 @@ bool find_base(const ReadFn& read, uint16_t& base) {
 }
 
 bool walk_chain(const ReadFn& read, uint16_t base, std::vector<ModelRef>& models,
-                std::string* error, size_t max_models) {
+                std::string& error, size_t max_models) {
   models.clear();
   uint32_t addr = uint32_t{base} + 2;
   auto fail = [&](const char* why) {
-    if (error) *error = why;
+    error = why;
     return !models.empty();
   };
   while (models.size() < max_models) {

@@ -46,9 +46,9 @@ bool find_base(const ReadFn& read, uint16_t& base);
 
 // Walks the model chain that follows the marker at `base` (first header at base + 2) until
 // the end id 0xFFFF, a failed read, an address overflow or `max_models`. Returns false (and
-// sets *error) when no model could be read or the chain is malformed before its end.
+// sets `error`) when no model could be read or the chain is malformed before its end.
 bool walk_chain(const ReadFn& read, uint16_t base, std::vector<ModelRef>& models,
-                std::string* error = nullptr, size_t max_models = 64);
+                std::string& error, size_t max_models = 64);
 
 // Models whose values this decoder knows.
 bool is_common_model(uint16_t id);

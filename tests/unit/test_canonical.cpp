@@ -57,8 +57,8 @@ TEST_CASE("every name of the P1 corpus is canonical or native") {
   size_t values = 0;
   for (const auto& e : std::filesystem::directory_iterator(MP_TEST_DATA_DIR "/dsmr")) {
     if (e.path().extension() != ".txt") continue;
-    std::string bytes;
-    REQUIRE(mp::fs::read_file(e.path(), bytes));
+    std::string bytes, err;
+    REQUIRE_MESSAGE(mp::fs::read_file(e.path(), bytes, err), err);
     mp::dsmr::Framer framer;
     framer.feed(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
     std::string t;
@@ -78,8 +78,8 @@ TEST_CASE("every name of the M-Bus corpus is canonical or native") {
   size_t values = 0;
   for (const auto& e : std::filesystem::directory_iterator(MP_TEST_DATA_DIR "/mbus/test-frames")) {
     if (e.path().extension() != ".hex") continue;
-    std::string text;
-    REQUIRE(mp::fs::read_file(e.path(), text));
+    std::string text, err;
+    REQUIRE_MESSAGE(mp::fs::read_file(e.path(), text, err), err);
     const auto bytes = hex_bytes(text);
     auto res = mp::mbus::decode(bytes);
     if (!res.error.empty()) continue;

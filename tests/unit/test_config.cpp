@@ -237,22 +237,22 @@ TEST_CASE("shipped example and demo configs validate") {
 TEST_CASE("secrets come from a file or the environment, never the TOML") {
   std::string err;
   setenv("MP_TEST_TOKEN", "s3cret", 1);
-  auto v = mp::config::resolve_secret("", "MP_TEST_TOKEN", err);
-  REQUIRE(v);
-  CHECK(*v == "s3cret");
+  std::string v;
+  REQUIRE(mp::config::resolve_secret("", "MP_TEST_TOKEN", v, err));
+  CHECK(v == "s3cret");
   const std::string path = "/tmp/mp_test_token_file";
-  { std::ofstream(path) << "filetoken \n"; }
-  v = mp::config::resolve_secret(path, "", err);
-  REQUIRE(v);
-  CHECK(*v == "filetoken");
+  { std::ofstream(path) << "filetoken \nsecond line\n"; }
+  REQUIRE(mp::config::resolve_secret(path, "", v, err));
+  CHECK(v == "filetoken");
   std::remove(path.c_str());
-  v = mp::config::resolve_secret(path, "", err);
-  CHECK_FALSE(v);
+  CHECK_FALSE(mp::config::resolve_secret(path, "", v, err));
+  CHECK(v.empty());
   CHECK(err.find(path) != std::string::npos);
   CHECK(err.find("filetoken") == std::string::npos);
+  CHECK(mp::config::resolve_secret("", "", v, err));
+  CHECK(v.empty());
   unsetenv("MP_TEST_TOKEN_MISSING");
-  v = mp::config::resolve_secret("", "MP_TEST_TOKEN_MISSING", err);
-  CHECK_FALSE(v);
+  CHECK_FALSE(mp::config::resolve_secret("", "MP_TEST_TOKEN_MISSING", v, err));
   CHECK(err == "environment variable MP_TEST_TOKEN_MISSING is not set");
 }
 

@@ -20,6 +20,7 @@
 #include "bus/bus.h"
 #include "bus/remote.h"
 #include "common/curve_keys.h"
+#include "common/fs.h"
 #include "tests/harness/temp_dir.h"
 
 namespace {
@@ -191,7 +192,7 @@ TEST_CASE("key files: one key, comments and blank lines around it") {
   CHECK(p.line == 2);
   CHECK(p.message.find(k.sec.substr(0, 30)) == std::string::npos);
   std::string text, err;
-  CHECK_FALSE(mp::keys::read_text_file("/nonexistent/x.key", text, err));
+  CHECK_FALSE(mp::fs::read_file("/nonexistent/x.key", text, err));
   CHECK(err == "cannot read /nonexistent/x.key: No such file or directory");
 }
 

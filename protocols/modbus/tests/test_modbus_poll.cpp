@@ -19,9 +19,9 @@
 #include <thread>
 #include <vector>
 
-#include "protocols/modbus/modbus_poll.h"
 #include "common/clock.h"
 #include "protocols/modbus/modbus_maps.h"
+#include "protocols/modbus/modbus_poll.h"
 #include "protocols/modbus/sunspec.h"
 
 #ifndef MP_SOURCE_DIR
@@ -31,6 +31,14 @@
 using namespace mp::modbus;
 
 namespace {
+
+// Adds a device that must be accepted; the reason shows when it is not.
+bool add(Bus& bus, const DeviceConfig& device) {
+  std::string err;
+  const bool ok = bus.add_device(device, err);
+  if (!ok) MESSAGE(err);
+  return ok;
+}
 
 int free_port() {
   const int s = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -274,11 +282,11 @@ TEST_CASE("modbus tcp: SDM630 poll decodes to the served image") {
   Fixture fx;
   Bus bus(fx.bus_config());
   std::string err;
-  REQUIRE(bus.add_device({"grid", 1, "sdm630", 1000}, &err));
-  CHECK_FALSE(bus.add_device({"grid", 1, "sdm630", 1000}, &err));
+  REQUIRE(bus.add_device({"grid", 1, "sdm630", 1000}, err));
+  CHECK_FALSE(bus.add_device({"grid", 1, "sdm630", 1000}, err));
   CHECK(err == "duplicate device name 'grid'");
-  CHECK_FALSE(bus.add_device({"x", 1, "no-such-meter", 1000}, &err));
-  CHECK_FALSE(bus.add_device({"y", 300, "sdm630", 1000}, &err));
+  CHECK_FALSE(bus.add_device({"x", 1, "no-such-meter", 1000}, err));
+  CHECK_FALSE(bus.add_device({"y", 300, "sdm630", 1000}, err));
 
   Collected c;
   REQUIRE(bus.poll_device(0, c.sink()));
@@ -312,7 +320,7 @@ TEST_CASE("modbus tcp: SDM630 poll decodes to the served image") {
 TEST_CASE("modbus tcp: exception 02 over holes splits the reads and remembers the split") {
   Fixture fx;
   Bus bus(fx.bus_config());
-  REQUIRE(bus.add_device({"holes", 2, "sdm630", 1000}));
+  REQUIRE(add(bus, {"holes", 2, "sdm630", 1000}));
   Collected c;
   REQUIRE(bus.poll_device(0, c.sink()));
   check_sdm_values(c.decode_all());
@@ -340,8 +348,8 @@ TEST_CASE("modbus tcp: SunSpec discovery and decoding") {
   DeviceConfig inv{"pv", 3, "sunspec", 1000};
   DeviceConfig met{"pvmeter", 3, "sunspec", 1000};
   met.sunspec_part = SunspecPart::meter;
-  REQUIRE(bus.add_device(inv));
-  REQUIRE(bus.add_device(met));
+  REQUIRE(add(bus, inv));
+  REQUIRE(add(bus, met));
 
   Collected c;
   REQUIRE(bus.poll_device(0, c.sink()));
@@ -382,7 +390,7 @@ TEST_CASE("modbus tcp: SunSpec discovery and decoding") {
 
   // A unit without SunSpec fails discovery.
   DeviceConfig none{"nope", 1, "sunspec", 1000};
-  REQUIRE(bus.add_device(none));
+  REQUIRE(add(bus, none));
   Collected n;
   CHECK_FALSE(bus.poll_device(2, n.sink()));
   CHECK(n.blocks.empty());
@@ -409,8 +417,8 @@ TEST_CASE("modbus tcp: scan finds exactly the served meters") {
 TEST_CASE("modbus tcp: a silent unit costs one timeout per poll and becomes unavailable") {
   Fixture fx;
   Bus bus(fx.bus_config(250));
-  REQUIRE(bus.add_device({"good", 1, "sdm630", 100}));
-  REQUIRE(bus.add_device({"silent", 9, "sdm630", 100}));
+  REQUIRE(add(bus, {"good", 1, "sdm630", 100}));
+  REQUIRE(add(bus, {"silent", 9, "sdm630", 100}));
   int good_polls = 0;
   for (int round = 0; round < 3; ++round) {
     Collected c;
@@ -459,7 +467,7 @@ TEST_CASE("modbus tcp: a listener that never answers") {
   cfg.response_timeout_ms = 200;
   cfg.unavailable_after = 2;
   Bus bus(cfg);
-  REQUIRE(bus.add_device({"mute", 1, "sdm630", 1000}));
+  REQUIRE(add(bus, {"mute", 1, "sdm630", 1000}));
   for (int i = 0; i < 2; ++i) {
     Collected c;
     const int64_t t0 = mp::clock::mono_ns();
@@ -490,7 +498,7 @@ TEST_CASE("modbus tcp: a slow peer within and beyond the timeout") {
   patient.port = slow.port;
   patient.response_timeout_ms = 1000;
   Bus ok_bus(patient);
-  REQUIRE(ok_bus.add_device({"slow", 1, "sdm630", 1000}));
+  REQUIRE(add(ok_bus, {"slow", 1, "sdm630", 1000}));
   Collected c;
   const int64_t t0 = mp::clock::mono_ns();
   REQUIRE(ok_bus.poll_device(0, c.sink()));
@@ -501,7 +509,7 @@ TEST_CASE("modbus tcp: a slow peer within and beyond the timeout") {
   BusConfig hasty = patient;
   hasty.response_timeout_ms = 60;
   Bus bad_bus(hasty);
-  REQUIRE(bad_bus.add_device({"slow", 1, "sdm630", 1000}));
+  REQUIRE(add(bad_bus, {"slow", 1, "sdm630", 1000}));
   Collected c2;
   CHECK_FALSE(bad_bus.poll_device(0, c2.sink()));
   CHECK(bad_bus.status()[0].last_error.find("timeout") == 0);
@@ -518,7 +526,7 @@ TEST_CASE("modbus tcp: a slow peer within and beyond the timeout") {
 TEST_CASE("modbus tcp: the peer goes away and returns") {
   Fixture fx;
   Bus bus(fx.bus_config(300));
-  REQUIRE(bus.add_device({"grid", 1, "sdm630", 100}));
+  REQUIRE(add(bus, {"grid", 1, "sdm630", 100}));
   Collected c;
   REQUIRE(bus.poll_device(0, c.sink()));
   fx.peer.stop();

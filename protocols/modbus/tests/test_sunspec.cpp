@@ -167,7 +167,7 @@ TEST_CASE("sunspec: marker and chain walk") {
   CHECK(base == 40000);
   std::vector<ModelRef> models;
   std::string err;
-  REQUIRE(walk_chain(dev.reader(), base, models, &err));
+  REQUIRE(walk_chain(dev.reader(), base, models, err));
   REQUIRE(models.size() == 3);
   CHECK(models[0].id == 1);
   CHECK(models[0].address == 40002);
@@ -203,19 +203,19 @@ TEST_CASE("sunspec: broken chains") {
   // No end marker: the read past the image fails after two models -> partial chain.
   std::vector<ModelRef> models;
   std::string err;
-  CHECK(walk_chain(dev.reader(), 40000, models, &err));
+  CHECK(walk_chain(dev.reader(), 40000, models, err));
   CHECK(models.size() == 2);
   CHECK(err == "reading a model header failed");
   // All reads fail -> false.
   dev.fail_reads = true;
-  CHECK_FALSE(walk_chain(dev.reader(), 40000, models, &err));
+  CHECK_FALSE(walk_chain(dev.reader(), 40000, models, err));
   CHECK(models.empty());
   // A chain whose length runs past 65535 stops.
   Device high(64000);
   high.add(1, std::vector<uint16_t>(1000, 0));  // next header at 65004
   high.regs.push_back(64);
   high.regs.push_back(60000);
-  CHECK(walk_chain(high.reader(), 64000, models, &err));
+  CHECK(walk_chain(high.reader(), 64000, models, err));
   CHECK(models.size() == 2);
   CHECK(err == "model chain runs past register 65535");
 }
