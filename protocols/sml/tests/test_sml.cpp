@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "common/canonical.h"
@@ -368,4 +370,24 @@ TEST_CASE("decode sml: binary and hex dump give the same JSON; errors exit 1") {
   std::istringstream empty("");
   std::ostringstream out4, err4;
   CHECK(decode_sml_main(empty, out4, err4) == 1);
+}
+
+TEST_CASE(
+    "the inputs on which libsml reads out of bounds or leaks (libsml_findings/) are errors here") {
+  for (const char* name : {"heap-overflow-octet-string.bin", "leak-list-entry.bin"}) {
+    INFO(name);
+    std::ifstream in(td::kDir.parent_path() / "libsml_findings" / name, std::ios::binary);
+    std::string frame((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE(frame.size() == 252);
+    File file;
+    std::string err;
+    CHECK(!decode_frame(bytes(frame), file, err));  // one changed byte: the CRC says so
+    CHECK(err.find("CRC mismatch") == 0);
+    // the same bytes with a CRC that matches (a sender that computed it over broken data)
+    const uint16_t crc = crc16_x25(bytes(frame).first(frame.size() - 2));
+    frame[frame.size() - 2] = static_cast<char>(crc & 0xFF);
+    frame[frame.size() - 1] = static_cast<char>(crc >> 8);
+    CHECK(!decode_frame(bytes(frame), file, err));
+    CHECK(err.find("message 2 at byte") == 0);
+  }
 }
