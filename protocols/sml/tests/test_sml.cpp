@@ -374,7 +374,8 @@ TEST_CASE("decode sml: binary and hex dump give the same JSON; errors exit 1") {
 
 TEST_CASE(
     "the inputs on which libsml reads out of bounds or leaks (libsml_findings/) are errors here") {
-  for (const char* name : {"heap-overflow-octet-string.bin", "leak-list-entry.bin"}) {
+  for (const char* name :
+       {"libsml-heap-overflow-octet-string.bin", "libsml-memory-leak-list-entry.bin"}) {
     INFO(name);
     std::ifstream in(td::kDir.parent_path() / "libsml_findings" / name, std::ios::binary);
     std::string frame((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
