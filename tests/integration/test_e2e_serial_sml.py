@@ -9,7 +9,8 @@ frames with noise between them become readings with power_net_w, energy_import_k
 energy_export_kwh, equipment_id as `meterpipe decode sml` gives them; a locked meter (1.8.0
 only) gives a reading without errors; a frame with a bad CRC is dropped and counted; after an
 unplug and a new device the readings resume and acquire is not restarted; over TCP a frame
-split across writes and a dropped connection; the simulated meter gives per-phase values.
+split across writes and a dropped connection; the simulated meter gives per-phase values; a
+relay rule switches on an SML meter's export and off on its import.
 Prints one line per check and `N passed, M failed`; exits 1 on any failure.
 """
 import json
@@ -227,5 +228,46 @@ def test_tcp_and_simulate():
         p.stop()
 
 
+def test_relay_on_sml_export():
+    """A relay rule reads power_net_w of an SML meter like any other: the DZG generator's
+    frames (-105.5 W, exporting) switch it on; the Iskra's (+193 W) switch it off."""
+    srv = TcpPeer()
+    dzg = frames("DZG_DVS-7420.2V.G2_mtr2_neg.hex")[0]
+    iskra = frames("ISKRA_MT631-D1A52-K0z-H01_with_PIN.hex")[0]
+    p = Pipeline('[[meter]]\nname = "gen"\nprotocol = "sml"\nsource = "tcp"\n'
+                 'host = "127.0.0.1"\nport = %d\n\n[[relay]]\nname = "heater"\nmeter = "gen"\n'
+                 'on_below_w = -100\noff_above_w = 150\non_delay_s = 0\noff_delay_s = 0\n'
+                 'min_on_s = 0\nmin_off_s = 0\nmax_switches_per_hour = 0\nfailsafe = "off"\n'
+                 'stale_after_s = 30\n[relay.output]\ntype = "sim"\n' % srv.port,
+                 prefix="mpsmlr.")
+    try:
+        tap = p.start_tap(["relay/", "reading/", "health/process"])
+        p.start()
+        c = srv.accept(8)
+        if not check(c is not None and wait_tap_connected(tap), "relay: bridge connected"):
+            return
+
+        def state_after(frame, want):
+            since = time.monotonic()
+
+            def seen():
+                c.sendall(frame)
+                evs = [m.get("envelope", {}).get("relay", {})
+                       for t, m in tap.timed("relay/heater") if t >= since]
+                return [e for e in evs if bool(e.get("new_state", False)) == want]
+            return wait_for(seen, 10, 0.5)
+        on = state_after(dzg, True)
+        check(on, "relay: SML power_net_w -105.5 W (export) switches the heater on",
+              p.log_matching(r"^actuate"))
+        off = state_after(iskra, False) if on else None
+        check(off, "relay: SML power_net_w +193 W switches it off again",
+              p.log_matching(r"^actuate"))
+        check(mptest.no_crash_text("\n".join(p.log())), "no crash text in the logs")
+    finally:
+        srv.close()
+        p.stop()
+
+
 if __name__ == "__main__":
-    sys.exit(mptest.script_main(ck, test_serial_and_replug, test_tcp_and_simulate, serial=True))
+    sys.exit(mptest.script_main(ck, test_serial_and_replug, test_tcp_and_simulate,
+                                test_relay_on_sml_export, serial=True))
