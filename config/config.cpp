@@ -173,7 +173,7 @@ LineSettings line_settings(const Meter& m) {
   LineSettings l;
   const protocols::Spec* d = protocols::find(m.protocol);
   l.family = d ? std::string(d->family) : m.protocol;
-  if (l.family == "dsmr") return l;  // one P1 port, one meter: nothing to agree on
+  if (l.family == "dsmr" || l.family == "sml") return l;  // push meters: one per port
   const acquire::SerialSettings s = protocols::serial_settings(m);
   l.baud = s.baud;
   l.data_bits = s.data_bits;
@@ -219,11 +219,13 @@ void check_shared_lines(Checker& c, const Config& cfg, const toml::array& meters
       const First& f = it->second;
       const Meter& fm = cfg.meters[f.index];
       const std::string other = "meter[" + std::to_string(f.index) + "] \"" + fm.name + "\"";
-      if (l.family != f.line.family || l.family == "dsmr") {
+      const bool push = l.family == "dsmr" || l.family == "sml";  // one meter per port
+      if (l.family != f.line.family || push) {
         c.error_at(at("device"), mk + "device",
-                   l.family == "dsmr" && f.line.family == "dsmr"
+                   push && f.line.family == l.family
                        ? "\"" + m.device + "\" is already read by " + other +
-                             " (one P1 port gives one meter's telegrams)"
+                             (l.family == "dsmr" ? " (one P1 port gives one meter's telegrams)"
+                                                 : " (one IR head reads one meter)")
                        : "\"" + m.device + "\" is already used by " + other + " (" + fm.protocol +
                              "): one serial line carries one protocol");
         continue;
@@ -241,7 +243,7 @@ void check_shared_lines(Checker& c, const Config& cfg, const toml::array& meters
       if (l.family == "modbus")
         differs("timeout_ms", std::to_string(l.timeout_ms), std::to_string(f.line.timeout_ms));
     }
-    if (l.family == "dsmr") continue;
+    if (l.family == "dsmr" || l.family == "sml") continue;
     const bool modbus = l.family == "modbus";
     const int64_t station = modbus ? m.unit_id : m.address;
     auto& taken = stations[std::make_pair(key, station)];

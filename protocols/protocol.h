@@ -24,7 +24,7 @@ class App;
 namespace mp::protocols {
 
 // Every protocol meterpipe reads. The order is the registry's.
-enum class Id { dsmr, modbus, sunspec, mbus };
+enum class Id { dsmr, modbus, sunspec, mbus, sml };
 
 // What a runner needs from the acquire worker around it (acquire/worker_runners.cpp wires
 // this to the bus and the worker's health). Thread-safe: each runner has its own thread.
