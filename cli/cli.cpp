@@ -18,6 +18,7 @@
 #include "bus/control.h"
 #include "bus/remote.h"
 #include "bus/worker.h"
+#include "cli/history_cmd.h"
 #include "common/clock.h"
 #include "common/curve_keys.h"
 #include "common/fs.h"
@@ -38,7 +39,7 @@ namespace {
 
 const char* kDefaultConfig = "/etc/meterpipe/meterpipe.toml";
 const std::vector<std::string> kWorkers = {"acquire", "process", "actuate", "upload",
-                                           "serve",   "mqtt",    "remote"};
+                                           "serve",   "mqtt",    "history", "remote"};
 
 int print_errors(const config::Result& r) {
   for (const auto& e : r.errors) std::fprintf(stderr, "%s\n", e.str().c_str());
@@ -617,6 +618,7 @@ int main(int argc, char** argv) {
   std::vector<protocols::CliCommand> protocol_commands;
   for (const auto* d : protocols::all())
     if (auto add = protocols::runtime(*d).add_cli) add(app, *decode, protocol_commands);
+  add_history_commands(app, protocol_commands);  // export
 
   std::string relay_name, relay_state, relay_for;
   auto* relay = app.add_subcommand("relay", "Manual override of a relay: on, off or auto");

@@ -18,6 +18,7 @@
 #include "common/curve_keys.h"
 #include "common/fs.h"
 #include "config/checker.h"
+#include "config/history_config_read.h"
 #include "config/mqtt_config_read.h"
 #include "config/relay_spec.h"
 #include "protocols/specs.h"
@@ -49,6 +50,7 @@ std::vector<std::string> Config::workers() const {
   if (upload.enabled && !meters.empty()) w.push_back("upload");
   if (serve.enabled) w.push_back("serve");
   if (mqtt.enabled) w.push_back("mqtt");
+  if (history.enabled && !meters.empty()) w.push_back("history");
   if (remote.enabled) w.push_back("remote");
   return w;
 }
@@ -640,6 +642,8 @@ Result load_string(const std::string& text, const std::string& name, const LoadO
   read_remote(c, top.table("remote"), cfg.remote, opt.check_key_files);
   if (const toml::table* mt = top.table("mqtt"))
     read_mqtt(mt, name, opt.check_key_files, cfg.mqtt, res.errors);
+  read_history(top.table("history"), name, cfg.history, res.errors);
+  read_tariffs(top.node("tariff"), name, cfg.tariffs, res.errors);
   top.finish();
 
   const toml::array* meters = root["meter"].as_array();
@@ -700,6 +704,7 @@ Result load_string(const std::string& text, const std::string& name, const LoadO
   if (cfg.actuate.state_file.empty())
     cfg.actuate.state_file = cfg.general.state_dir + "/actuate.state";
   if (cfg.remote.publishers.empty()) cfg.remote.publishers = cfg.workers();
+  if (cfg.history.db_file.empty()) cfg.history.db_file = cfg.general.state_dir + "/history.sqlite";
 
   std::stable_sort(res.errors.begin(), res.errors.end(), [](const Error& a, const Error& b) {
     return a.line != b.line ? a.line < b.line : a.column < b.column;

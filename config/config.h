@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "config/history_config.h"
 #include "config/mqtt_config.h"
 
 namespace mp::config {
@@ -166,9 +167,12 @@ struct Config {
   Serve serve;
   Remote remote;
   Mqtt mqtt;
+  History history;
+  std::vector<Tariff> tariffs;
 
   const Meter* meter(const std::string& name) const;
-  // Workers to run, in start order: acquire, process, actuate, upload, serve, mqtt, remote.
+  // Workers to run, in start order: acquire, process, actuate, upload, serve, mqtt, history,
+  // remote.
   std::vector<std::string> workers() const;
 };
 

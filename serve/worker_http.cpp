@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "serve/assets.h"
+#include "serve/history_api.h"
 
 namespace mp::serve {
 
@@ -212,10 +213,13 @@ int HttpServer::on_request(mg_connection* conn, void* self_v) {
       head = req.method == "HEAD";
       req.path = ri->local_uri;
       req.query = ri->query_string ? ri->query_string : "";
-      std::lock_guard<std::mutex> lk(self->shared_.mutex);
-      const ServeInfo info = self->info_locked();
-      ApiContext ctx{self->shared_.state, info, clock::wall_ns(), clock::mono_ns(), &web_assets()};
-      r = handle(req, ctx);
+      if (!history_api::handle(req, r)) {  // the database: outside the state lock
+        std::lock_guard<std::mutex> lk(self->shared_.mutex);
+        const ServeInfo info = self->info_locked();
+        ApiContext ctx{self->shared_.state, info, clock::wall_ns(), clock::mono_ns(),
+                       &web_assets()};
+        r = handle(req, ctx);
+      }
     }
   } catch (const std::exception& e) {
     log::warn("http: %s", e.what());

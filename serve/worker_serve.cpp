@@ -8,6 +8,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "serve/history_api.h"
 
 namespace mp::serve {
 
@@ -62,6 +63,7 @@ ServeWorker::ServeWorker(Worker& w)
     setenv("TZ", w.cfg().general.timezone.c_str(), 1);
     tzset();
   }
+  history_api::configure(w.cfg());
   shared_.start_mono_ns = clock::mono_ns();
   shared_.info.pid = int(getpid());
   shared_.info.listen = w.cfg().serve.listen;

@@ -135,8 +135,9 @@ def test_simulate():
         st = p.wait_running(10)
         if not check(st is not None, "simulate: every worker running", p.log()[-5:]):
             return
-        check([w["name"] for w in st["workers"]] == ["acquire", "process", "upload"],
-              "simulate: workers acquire, process, upload", [w["name"] for w in st["workers"]])
+        check([w["name"] for w in st["workers"]] == ["acquire", "process", "upload", "history"],
+              "simulate: workers acquire, process, upload, history",
+              [w["name"] for w in st["workers"]])
         msgs, rc = p.tap(["reading/"], count=5, timeout=12)
         check(rc == 0 and len(msgs) == 5, "tap reading/ --count 5: 5 messages, exit 0",
               (rc, len(msgs)))

@@ -78,8 +78,8 @@ def test_running_supervisor():
                      sup.status()):
             return
         names = [w["name"] for w in st["workers"]]
-        check(names == ["acquire", "process", "upload"], "workers are acquire, process, upload",
-              names)
+        check(names == ["acquire", "process", "upload", "history"],
+              "workers are acquire, process, upload, history", names)
         check(st["supervisor_pid"] == sup.proc.pid, "status names the supervisor pid",
               st["supervisor_pid"])
         check(st["config"] == cfg, "status names the config file", st["config"])
@@ -239,7 +239,7 @@ def test_running_supervisor():
             check(any(re.match(r"supervisor: info: %s stopped \(exit status 0\)$" % name, l)
                       for l in logs), "%s stopped cleanly (exit status 0)" % name)
         bad = [l for l in logs
-               if not re.match(r"^(supervisor|acquire|process|upload): ", l)]
+               if not re.match(r"^(supervisor|acquire|process|upload|history): ", l)]
         check(not bad, "every stderr line is prefixed with its process name", bad[:5])
     finally:
         sup.stop()

@@ -216,7 +216,7 @@ TEST_CASE("a minimal config gets documented defaults") {
   CHECK(c.upload.batch_size == 5000);
   CHECK(c.meters.size() == 1);
   CHECK(c.meters[0].protocol == "dsmr");
-  CHECK(c.workers() == std::vector<std::string>{"acquire", "process", "upload"});
+  CHECK(c.workers() == std::vector<std::string>{"acquire", "process", "upload", "history"});
 }
 
 TEST_CASE("missing config file is one clear error") {

@@ -1,0 +1,169 @@
+#!/usr/bin/python3
+"""History figures (history/, issue 18). Prints figures; not a pass/fail test.
+
+size    bench/bench_history size: DAYS (default 60) of a simulated DSMR 5 meter (a telegram
+        every 10 s; the minute rows are the same as at 1 s) into a fresh database, one
+        transaction per minute; the file size per year of one meter.
+io      `meterpipe run` on a simulated meter at 1 reading/s (real time) for --minutes
+        (default 10): bytes written to disk per hour, measured by the kernel
+        (/proc/<pid>/io write_bytes), for the history worker and for the whole pipeline
+        (every worker, upload to daily files as by default, and the supervisor).
+api     /api/history from meterpipe-serve (read-only on the same file) for 31 days of
+        minutes and for 3 years of days, next to the same rows from the `sqlite3` shell
+        (`sqlite3 -readonly -csv FILE SELECT ...`, a fresh process like each HTTP request's
+        fresh connection): median of 5 runs each, in one run of this script.
+
+usage: bench/bench_history.py [--minutes 10] [--days 60] [--skip io] [--bin-dir DIR]
+"""
+import argparse
+import datetime
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SOURCE, "tests", "integration"))
+import mptest  # noqa: E402
+
+
+def write_bytes(pid):
+    try:
+        with open("/proc/%d/io" % pid) as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def bench_size(bench_dir, days):
+    tmp = tempfile.mkdtemp(prefix="mphb.")
+    try:
+        out = subprocess.run([os.path.join(bench_dir, "bench_history"), "size", tmp, str(days),
+                              "10"], capture_output=True, text=True, check=True).stdout
+        print(out.rstrip())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_io(minutes):
+    p = mptest.Pipeline('[[meter]]\nname = "home"\nsource = "simulate"\n\n'
+                        '[upload]\ntarget = "file"\n', prefix="mphio.")
+    try:
+        p.start()
+        st = p.wait_running(15)
+        if st is None:
+            print("io: pipeline did not start")
+            return
+        time.sleep(20)  # past start-up (schema, first commit)
+        st = p.status()
+        pids = {w["name"]: w["pid"] for w in st["workers"]}
+        pids["supervisor"] = p.proc.pid
+        w0 = {n: write_bytes(pid) for n, pid in pids.items()}
+        t0 = time.monotonic()
+        time.sleep(minutes * 60)
+        dt = time.monotonic() - t0
+        w1 = {n: write_bytes(pid) for n, pid in pids.items()}
+        per_h = {n: (w1[n] - w0[n]) * 3600 / dt for n in pids if w0[n] is not None and
+                 w1[n] is not None}
+        print("disk writes at 1 reading/s over %.0f s (kernel write_bytes, per hour):" % dt)
+        for n in sorted(per_h):
+            print("  %-10s %8.3f MB/h" % (n, per_h[n] / 1e6))
+        print("  %-10s %8.3f MB/h   (goal for history: <= 1 MB/h)" % ("pipeline",
+                                                                        sum(per_h.values()) / 1e6))
+    finally:
+        p.stop()
+
+
+def median_time(fn, runs=5):
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_api(bench_dir):
+    tmp = tempfile.mkdtemp(prefix="mpha.")
+    db = os.path.join(tmp, "history.sqlite")
+    try:
+        subprocess.run([os.path.join(bench_dir, "bench_history"), "size", tmp, "33", "10"],
+                       capture_output=True, check=True)
+        con = sqlite3.connect(db)  # 3 years of days for a second meter
+        con.execute("INSERT INTO meters(id, name) VALUES (2, 'years')")
+        d = datetime.date(2023, 1, 1)
+        for i in range(3 * 365):
+            day = d + datetime.timedelta(days=i)
+            con.execute("INSERT INTO days(meter, day, t0, t1, estimated, imp_t1, imp_t2, exp_t1,"
+                        " exp_t2, gas, peak_w, peak_t) VALUES (2, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                        (day.isoformat(), 1672527600 + i * 86400, 1672527600 + (i + 1) * 86400,
+                         4000 + i, 5000 + i, 3000, 2000, 1500, 3200, 1672527600 + i * 86400))
+        con.commit()
+        con.close()
+        port = mptest.free_port()
+        p = mptest.Pipeline('[serve]\nenabled = true\nlisten = "127.0.0.1:%d"\n\n'
+                            '[history]\ndb_file = "%s"\n' % (port, db), prefix="mphs.")
+        try:
+            p.start()
+            if p.wait_running(15) is None:
+                print("api: serve did not start")
+                return
+            base = "http://127.0.0.1:%d" % port
+            cases = [
+                ("31 days of minutes", "/api/history/home?from=2026-01-01&to=2026-01-31"
+                 "&resolution=minute",
+                 "SELECT * FROM minutes WHERE meter = 1 AND t >= 1767222000 AND t < 1769900400"
+                 " ORDER BY t"),
+                ("3 years of days", "/api/history/years?from=2023-01-01&to=2025-12-31"
+                 "&resolution=day",
+                 "SELECT * FROM days WHERE meter = 2 AND day >= '2023-01-01' AND day < "
+                 "'2026-01-01' ORDER BY day"),
+            ]
+            print("%-20s %10s %10s %7s %8s" % ("query", "api ms", "sqlite3 ms", "ratio",
+                                               "rows"))
+            for what, url, sql in cases:
+                body = urllib.request.urlopen(base + url).read()
+                rows = body.count(b'{"time"')
+
+                def api():
+                    urllib.request.urlopen(base + url).read()
+
+                def shell():
+                    subprocess.run(["sqlite3", "-readonly", "-csv", db, sql],
+                                   stdout=subprocess.DEVNULL, check=True)
+                ta, ts = median_time(api), median_time(shell)
+                print("%-20s %10.1f %10.1f %7.2f %8d" % (what, ta * 1e3, ts * 1e3, ta / ts, rows))
+        finally:
+            p.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=10, help="io: minutes measured")
+    ap.add_argument("--days", type=int, default=60, help="size: simulated days")
+    ap.add_argument("--skip", action="append", default=[], help="size, io or api")
+    ap.add_argument("--bin-dir", default=mptest.BIN_DIR)
+    a = ap.parse_args()
+    bench_dir = os.path.join(os.path.dirname(a.bin_dir), "bench")
+    if "size" not in a.skip:
+        bench_size(bench_dir, a.days)
+    if "api" not in a.skip:
+        bench_api(bench_dir)
+    if "io" not in a.skip:
+        bench_io(a.minutes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+#include "history/export.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <map>
+
+#include "history/tariffs.h"
+
+namespace mp::history {
+
+namespace {
+
+// Every column a table can have, in this order.
+const std::vector<Column>& all_columns() {
+  static const std::vector<Column> cols = [] {
+    std::vector<Column> c = {{"power_net_w", 0},   {"power_net_min_w", 0}, {"power_net_max_w", 0},
+                             {"power_l1_w", 0},    {"power_l2_w", 0},      {"power_l3_w", 0},
+                             {"voltage_min_v", 1}, {"voltage_max_v", 1},   {"current_max_a", 2}};
+    for (int k = 0; k < kCounters; ++k) c.push_back({std::string(counter_name(k)), 3});
+    c.push_back({"demand_max_w", 0});
+    c.push_back({"estimated", 0});
+    c.push_back({"cost", 4});
+    return c;
+  }();
+  return cols;
+}
+
+using Values = std::map<std::string, double>;
+
+std::string local_time_text(int64_t t, bool with_time) {
+  const time_t tt = time_t(t);
+  std::tm tm{};
+  localtime_r(&tt, &tm);
+  char buf[48];
+  if (!with_time) {
+    std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+    return buf;
+  }
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M", &tm);
+  const long off = tm.tm_gmtoff / 60;
+  char zone[40];
+  std::snprintf(zone, sizeof zone, "%c%02ld:%02ld", off < 0 ? '-' : '+', std::labs(off) / 60,
+                std::labs(off) % 60);
+  return std::string(buf) + zone;
+}
+
+int64_t local_hour_start(int64_t t) {
+  const time_t tt = time_t(t);
+  std::tm tm{};
+  localtime_r(&tt, &tm);
+  const int64_t local = t + tm.tm_gmtoff;
+  return t - (((local % 3600) + 3600) % 3600);
+}
+
+// Energy etc. of a period: the last end counter in it minus the last one before it.
+struct CounterRun {
+  Counters prev;
+  Counters last;
+  void take(const MinuteRow& r) {
+    for (int k = 0; k < kCounters; ++k)
+      if (r.counters[k]) last[k] = r.counters[k];
+  }
+  void close(Values& v) {
+    for (int k = 0; k < kCounters; ++k) {
+      if (prev[k] && last[k] && *last[k] >= *prev[k])
+        v[std::string(counter_name(k))] = from_milli(*last[k] - *prev[k]);
+      prev[k] = last[k];
+    }
+  }
+};
+
+// Power of a period: averages weighted by readings, extremes.
+struct PowerRun {
+  double sum = 0, min = 0, max = 0;
+  int64_t n = 0;
+  double ph_sum[3] = {0, 0, 0};
+  int64_t ph_n[3] = {0, 0, 0};
+  std::optional<double> v_min, v_max, i_max;
+  void take(const MinuteRow& r) {
+    if (r.p_n) {
+      min = n ? std::min(min, r.p_min) : r.p_min;
+      max = n ? std::max(max, r.p_max) : r.p_max;
+      sum += r.p_sum;
+      n += r.p_n;
+    }
+    for (int i = 0; i < 3; ++i) {
+      ph_sum[i] += r.phase_sum[i];
+      ph_n[i] += r.phase_n[i];
+    }
+    if (r.v_min) v_min = v_min ? std::min(*v_min, *r.v_min) : *r.v_min;
+    if (r.v_max) v_max = v_max ? std::max(*v_max, *r.v_max) : *r.v_max;
+    if (r.i_max) i_max = i_max ? std::max(*i_max, *r.i_max) : *r.i_max;
+  }
+  void close(Values& v) const {
+    if (n) {
+      v["power_net_w"] = sum / double(n);
+      v["power_net_min_w"] = min;
+      v["power_net_max_w"] = max;
+    }
+    static const char* kPh[3] = {"power_l1_w", "power_l2_w", "power_l3_w"};
+    for (int i = 0; i < 3; ++i)
+      if (ph_n[i]) v[kPh[i]] = ph_sum[i] / double(ph_n[i]);
+    if (v_min) v["voltage_min_v"] = *v_min;
+    if (v_max) v["voltage_max_v"] = *v_max;
+    if (i_max) v["current_max_a"] = *i_max;
+  }
+};
+
+void minute_rows(Store& s, int64_t meter, int64_t t0, int64_t t1, bool hourly,
+                 std::vector<std::pair<std::string, Values>>& out) {
+  CounterRun counters;
+  const auto before = s.minutes(meter, t0 - 86400, t0);  // the counters before the first row
+  for (const auto& r : before) counters.take(r);
+  counters.prev = counters.last;
+  PowerRun power;
+  int64_t key = INT64_MIN;
+  auto close = [&]() {
+    if (key == INT64_MIN) return;
+    Values v;
+    power.close(v);
+    counters.close(v);
+    out.emplace_back(local_time_text(key, true), std::move(v));
+    power = PowerRun{};
+  };
+  for (const auto& r : s.minutes(meter, t0, t1)) {
+    const int64_t k = hourly ? local_hour_start(r.t) : r.t;
+    if (k != key) {
+      close();
+      key = k;
+    }
+    power.take(r);
+    counters.take(r);
+  }
+  close();
+}
+
+Values day_values(const DayRow& d) {
+  Values v;
+  for (int k = 0; k < kCounters; ++k)
+    if (d.delta[k]) v[std::string(counter_name(k))] = from_milli(*d.delta[k]);
+  if (d.peak) v["demand_max_w"] = double(d.peak->w);
+  v["estimated"] = d.estimated ? 1 : 0;
+  return v;
+}
+
+void day_rows(const std::vector<DayRow>& days, const std::vector<config::Tariff>& tariffs,
+              std::vector<std::pair<std::string, Values>>& out) {
+  for (const auto& d : days) {
+    Values v = day_values(d);
+    if (auto c = day_cost(tariffs, d)) v["cost"] = *c;
+    out.emplace_back(d.day.date, std::move(v));
+  }
+}
+
+void month_rows(const std::vector<DayRow>& days, const std::vector<config::Tariff>& tariffs,
+                std::vector<std::pair<std::string, Values>>& out) {
+  std::map<std::string, std::vector<const DayRow*>> by_month;
+  for (const auto& d : days) by_month[month_of(d.day.date)].push_back(&d);
+  for (const auto& [month, list] : by_month) {
+    Values v;
+    int64_t peak = -1;
+    bool estimated = false, any_cost = false;
+    double cost = 0;
+    std::vector<std::string> dates;
+    for (const DayRow* d : list) {
+      for (int k = 0; k < kCounters; ++k)
+        if (d->delta[k]) v[std::string(counter_name(k))] += from_milli(*d->delta[k]);
+      if (d->peak) peak = std::max(peak, d->peak->w);
+      estimated = estimated || d->estimated;
+      if (auto c = day_cost(tariffs, *d)) {
+        cost += *c;
+        any_cost = true;
+        dates.push_back(d->day.date);
+      }
+    }
+    if (peak >= 0) v["demand_max_w"] = double(peak);
+    v["estimated"] = estimated ? 1 : 0;
+    if (any_cost) v["cost"] = cost + (peak > 0 ? capacity_cost(tariffs, dates, peak) : 0.0);
+    out.emplace_back(month, std::move(v));
+  }
+}
+
+std::string cell(const std::optional<double>& v, int decimals) {
+  if (!v) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, *v);
+  if (std::string(buf) == "-0" || std::string(buf).find_first_not_of("-0.") == std::string::npos)
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, 0.0);
+  return buf;
+}
+
+std::string json_string(const std::string& s) {
+  std::string o = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += char(c);
+    } else if (c < 0x20) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\u%04x", c);
+      o += b;
+    } else {
+      o += char(c);
+    }
+  }
+  return o + "\"";
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string o = "\"";
+  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return o + "\"";
+}
+
+}  // namespace
+
+bool parse_resolution(const std::string& text, Resolution& out) {
+  for (Resolution r : {Resolution::minute, Resolution::hour, Resolution::day, Resolution::month})
+    if (text == resolution_name(r)) {
+      out = r;
+      return true;
+    }
+  return false;
+}
+
+const char* resolution_name(Resolution r) {
+  switch (r) {
+    case Resolution::minute:
+      return "minute";
+    case Resolution::hour:
+      return "hour";
+    case Resolution::day:
+      return "day";
+    case Resolution::month:
+      return "month";
+  }
+  return "day";
+}
+
+bool query(Store& s, const std::string& meter, const std::string& from, const std::string& to,
+           Resolution res, const std::vector<config::Tariff>& tariffs, Table& out,
+           std::string& error) {
+  const auto d0 = local_day(from), d1 = local_day(to);
+  if (!d0 || !d1) {
+    error = "from and to must be dates like 2026-11-01 (not \"" + (d0 ? to : from) + "\")";
+    return false;
+  }
+  if (d1->t0 < d0->t0) {
+    error = "to (" + to + ") is before from (" + from + ")";
+    return false;
+  }
+  const auto id = s.find_meter(meter);
+  if (!id) {
+    error = "no history for meter \"" + meter + "\"";
+    return false;
+  }
+  out = Table{};
+  out.meter = meter;
+  out.resolution = res;
+  out.from = from;
+  out.to = to;
+  std::vector<std::pair<std::string, Values>> rows;
+  if (res == Resolution::minute || res == Resolution::hour) {
+    minute_rows(s, *id, d0->t0, d1->t1, res == Resolution::hour, rows);
+  } else {
+    // a month starts at its first day, whatever `from` says
+    const std::string first = res == Resolution::month ? month_of(from) + "-01" : from;
+    const auto days = s.days(*id, first, local_day(d1->t1).date);
+    if (res == Resolution::day)
+      day_rows(days, tariffs, rows);
+    else
+      month_rows(days, tariffs, rows);
+  }
+  std::vector<const Column*> used;
+  for (const auto& c : all_columns())
+    if (std::any_of(rows.begin(), rows.end(),
+                    [&](const auto& r) { return r.second.count(c.name); }))
+      used.push_back(&c);
+  out.columns.push_back({"time", 0});
+  for (const Column* c : used) out.columns.push_back(*c);
+  for (auto& [time, values] : rows) {
+    out.times.push_back(time);
+    std::vector<std::optional<double>> row;
+    for (const Column* c : used) {
+      auto it = values.find(c->name);
+      row.push_back(it == values.end() ? std::nullopt : std::optional<double>(it->second));
+    }
+    out.rows.push_back(std::move(row));
+  }
+  if (std::any_of(used.begin(), used.end(), [](const Column* c) { return c->name == "cost"; }) &&
+      !tariffs.empty())
+    out.currency = tariffs.back().currency;
+  return true;
+}
+
+std::string to_csv(const Table& t) {
+  std::string o;
+  for (size_t i = 0; i < t.columns.size(); ++i) o += (i ? "," : "") + csv_field(t.columns[i].name);
+  o += "\r\n";
+  for (size_t r = 0; r < t.rows.size(); ++r) {
+    o += csv_field(t.times[r]);
+    for (size_t i = 0; i < t.rows[r].size(); ++i)
+      o += "," + cell(t.rows[r][i], t.columns[i + 1].decimals);
+    o += "\r\n";
+  }
+  return o;
+}
+
+std::string to_json(const Table& t) {
+  std::string o = "{\"meter\":" + json_string(t.meter) + ",\"resolution\":\"" +
+                  resolution_name(t.resolution) + "\",\"from\":" + json_string(t.from) +
+                  ",\"to\":" + json_string(t.to) + ",\"currency\":" + json_string(t.currency) +
+                  ",\"columns\":[";
+  for (size_t i = 0; i < t.columns.size(); ++i)
+    o += (i ? "," : "") + json_string(t.columns[i].name);
+  o += "],\"rows\":[";
+  for (size_t r = 0; r < t.rows.size(); ++r) {
+    o += (r ? ",{" : "{");
+    o += "\"time\":" + json_string(t.times[r]);
+    for (size_t i = 0; i < t.rows[r].size(); ++i) {
+      const std::string v = cell(t.rows[r][i], t.columns[i + 1].decimals);
+      o += "," + json_string(t.columns[i + 1].name) + ":" + (v.empty() ? "null" : v);
+    }
+    o += "}";
+  }
+  return o + "]}";
+}
+
+}  // namespace mp::history

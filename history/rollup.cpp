@@ -1,0 +1,41 @@
+#include "history/rollup.h"
+
+namespace mp::history {
+
+namespace {
+
+constexpr int kTypicalRows = 17;  // rows before a midnight whose spacing is the usual interval
+
+Boundary boundary_from_store(Store& s, int64_t meter, int64_t midnight) {
+  const std::vector<Point> before = s.points_before(meter, midnight, kTypicalRows);
+  std::vector<int64_t> times;
+  for (const auto& p : before) times.push_back(p.last_ms);
+  const std::optional<Point> after = s.point_from(meter, midnight);
+  return boundary_at(midnight, before.empty() ? std::nullopt : std::optional<Point>(before.front()),
+                     after, typical_gap_ms(std::move(times)));
+}
+
+}  // namespace
+
+DayRow compute_day(Store& s, int64_t meter, const LocalDay& d) {
+  const Boundary start = boundary_from_store(s, meter, d.t0);
+  const Boundary end = boundary_from_store(s, meter, d.t1);
+  DayRow row = make_day(d, start, end);
+  row.peak = quarter_peak(s.import_ends(meter, d.t0 - 60, d.t1), d.t0, d.t1);
+  return row;
+}
+
+int update_days(Store& s, int64_t meter, int64_t t_lo, int64_t t_hi) {
+  int64_t from = t_lo;
+  const auto prev = s.points_before(meter, t_lo, 1);
+  if (!prev.empty()) from = prev.front().last_ms / 1000;
+  int written = 0;
+  for (LocalDay d = local_day(from); d.t0 <= t_hi; d = local_day(d.t1)) {
+    const DayRow row = compute_day(s, meter, d);
+    s.put_day(meter, row);
+    ++written;
+  }
+  return written;
+}
+
+}  // namespace mp::history
