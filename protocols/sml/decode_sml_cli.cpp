@@ -74,7 +74,7 @@ void append_entry(std::string& o, const Entry& e) {
   o += ",\"scaler\":" + (e.has_scaler ? std::to_string(e.scaler) : std::string("null"));
   append_raw(o, e);
   if (e.val_time.kind == Time::Kind::timestamp)
-    o += ",\"time\":\"" + iso_time(int64_t(e.val_time.seconds)) + "\"";
+    o += ",\"time\":" + std::to_string(e.val_time.seconds);
   o += '}';
 }
 

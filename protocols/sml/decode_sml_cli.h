@@ -7,7 +7,8 @@
 //    "value":2324,"unit":"kWh"},...],"entries":[{"obis":"1-0:1.8.0","status":1835268,
 //    "unit":30,"scaler":3,"raw":2324},...],"errors":[]}
 // "values" are what a reading carries (protocols/sml/sml.h, to_reading); "entries" the list
-// entries as sent (raw value before the scaler; octet strings as hex in "raw_hex").
+// entries as sent (raw value before the scaler; octet strings as hex in "raw_hex"; "time" the
+// seconds of a valTime that is a timestamp).
 // A frame that cannot be used prints with empty "values" and "entries" and its error (also
 // on `err`). Returns 0 when every frame decoded, 1 otherwise (also for no frame, a frame cut
 // off, one with an unknown escape, an incomplete one at the end), 2 when FILE cannot be read.

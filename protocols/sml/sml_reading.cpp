@@ -119,6 +119,13 @@ void add_native(const Entry& e, Reading& out) {
 
 const Value* find(const Reading& r, const char* name) { return r.find(name); }
 
+// ns since the epoch of a timestamp (SML sends 32-bit seconds); 0 for a second index or a
+// number beyond 32 bits.
+int64_t time_ns(const Time& t) {
+  if (t.kind != Time::Kind::timestamp || t.seconds > 0xFFFFFFFFu) return 0;
+  return int64_t(t.seconds) * 1000000000;
+}
+
 // A sum or difference the meter does not send (exact when both parts share the scale).
 void derive(Reading& out, const char* name, const char* a, const char* b, bool subtract,
             const char* unit, const char* native) {
@@ -141,8 +148,7 @@ void derive(Reading& out, const char* name, const char* a, const char* b, bool s
 void to_reading(const File& f, Reading& out, std::vector<std::string>* notes) {
   out.protocol = "sml";
   out.device_id = hex(f.server_id);
-  if (f.act_sensor_time.kind == Time::Kind::timestamp)
-    out.meter_time_ns = int64_t(f.act_sensor_time.seconds) * 1000000000;
+  out.meter_time_ns = time_ns(f.act_sensor_time);
   for (const Entry& e : f.entries) {
     if (is_equipment_id(e) && e.kind == Entry::Kind::bytes) {
       Value v;
@@ -160,8 +166,7 @@ void to_reading(const File& f, Reading& out, std::vector<std::string>* notes) {
       v.native_id = e.obis_text();
       v.unit = k->unit_out;
       set_number(v, e, k->shift);
-      if (e.val_time.kind == Time::Kind::timestamp)
-        v.time_ns = int64_t(e.val_time.seconds) * 1000000000;
+      v.time_ns = time_ns(e.val_time);
       out.values.push_back(std::move(v));
       continue;
     }

@@ -392,3 +392,81 @@ TEST_CASE(
     CHECK(err.find("message 2 at byte") == 0);
   }
 }
+
+TEST_CASE("SML_Time: timestamp, localTimestamp, a bare number (Holley), a second index") {
+  // One GetListResponse written by hand: actSensorTime and four entries' valTimes.
+  std::string body;
+  tlv::list(body, 7);
+  tlv::absent(body);
+  tlv::octets(body, "SRV");
+  tlv::absent(body);
+  tlv::list(body, 2);  // actSensorTime: timestamp 2024-01-01T00:00:00Z
+  tlv::unsigned_n(body, 2, 1);
+  tlv::unsigned_n(body, 1704067200, 4);
+  tlv::list(body, 4);
+  auto entry = [&](uint8_t c, auto&& write_time) {
+    tlv::list(body, 7);
+    tlv::octets(body, std::string("\x01\x00", 2) + char(c) + std::string("\x08\x00\xFF", 3));
+    tlv::absent(body);
+    write_time();
+    tlv::unsigned_n(body, 30, 1);
+    tlv::signed_n(body, 0, 1);
+    tlv::unsigned_n(body, 1000, 2);
+    tlv::absent(body);
+  };
+  entry(1, [&] {  // timestamp
+    tlv::list(body, 2);
+    tlv::unsigned_n(body, 2, 1);
+    tlv::unsigned_n(body, 1704067260, 4);
+  });
+  entry(2, [&] {  // localTimestamp: UTC seconds, local offset 60 min, season offset 0
+    tlv::list(body, 2);
+    tlv::unsigned_n(body, 3, 1);
+    tlv::list(body, 3);
+    tlv::unsigned_n(body, 1704067320, 4);
+    tlv::signed_n(body, 60, 2);
+    tlv::signed_n(body, 0, 2);
+  });
+  entry(3, [&] { tlv::unsigned_n(body, 123456, 4); });  // bare number: a second index
+  entry(4, [&] {                                        // secIndex beyond 32 bits: no time
+    tlv::list(body, 2);
+    tlv::unsigned_n(body, 1, 1);
+    tlv::unsigned_n(body, 0x1FFFFFFFFULL, 8);
+  });
+  tlv::absent(body);
+  tlv::absent(body);
+  std::string msg;
+  tlv::list(msg, 6);
+  tlv::octets(msg, "T1");
+  tlv::unsigned_n(msg, 0, 1);
+  tlv::unsigned_n(msg, 0, 1);
+  tlv::list(msg, 2);
+  tlv::unsigned_n(msg, 0x0701, 4);  // a u32 tag, as Holley sends them
+  msg += body;
+  tlv::absent(msg);  // no message CRC
+  msg += '\0';
+
+  File file;
+  std::string err;
+  REQUIRE_MESSAGE(decode_messages(bytes(msg), file, err), err);
+  REQUIRE(file.entries.size() == 4);
+  CHECK(file.server_id == "SRV");
+  CHECK(file.act_sensor_time.kind == Time::Kind::timestamp);
+  CHECK(file.entries[0].val_time.seconds == 1704067260);
+  CHECK(file.entries[1].val_time.kind == Time::Kind::timestamp);
+  CHECK(file.entries[1].val_time.seconds == 1704067320);
+  CHECK(file.entries[2].val_time.kind == Time::Kind::sec_index);
+  CHECK(file.entries[2].val_time.seconds == 123456);
+  mp::Reading r;
+  to_reading(file, r);
+  CHECK(r.meter_time_ns == 1704067200LL * 1000000000);
+  auto time_of = [&](const char* name) {
+    const auto* v = r.find(name);
+    REQUIRE_MESSAGE(v != nullptr, name);
+    return v->time_ns;
+  };
+  CHECK(time_of("energy_import_kwh") == 1704067260LL * 1000000000);  // 1-0:1.8.0
+  CHECK(time_of("energy_export_kwh") == 1704067320LL * 1000000000);  // 1-0:2.8.0
+  CHECK(time_of("sml_1-0:3.8.0") == 0);
+  CHECK(time_of("sml_1-0:4.8.0") == 0);
+}
