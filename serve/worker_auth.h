@@ -17,6 +17,11 @@ class HttpServer;
 // `with_body` also the body (at most 8 KiB). False with `error` (413) for a larger body.
 bool read_http_in(mg_connection* conn, bool with_body, HttpIn& in, int& status);
 
+// Loads serve/tls_shim.c's libraries (beside this executable) so that civetweb's
+// dlopen("libssl.so") / ("libcrypto.so") finds them; call before civetweb starts HTTPS.
+// False (logged) when they are not there: civetweb then looks for the system's.
+bool load_tls_shims();
+
 // civetweb's init_ssl callback: loads the certificate chain and key named by the
 // TlsFiles passed as user data; TLS 1.2 or later. 1 on success, -1 (logged) on failure.
 struct TlsFiles {

@@ -137,6 +137,7 @@ int HttpServer::on_init_ssl(void* ssl_ctx, void* self_v) {
 
 bool HttpServer::start(std::string& error) {
   const bool tls = !opt_.tls_cert_file.empty();
+  if (tls) load_tls_shims();
   mg_init_library(MG_FEATURES_WEBSOCKET | (tls ? MG_FEATURES_SSL : 0));
   if (!mg_check_feature(MG_FEATURES_WEBSOCKET)) {
     error = "this civetweb library was built without WebSocket support";

@@ -21,7 +21,7 @@ import urllib.parse
 import mptest
 from mptest import ENV, Pipeline, free_port, wait_for
 
-# The rules keep "boiler" off (net power is never below -10 MW): a switch on is the override.
+# The rules keep "boiler" off (net power is never below -900 kW): a switch on is the override.
 BODY = """[[meter]]
 name = "home"
 source = "simulate"
@@ -34,8 +34,8 @@ enabled = false
 [[relay]]
 name = "boiler"
 meter = "home"
-on_below_w = -10000000
-off_above_w = -9000000
+on_below_w = -900000
+off_above_w = -800000
 on_delay_s = 0
 off_delay_s = 0
 min_on_s = 0
