@@ -4,7 +4,7 @@ user add` (weak passwords refused), login form and session cookie (flags), 401 w
 or with a wrong token, a viewer refused relay control (403), CSRF missing/wrong/cross-site
 refused (403), an operator switching the relay (the result at once, in `meterpipe status`,
 on the bus and pushed to another WebSocket client), API tokens, logout, the login limit per
-address, a damaged or too open users file (serve stays up, read-only on 127.0.0.1), and no
+address, `user passwd` and `user del` taking effect at once, a damaged or too open users file (serve stays up, read-only on 127.0.0.1), and no
 password, hash, cookie or token in any log line.
 """
 import os
@@ -68,7 +68,7 @@ def test_accounts():
                               timeout=30, text=True).stdout.strip()
         secrets += [token, vtok]
 
-        tap = mptest.Tap(None, ["relay/"], config=a.cfg)  # before the start: sees every event
+        tap = mptest.Tap(None, ["relay/", "health/actuate"], config=a.cfg)
         a.p.start()
         if not check(wait_for(a.serve_up, 20, 0.2), "serve answers its login page"):
             return
@@ -131,6 +131,8 @@ def test_accounts():
         check("101" not in anon_ws.status_line, "a WebSocket without login is refused",
               anon_ws.status_line)
         anon_ws.close()
+        check(wait_for(lambda: tap.messages("health/actuate"), 15),
+              "the tap hears actuate (so it will see the switch)")
         t0 = time.monotonic()
         r = op.relay("boiler", {"mode": "on", "for_s": 600}, csrf,
                      {"Origin": "http://127.0.0.1:%d" % a.port})
@@ -150,7 +152,8 @@ def test_accounts():
               "WebSocket", got or msgs[-3:])
         check(wait_for(lambda: [m for m in tap.messages("relay/")
                                 if m["envelope"]["relay"].get("new_state")], 10),
-              "the relay-on event is on the bus")
+              "the relay-on event is on the bus",
+              (len(tap.messages()), tap.proc.poll(), tap.err[-300:], tap.bad[-2:]))
         line = re.compile(r"^boiler\s+on\s+\S+\s+on \((\d+) s left\)", re.M)
         out = wait_for(lambda: line.search(relay_status(a.cfg)), 10)
         check(out and 590 <= int(out.group(1)) <= 600, "`meterpipe status` shows boiler on, "
@@ -184,6 +187,20 @@ def test_accounts():
               "for a while, even with the right password", (r.status, r.header("Retry-After")))
         other = a.client(source="127.0.0.4")
         check(other.login("olga", OLGA).status == 303, "another address is unaffected")
+
+        # --- passwd and del take effect at once, without a restart
+        check(vw.get("/api/last").status == 200, "the viewer's session still works")
+        pw = mptest.run_cli(["user", "passwd", "vic", "--users-file", a.users_file],
+                            input=b"Another-Quiet-Harbor-88\n", timeout=60)
+        check(pw.returncode == 0, "meterpipe user passwd vic", pw.stderr)
+        secrets.append("Another-Quiet-Harbor-88")
+        check(vw.get("/api/last").status == 401, "a new password ends the viewer's session")
+        check(a.client().get("/api/last", {"Authorization": "Bearer " + vtok}).status == 200,
+              "the viewer's token still works")
+        dl = mptest.run_cli(["user", "del", "vic", "--users-file", a.users_file], timeout=30)
+        check(dl.returncode == 0, "meterpipe user del vic", dl.stderr)
+        check(a.client().get("/api/last", {"Authorization": "Bearer " + vtok}).status == 401,
+              "a deleted user's token is refused")
 
         # --- a damaged users file: serve stays up, read-only on 127.0.0.1
         with open(a.users_file, "a") as f:
