@@ -68,6 +68,14 @@ def test_accounts():
                               timeout=30, text=True).stdout.strip()
         secrets += [token, vtok]
 
+        lan = a.p.path("lan.toml")
+        with open(a.cfg) as f, open(lan, "w") as g:
+            g.write(f.read().replace('listen = "127.0.0.1:', 'listen = "0.0.0.0:').replace(
+                'users_file = ', '# users_file = '))
+        r = mptest.run_cli(["check-config", lan], text=True)
+        check(r.returncode == 2 and "serve.listen" in r.stderr and "meterpipe user add" in
+              r.stderr, "listening beyond 127.0.0.1 without a users file is refused, saying "
+              "how to make one", r.stderr)
         tap = mptest.Tap(None, ["relay/", "health/actuate"], config=a.cfg)
         a.p.start()
         if not check(wait_for(a.serve_up, 20, 0.2), "serve answers its login page"):
