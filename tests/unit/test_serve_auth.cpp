@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <string>
 
 #include "common/fs.h"
@@ -504,4 +505,39 @@ TEST_CASE("config: [serve] accounts and HTTPS keys") {
   CHECK(mp::config::loopback_listen("[::1]:1"));
   CHECK_FALSE(mp::config::loopback_listen("192.168.1.2:1"));
   CHECK_FALSE(mp::config::loopback_listen("[::]:1"));
+}
+
+TEST_CASE("garbage in: the parsers of untrusted input refuse it without crashing") {
+  std::mt19937 rng(20);
+  const std::string alphabet = "{}[]\":,=&%+;$ \n\r\t\\abcdefmnoprstuvwxyz0123456789-_.\x01\xff";
+  const std::string seeds[] = {"{\"mode\":\"on\",\"for_s\":3600}", "mode=off&for_s=60&csrf=ab",
+                               users_text(), "a=1; meterpipe_session=x; b=%zz"};
+  size_t accepted = 0;
+  for (int i = 0; i < 4000; ++i) {
+    std::string s = seeds[i % 4];
+    const int edits = 1 + int(rng() % 8);
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      const size_t pos = rng() % s.size();
+      switch (rng() % 3) {
+        case 0:
+          s[pos] = alphabet[rng() % alphabet.size()];
+          break;
+        case 1:
+          s.insert(pos, 1, alphabet[rng() % alphabet.size()]);
+          break;
+        default:
+          s.erase(pos, 1 + rng() % 4);
+      }
+    }
+    RelayCommand c;
+    std::string csrf, err;
+    accepted += parse_relay_command(s, i % 2, c, csrf, err);
+    if (c.mode.size()) CHECK((c.mode == "on" || c.mode == "off" || c.mode == "auto"));
+    CHECK(c.for_s >= 0);
+    CHECK(c.for_s <= 366 * 86400);
+    accepted += parse_users(s, "f", err).has_value();
+    (void)cookie_value(s, "meterpipe_session");
+    (void)html_escape(s);
+  }
+  CHECK(accepted > 0);  // some mutations stay valid: the loop reached the deep paths
 }
