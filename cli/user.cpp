@@ -37,16 +37,17 @@ bool read_secret(const char* prompt, std::string& out) {
   const bool tty = isatty(STDIN_FILENO);
   termios old{};
   if (tty) {
-    std::fprintf(stderr, "%s", prompt);
-    std::fflush(stderr);
+    // echo off before the prompt: what is typed after seeing it is never shown
     tcgetattr(STDIN_FILENO, &old);
     termios quiet = old;
     quiet.c_lflag &= ~tcflag_t(ECHO);
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    std::fprintf(stderr, "%s", prompt);
+    std::fflush(stderr);
   }
   const bool got = bool(std::getline(std::cin, out));
   if (tty) {
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+    tcsetattr(STDIN_FILENO, TCSANOW, &old);
     std::fprintf(stderr, "\n");
   }
   if (!out.empty() && out.back() == '\r') out.pop_back();

@@ -8,8 +8,11 @@ address, `user passwd` and `user del` taking effect at once, a damaged or too op
 password, hash, cookie or token in any log line.
 """
 import os
+import pty
 import re
+import select
 import socket
+import subprocess
 import sys
 import time
 
@@ -39,6 +42,37 @@ def ws_with_cookie(port, cookie):
         socket.socket.sendall = orig
 
 
+def add_on_terminal(users_file, name, password):
+    """`meterpipe user add` on a pseudo-terminal, typing the password after each prompt;
+    (exit code, everything the terminal showed)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen([mptest.MP, "user", "add", name, "--users-file", users_file],
+                         stdin=slave, stdout=slave, stderr=slave, env=mptest.ENV)
+    os.close(slave)
+    seen = b""
+
+    def until(token):
+        nonlocal seen
+        end = time.monotonic() + 30
+        while token not in seen and time.monotonic() < end:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+        return token in seen
+    for prompt in (b"New password: ", b"Again: "):
+        if until(prompt):
+            os.write(master, password.encode() + b"\n")
+    until(b"added")
+    try:
+        p.wait(60)
+    finally:
+        os.close(master)
+    return p.returncode, seen.decode(errors="replace")
+
+
 def relay_status(cfg):
     r = mptest.run_cli(["status", "-c", cfg], timeout=10, text=True)
     return r.stdout
@@ -55,6 +89,11 @@ def test_accounts():
         text = open(a.users_file).read()
         secrets += [l.split(":")[2] for l in text.splitlines() if l and not l.startswith("#")]
         check("$argon2id$" in text and OLGA not in text, "it holds Argon2id hashes, no password")
+        rc, shown = add_on_terminal(a.users_file, "tina", "Green-Valley-Road-55")
+        check(rc == 0 and "New password: " in shown and "Again: " in shown and
+              "Green-Valley" not in shown, "on a terminal the password is asked twice, never "
+              "echoed", shown)
+        secrets.append("Green-Valley-Road-55")
         weak = user_add(a.users_file, "eve", "viewer", "eve12345")
         check(weak.returncode == 2 and b"password refused" in weak.stderr,
               "a weak password is refused clearly", weak.stderr)
@@ -178,6 +217,9 @@ def test_accounts():
               ("none", "auto"), "operator's token switches back to auto without CSRF", r.body)
         check(a.client().get("/api/status", {"Authorization": "Bearer " + token}).status == 200,
               "a token reads the API")
+        m = a.client().get("/metrics", {"Authorization": "Bearer " + vtok})
+        check(m.status == 200 and b"meterpipe_" in m.body, "Prometheus reads /metrics with a "
+              "viewer's token")
 
         # --- logout
         lo = op.request("POST", "/logout", "csrf=" + csrf,
