@@ -19,6 +19,7 @@
 #include "bus/remote.h"
 #include "bus/worker.h"
 #include "cli/history_cmd.h"
+#include "cli/user.h"
 #include "common/clock.h"
 #include "common/curve_keys.h"
 #include "common/fs.h"
@@ -650,7 +651,9 @@ int main(int argc, char** argv) {
   read->add_option("--id", read_id, "Unit id")->default_val(1);
   read->add_option("--type", read_type, "Register map (sdm630, ...) or sunspec")->required();
 
+  UserCommands user_commands(app);
   CLI11_PARSE(app, argc, argv);
+  if (user_commands.chosen()) return user_commands.run();
   for (const auto& pc : protocol_commands)
     if (*pc.sub) return pc.run();
   if (*relay) return cmd_relay(find_run_dir(run_dir, cfg_file), relay_name, relay_state, relay_for);

@@ -21,6 +21,7 @@
 #include "config/history_config_read.h"
 #include "config/mqtt_config_read.h"
 #include "config/relay_spec.h"
+#include "config/serve_auth_config_read.h"
 #include "protocols/specs.h"
 
 namespace mp::config {
@@ -506,7 +507,7 @@ void read_actuate(Checker& c, const toml::table* t, Actuate& a) {
                "must be below demand_limit_w");
 }
 
-void read_serve(Checker& c, const toml::table* t, Serve& sv) {
+void read_serve(Checker& c, const toml::table* t, Serve& sv, bool check_files) {
   if (!t) return;
   auto s = c.scope(*t, "serve");
   s.boolean("enabled", sv.enabled);
@@ -518,6 +519,7 @@ void read_serve(Checker& c, const toml::table* t, Serve& sv) {
       c.error_at(t->get("listen")->source(), "serve.listen",
                  "\"" + sv.listen + "\" is not HOST:PORT (like \"127.0.0.1:8080\")");
   }
+  read_serve_auth(s, sv.listen, sv.enabled, check_files, sv.auth);
   s.finish();
 }
 
@@ -638,7 +640,7 @@ Result load_string(const std::string& text, const std::string& name, const LoadO
   read_upload(c, top.table("upload"), cfg.upload);
   read_actuate(c, top.table("actuate"), cfg.actuate);
   read_array(c, top, "relay", cfg.relays, read_relay);
-  read_serve(c, top.table("serve"), cfg.serve);
+  read_serve(c, top.table("serve"), cfg.serve, opt.check_key_files);
   read_remote(c, top.table("remote"), cfg.remote, opt.check_key_files);
   if (const toml::table* mt = top.table("mqtt"))
     read_mqtt(mt, name, opt.check_key_files, cfg.mqtt, res.errors);

@@ -15,6 +15,7 @@
 
 #include "config/history_config.h"
 #include "config/mqtt_config.h"
+#include "config/serve_auth_config.h"
 
 namespace mp::config {
 
@@ -145,6 +146,7 @@ struct Actuate {
 struct Serve {
   bool enabled = false;
   std::string listen = "127.0.0.1:8080";
+  ServeAuth auth;  // accounts and HTTPS (config/serve_auth_config.h)
 };
 
 // Remote taps: the bus forwarded to tcp://<listen>, CurveZMQ only (clients must hold a key

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "serve/assets.h"
 #include "serve/history_api.h"
+#include "serve/worker_auth.h"
 
 namespace mp::serve {
 
@@ -40,6 +41,16 @@ const char* reason_phrase(int status) {
   switch (status) {
     case 200:
       return "OK";
+    case 303:
+      return "See Other";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 409:
+      return "Conflict";
+    case 429:
+      return "Too Many Requests";
     case 400:
       return "Bad Request";
     case 404:
@@ -120,16 +131,28 @@ int HttpServer::on_log(const mg_connection*, const char* message) {
   return 1;  // handled: civetweb prints nothing itself
 }
 
+int HttpServer::on_init_ssl(void* ssl_ctx, void* self_v) {
+  auto* self = static_cast<HttpServer*>(self_v);
+  return init_tls(ssl_ctx, TlsFiles{self->opt_.tls_cert_file, self->opt_.tls_key_file});
+}
+
 bool HttpServer::start(std::string& error) {
-  mg_init_library(MG_FEATURES_WEBSOCKET);
+  const bool tls = !opt_.tls_cert_file.empty();
+  if (tls) load_tls_shims();
+  mg_init_library(MG_FEATURES_WEBSOCKET | (tls ? MG_FEATURES_SSL : 0));
   if (!mg_check_feature(MG_FEATURES_WEBSOCKET)) {
     error = "this civetweb library was built without WebSocket support";
     return false;
   }
+  if (tls && !mg_check_feature(MG_FEATURES_SSL)) {
+    error = "this civetweb library was built without TLS: put a reverse proxy in front instead";
+    return false;
+  }
+  const std::string ports = listen_ + (tls ? "s" : "");
   // each WebSocket client holds a civetweb thread for its lifetime; 3 more answer requests
   const std::string threads = std::to_string(opt_.max_clients + 3);
   const char* options[] = {"listening_ports",
-                           listen_.c_str(),
+                           ports.c_str(),
                            "num_threads",
                            threads.c_str(),
                            "request_timeout_ms",
@@ -147,6 +170,7 @@ bool HttpServer::start(std::string& error) {
                            nullptr};
   mg_callbacks cb{};
   cb.log_message = &HttpServer::on_log;
+  if (tls) cb.init_ssl = &HttpServer::on_init_ssl;
   {
     std::lock_guard<std::mutex> lk(g_log_mutex);
     g_last_log.clear();
@@ -200,19 +224,21 @@ ServeInfo HttpServer::info_locked() const {
 
 int HttpServer::on_request(mg_connection* conn, void* self_v) {
   auto* self = static_cast<HttpServer*>(self_v);
-  const mg_request_info* ri = mg_get_request_info(conn);
   ++self->requests_;
   Response r;
   bool head = false;
   try {
-    if (!ri || !ri->request_method || !ri->local_uri) {
-      r = json_error(400, "bad request");
+    HttpIn in;
+    int bad = 400;
+    std::optional<Response> gated;
+    if (!read_http_in(conn, true, in, bad)) {
+      r = json_error(bad, bad == 413 ? "request body too large" : "bad request");
+    } else if (self->gate_ && (gated = self->gate_->check(in, clock::mono_ns()))) {
+      r = std::move(*gated);
+      head = in.method == "HEAD";
     } else {
-      Request req;
-      req.method = ri->request_method;
+      Request req{in.method, in.path, in.query};
       head = req.method == "HEAD";
-      req.path = ri->local_uri;
-      req.query = ri->query_string ? ri->query_string : "";
       if (!history_api::handle(req, r)) {  // the database: outside the state lock
         std::lock_guard<std::mutex> lk(self->shared_.mutex);
         const ServeInfo info = self->info_locked();
@@ -242,8 +268,15 @@ int HttpServer::on_request(mg_connection* conn, void* self_v) {
   return r.status;
 }
 
-int HttpServer::on_ws_connect(const mg_connection*, void* self_v) {
+int HttpServer::on_ws_connect(const mg_connection* conn, void* self_v) {
   auto* self = static_cast<HttpServer*>(self_v);
+  HttpIn in;
+  int bad = 400;
+  if (self->gate_ && (!read_http_in(const_cast<mg_connection*>(conn), false, in, bad) ||
+                      !self->gate_->websocket_allowed(in, clock::mono_ns()))) {
+    ++self->client_errors_;
+    return 1;  // refuse: not logged in (or a page of another site)
+  }
   if (self->clients() >= self->opt_.max_clients) {
     log::warn("websocket: %zu clients already, refusing another", self->opt_.max_clients);
     return 1;  // refuse

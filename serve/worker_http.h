@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "serve/api.h"
+#include "serve/auth_gate.h"
 #include "serve/state.h"
 
 struct mg_context;
@@ -41,12 +42,16 @@ class HttpServer {
     int64_t max_stall_ns = 5000000000;  // one write blocked this long drops the client
     size_t max_clients = 5;             // WebSocket clients at once (each holds a thread)
     int send_buffer = 65536;            // SO_SNDBUF of WebSocket sockets
+    // both set: HTTPS only (serve/worker_auth.h)
+    std::string tls_cert_file, tls_key_file;
   };
   HttpServer(std::string listen, Shared& shared, Options opt);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
+  // Every request and WebSocket upgrade passes `gate` first (set before start()).
+  void set_gate(AuthGate* gate) { gate_ = gate; }
   // Starts listening; false with a reason (port in use, bad address).
   bool start(std::string& error);
   void stop();
@@ -67,6 +72,7 @@ class HttpServer {
   static int on_ws_data(mg_connection* conn, int bits, char* data, size_t len, void* self);
   static void on_ws_close(const mg_connection* conn, void* self);
   static int on_log(const mg_connection* conn, const char* message);
+  static int on_init_ssl(void* ssl_ctx, void* self);
   void writer(std::shared_ptr<Client> c);
   void drop(Client& c);  // with c.mutex held
   ServeInfo info_locked() const;
@@ -74,6 +80,7 @@ class HttpServer {
   std::string listen_;
   Shared& shared_;
   Options opt_;
+  AuthGate* gate_ = nullptr;
   mg_context* ctx_ = nullptr;
   mutable std::mutex clients_mutex_;
   std::map<const mg_connection*, std::shared_ptr<Client>> clients_;

@@ -8,7 +8,9 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "serve/assets.h"
 #include "serve/history_api.h"
+#include "serve/worker_auth.h"
 
 namespace mp::serve {
 
@@ -35,6 +37,24 @@ std::vector<std::string> shown_workers(const config::Config& cfg) {
   return workers;
 }
 
+HttpServer::Options http_options(const config::Config& cfg) {
+  HttpServer::Options o;
+  o.tls_cert_file = cfg.serve.auth.tls_cert_file;
+  o.tls_key_file = cfg.serve.auth.tls_key_file;
+  return o;
+}
+
+AuthGate::Options gate_options(const config::Config& cfg) {
+  const auto& a = cfg.serve.auth;
+  AuthGate::Options o;
+  o.users_file = a.users_file;
+  o.loopback = config::loopback_listen(cfg.serve.listen);
+  o.metrics_open = a.metrics_open;
+  o.sessions.idle_ns = a.session_idle_s * 1000000000;
+  o.sessions.absolute_ns = a.session_max_s * 1000000000;
+  return o;
+}
+
 State initial_state(const config::Config& cfg) {
   std::vector<std::string> meters;
   std::vector<std::pair<std::string, std::string>> relays;
@@ -58,7 +78,10 @@ void tune_malloc() {
 ServeWorker::ServeWorker(Worker& w)
     : w_(w),
       shared_{initial_state(w.cfg())},
-      http_(w.cfg().serve.listen, shared_, HttpServer::Options{}) {
+      http_(w.cfg().serve.listen, shared_, http_options(w.cfg())),
+      gate_(std::make_unique<AuthGate>(gate_options(w.cfg()), &web_assets(),
+                                       relay_control(w.cfg().general.run_dir, http_))) {
+  http_.set_gate(gate_.get());
   if (!w.cfg().general.timezone.empty()) {
     setenv("TZ", w.cfg().general.timezone.c_str(), 1);
     tzset();
@@ -77,8 +100,9 @@ int ServeWorker::run() {
     log::error("serve: %s", err.c_str());
     return 1;
   }
-  log::info("serving http://%s/ (REST /api/..., WebSocket /ws, Prometheus /metrics)",
-            cfg.serve.listen.c_str());
+  log::info("serving %s://%s/ (REST /api/..., WebSocket /ws, Prometheus /metrics; accounts: %s)",
+            cfg.serve.auth.tls_cert_file.empty() ? "http" : "https", cfg.serve.listen.c_str(),
+            gate_->accounts_state().c_str());
   bus::Subscriber sub(cfg.general.run_dir, shown_workers(cfg), {"reading/", "relay/", "health/"});
   while (w_.running()) {
     bus::Message m;

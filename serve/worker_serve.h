@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "bus/worker.h"
 #include "serve/worker_http.h"
@@ -26,6 +27,7 @@ class ServeWorker {
   Worker& w_;
   Shared shared_;
   HttpServer http_;
+  std::unique_ptr<AuthGate> gate_;  // accounts, sessions, relay control (serve/auth_gate.h)
   uint64_t received_ = 0, readings_ = 0, relay_events_ = 0;
   int64_t next_trim_mono_ = 0;
 };

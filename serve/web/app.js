@@ -1,16 +1,19 @@
 // meterpipe live page: REST for the first picture, the WebSocket /ws for every reading and
 // relay event after that, /api/status every 5 s for worker health. Plain DOM and SVG.
+// With accounts (docs/ARCHITECTURE.md, "Accounts") /api/session says who is logged in; an
+// operator gets relay controls (POST /api/relays/{name} with the session's X-CSRF-Token).
 "use strict";
 (function () {
   const HOUR_MS = 3600e3, DAY_MS = 86400e3;
   const st = {
     meter: null, last: {}, relays: new Map(), hour: [], day: [], range: "hour",
-    dirty: true, ws: null, lastMsg: 0,
+    dirty: true, ws: null, lastMsg: 0, session: null,
   };
   const $ = (id) => document.getElementById(id);
 
   async function get(url) {
     const r = await fetch(url, { cache: "no-store" });
+    if (r.status === 401) { location.href = "/login"; throw new Error("login required"); }
     if (!r.ok) throw new Error(url + ": HTTP " + r.status);
     return r.json();
   }
@@ -108,7 +111,68 @@
       } else {
         li.append(el("div", { class: "small" }, "no switch since serve started"));
       }
+      if (r.override && r.override !== "none" && r.override !== "auto") {
+        li.dataset.override = r.override;
+        li.dataset.until = r.until_ms ? String(r.until_ms) : "";
+        li.append(el("div", { class: "small override" }, "override " + r.override +
+          (r.until_ms ? " until " + new Date(r.until_ms).toLocaleTimeString() : " until changed")));
+      }
+      if (st.session && st.session.can_control) li.append(relayControls(r.name));
       ul.append(li);
+    }
+  }
+
+  // ---- relay control (operators)
+  function relayControls(name) {
+    const box = el("div", { class: "controls", "data-controls": name });
+    const dur = el("select", { "aria-label": "for how long", "data-for": name });
+    for (const [v, t] of [["0", "until changed"], ["600", "10 min"], ["1800", "30 min"],
+      ["3600", "1 h"], ["7200", "2 h"], ["14400", "4 h"], ["43200", "12 h"]]) {
+      dur.append(el("option", { value: v }, t));
+    }
+    const msg = el("span", { class: "small", "data-result": name });
+    for (const mode of ["on", "off", "auto"]) {
+      const b = el("button", { class: "act", type: "button", "data-mode": mode }, mode);
+      b.addEventListener("click", () => switchRelay(name, mode, mode === "auto" ? 0 : Number(dur.value), msg));
+      box.append(b);
+    }
+    box.append(dur, msg);
+    return box;
+  }
+  async function switchRelay(name, mode, forS, msg) {
+    msg.textContent = "…";
+    try {
+      const r = await fetch("/api/relays/" + encodeURIComponent(name), {
+        method: "POST", cache: "no-store",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": st.session.csrf },
+        body: JSON.stringify(forS ? { mode, for_s: forS } : { mode }),
+      });
+      const j = await r.json().catch(() => ({}));
+      if (r.status === 401) { location.href = "/login"; return; }
+      if (!r.ok) { msg.textContent = "refused: " + (j.error || ("HTTP " + r.status)); msg.dataset.ok = "false"; return; }
+      applyControl(name, j.status);
+      renderRelays();
+      const m = document.querySelector('[data-result="' + CSS.escape(name) + '"]');
+      if (m) { m.textContent = "done: " + mode + (forS ? " for " + Math.round(forS / 60) + " min" : ""); m.dataset.ok = "true"; }
+    } catch (e) { msg.textContent = "failed: " + e.message; msg.dataset.ok = "false"; }
+  }
+  function applyControl(name, status) {
+    if (!status) return;
+    const r = st.relays.get(name) || { name };
+    if (status.known !== false) r.on = status.on;
+    r.override = status.override;
+    r.until_ms = status.override_left_s ? Date.now() + status.override_left_s * 1000 : 0;
+    st.relays.set(name, r);
+  }
+  async function loadSession() {
+    try {
+      st.session = await get("/api/session");
+    } catch (e) { console.warn(e); return; }
+    const who = $("who");
+    if (who && st.session.user) {
+      who.textContent = st.session.user + " (" + st.session.role + ")";
+      $("logout-csrf").value = st.session.csrf || "";
+      $("logout").hidden = false;
     }
   }
 
@@ -272,6 +336,9 @@
         r.on = m.on; r.last_event = m.event;
         st.relays.set(m.relay, r);
         renderRelays();
+      } else if (m.type === "relay_control") {
+        applyControl(m.relay, m.status);
+        renderRelays();
       }
     };
   }
@@ -285,7 +352,12 @@
     } catch (e) { console.warn(e); }
     try {
       const rel = await get("/api/relays");
-      st.relays = new Map(rel.relays.map((r) => [r.name, r]));
+      const old = st.relays;
+      st.relays = new Map(rel.relays.map((r) => {
+        const o = old.get(r.name);
+        if (o && o.override) { r.override = o.override; r.until_ms = o.until_ms; }
+        return [r.name, r];
+      }));
       renderRelays();
     } catch (e) { console.warn(e); }
     await loadStatus();
@@ -308,5 +380,5 @@
   window.addEventListener("resize", () => renderChart());
   setInterval(() => { if (st.dirty) renderChart(); }, 1000);
   setInterval(loadStatus, 5000);
-  refresh().then(connect);
+  loadSession().then(refresh).then(connect);
 })();
