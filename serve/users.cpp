@@ -148,7 +148,7 @@ std::optional<Users> load_users_file(const std::string& path, std::string& error
     return std::nullopt;
   }
   std::string text;
-  if (!fs::read_file(path, text, &error)) return std::nullopt;
+  if (!fs::read_file(path, text, error)) return std::nullopt;
   return parse_users(text, path, error);
 }
 
