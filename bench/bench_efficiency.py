@@ -231,6 +231,7 @@ def measure(label, bin_dir, mode, args):
         time.sleep(args.seconds)
         last = {p: sample(p) for p in pids}
         wall = time.monotonic() - t0
+        others = other_meterpipes(set(pids))
     finally:
         sup.send_signal(signal.SIGTERM)
         try:
@@ -259,11 +260,25 @@ def measure(label, bin_dir, mode, args):
     restarts = re.findall(rb"restart", open(os.path.join(d, "meterpipe.log"), "rb").read())
     shutil.rmtree(d, ignore_errors=True)
     return {"label": label, "mode": mode, "rows": rows, "peer": peer_line, "wall": wall,
-            "restarts": len(restarts)}
+            "restarts": len(restarts), "others": others}
+
+
+def other_meterpipes(ours):
+    """Processes of meterpipe not started by this run (they share pages: PSS reads low)."""
+    n = 0
+    for st in glob.glob("/proc/[0-9]*/cmdline"):
+        pid = int(st.split("/")[2])
+        argv0 = os.path.basename(read(st).split("\0")[0])
+        if argv0.startswith("meterpipe") and pid not in ours:
+            n += 1
+    return n
 
 
 def print_table(res):
     print("\n## %s, %s: %.0f s of steady state" % (res["label"], res["mode"], res["wall"]))
+    if res["others"]:
+        print("(%d other meterpipe processes ran on the machine meanwhile: they share library "
+              "pages, so PSS reads lower than alone)" % res["others"])
     if res["restarts"]:
         print("(the log mentions 'restart' %d times: a worker was restarted?)" % res["restarts"])
     print("| process | RSS MB | PSS MB | CPU % of one core | wakeups/s | threads |")
@@ -307,10 +322,27 @@ def main():
     print("# pipeline footprint: config/demo.toml, %s, %d CPUs, load %s" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
         " ".join(read("/proc/loadavg").split()[:3])))
+    totals = {}
     for mode in args.modes.split(","):
         for label, bin_dir in runs:
-            print_table(measure(label, bin_dir, mode, args))
+            totals[(label, mode)] = print_table(measure(label, bin_dir, mode, args))
             sys.stdout.flush()
+    print_summary(runs, totals)
+
+
+def print_summary(runs, totals):
+    """Per build: CPU per telegram (demo, 1 telegram/s), and the wake-ups that do not come
+    from telegrams (those of the silent run: heartbeats, timers)."""
+    print("\n## summary (the whole pipeline)")
+    print("| build | CPU ms per telegram (demo) | wakeups/s demo | wakeups/s silent "
+          "(not from telegrams) | PSS MB demo |")
+    print("|---|---|---|---|---|")
+    for label, _ in runs:
+        demo, silent = totals.get((label, "demo")), totals.get((label, "silent"))
+        print("| %s | %s | %s | %s | %s |" % (
+            label, "%.2f" % (demo["cpu"] * 10) if demo else "-",
+            "%.1f" % demo["wake"] if demo else "-", "%.1f" % silent["wake"] if silent else "-",
+            "%.1f" % demo["pss"] if demo else "-"))
 
 
 if __name__ == "__main__":
