@@ -63,8 +63,7 @@ bool Uploader::wait_change(int64_t ms) {
 bool Uploader::wait_ms(int64_t ms) {
   std::unique_lock lk(mu_);
   if (ms <= 0) return !stop_;  // a look, not a sleep (a zero-timeout futex wait still is one)
-  return !cv_.wait_for(lk, std::chrono::milliseconds(ms),
-                       [this] { return stop_; });
+  return !cv_.wait_for(lk, std::chrono::milliseconds(ms), [this] { return stop_; });
 }
 
 double Uploader::next_random() {
