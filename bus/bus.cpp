@@ -68,10 +68,6 @@ Publisher::Publisher(std::string run_dir, std::string name, Options opt)
   pub_.set(zmq::sockopt::linger, 0);
   rep_.set(zmq::sockopt::linger, 0);
   rep_.set(zmq::sockopt::sndtimeo, 1000);
-  // the replay thread sleeps until a request or this (no timeout to look at a flag)
-  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (stop_fd_ < 0)
-    throw std::runtime_error(std::string("cannot create an eventfd: ") + std::strerror(errno));
   for (auto [sock, ep] : {std::pair{&pub_, pub_endpoint(run_dir_, name_)},
                           std::pair{&rep_, replay_endpoint(run_dir_, name_)}}) {
     try {
@@ -80,6 +76,10 @@ Publisher::Publisher(std::string run_dir, std::string name, Options opt)
       throw std::runtime_error("cannot bind " + ep + ": " + e.what());
     }
   }
+  // the replay thread sleeps until a request or this (no timeout to look at a flag)
+  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stop_fd_ < 0)
+    throw std::runtime_error(std::string("cannot create an eventfd: ") + std::strerror(errno));
   replay_thread_ = std::thread(&Publisher::replay_loop, this);
 }
 
