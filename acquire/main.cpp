@@ -3,14 +3,14 @@
 // own: protocols/registry.h); frames are published on the worker's bus publisher
 // (thread-safe) and kept in the journal for upload (docs/ARCHITECTURE.md, "Durability").
 // Sources reconnect by themselves; this file only wires.
-#include <unistd.h>
-
 #include <thread>
 #include <vector>
 
 #include "acquire/worker_runners.h"
 #include "bus/worker.h"
+#include "common/clock.h"
 #include "common/log.h"
+#include "common/wake.h"
 #include "journal/for_worker.h"
 
 int main(int argc, char** argv) {
@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
     threads.emplace_back([&w, slot, rp = r.get()]() { rp->run(slot); });
   }
   while (w.running()) {
-    usleep(unsigned(w.wait_ms()) * 1000);
+    mp::wake::sleep_until(mp::clock::mono_ns() + int64_t(w.wait_ms()) * 1000000);
     mp::journal::report(w, journal.get());
     w.tick();
   }

@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <sstream>
@@ -329,7 +330,10 @@ int Actuator::run() {
   if (wake_fd_ >= 0) poller.add_fd(wake_fd_);
   int64_t last_step = 0, last_save = clock::mono_ns();
   while (w_.running()) {
-    poller.wait(std::min(w_.wait_ms(), 250));
+    // asleep until a frame, a request, a finished switch (wake_fd_), the engine's tick
+    // without data (1 s after its last step) or the heartbeat: nothing polls
+    const int64_t tick_left_ms = (last_step + 1000000000LL - engine_now()) / 1000000 + 1;
+    poller.wait(int(std::clamp<int64_t>(tick_left_ms, 0, w_.wait_ms())));
     uint64_t woken;
     if (wake_fd_ >= 0) (void)!::read(wake_fd_, &woken, sizeof woken);
     // Engine time runs on the monotonic clock, anchored to the wall clock at start: an NTP

@@ -3,6 +3,7 @@
 #include <zmq_addon.hpp>
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -15,6 +16,7 @@
 #include "common/clock.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/wake.h"
 
 namespace mp::bus {
 
@@ -65,7 +67,6 @@ Publisher::Publisher(std::string run_dir, std::string name, Options opt)
   pub_.set(zmq::sockopt::sndhwm, opt_.sndhwm);
   pub_.set(zmq::sockopt::linger, 0);
   rep_.set(zmq::sockopt::linger, 0);
-  rep_.set(zmq::sockopt::rcvtimeo, 200);  // lets the thread notice stop_
   rep_.set(zmq::sockopt::sndtimeo, 1000);
   for (auto [sock, ep] : {std::pair{&pub_, pub_endpoint(run_dir_, name_)},
                           std::pair{&rep_, replay_endpoint(run_dir_, name_)}}) {
@@ -75,12 +76,19 @@ Publisher::Publisher(std::string run_dir, std::string name, Options opt)
       throw std::runtime_error("cannot bind " + ep + ": " + e.what());
     }
   }
+  // the replay thread sleeps until a request or this (no timeout to look at a flag)
+  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stop_fd_ < 0)
+    throw std::runtime_error(std::string("cannot create an eventfd: ") + std::strerror(errno));
   replay_thread_ = std::thread(&Publisher::replay_loop, this);
 }
 
 Publisher::~Publisher() {
   stop_ = true;
+  const uint64_t one = 1;
+  (void)!::write(stop_fd_, &one, sizeof one);
   if (replay_thread_.joinable()) replay_thread_.join();
+  ::close(stop_fd_);
 }
 
 uint64_t Publisher::publish(const std::string& topic, meterpipe::Envelope& env) {
@@ -114,15 +122,23 @@ uint64_t Publisher::publish(const std::string& topic, meterpipe::Envelope& env) 
 //          after < seq < before, in seq order (before = 0: no upper bound). A request for
 //          another instance gets the header only.
 void Publisher::replay_loop() {
+  zmq::pollitem_t items[] = {{static_cast<void*>(rep_), 0, ZMQ_POLLIN, 0},
+                             {nullptr, stop_fd_, ZMQ_POLLIN, 0}};
   while (!stop_) {
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(-1));
+    } catch (const zmq::error_t&) {
+      continue;  // EINTR
+    }
+    if (items[1].revents) break;
     std::vector<zmq::message_t> req;
     zmq::recv_result_t r;
     try {
-      r = zmq::recv_multipart(rep_, std::back_inserter(req));
+      r = zmq::recv_multipart(rep_, std::back_inserter(req), zmq::recv_flags::dontwait);
     } catch (const zmq::error_t&) {
       continue;
     }
-    if (!r) continue;  // timeout: check stop_
+    if (!r) continue;
     ++replay_requests_;
     uint64_t inst = 0, after = 0;
     uint64_t before = 0;
@@ -200,15 +216,18 @@ bool Subscriber::receive(Message& out, int timeout_ms) {
       int64_t left = deadline - clock::mono_ns();
       wait = left > 0 ? int((left + 999999) / 1000000) : 0;
     }
-    zmq::pollitem_t item{static_cast<void*>(sub_), 0, ZMQ_POLLIN, 0};
-    int n = 0;
+    // a stop request (common/wake.h) ends the wait whichever thread got the signal
+    zmq::pollitem_t items[] = {{static_cast<void*>(sub_), 0, ZMQ_POLLIN, 0},
+                               {nullptr, wake::stop_fd(), ZMQ_POLLIN, 0}};
+    const int n_items = items[1].fd >= 0 ? 2 : 1;
     try {
-      n = zmq::poll(&item, 1, std::chrono::milliseconds(wait));
+      zmq::poll(items, n_items, std::chrono::milliseconds(wait));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) return false;
       throw;
     }
-    if (n <= 0) return false;
+    const bool stopping = n_items == 2 && items[1].revents;
+    if (!(items[0].revents & ZMQ_POLLIN) && !stopping) return false;
     std::vector<zmq::message_t> parts;
     while (true) {
       parts.clear();
@@ -222,7 +241,7 @@ bool Subscriber::receive(Message& out, int timeout_ms) {
       }
       handle(std::move(m));
     }
-    if (pending_.empty() && timeout_ms == 0) return false;
+    if (pending_.empty() && (timeout_ms == 0 || stopping)) return false;
     if (timeout_ms > 0 && clock::mono_ns() >= deadline && pending_.empty()) return false;
   }
   out = std::move(pending_.front());

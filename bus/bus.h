@@ -80,6 +80,7 @@ class Publisher {
   std::mutex ring_mutex_;
   std::deque<Stored> ring_;
   std::atomic<bool> stop_{false};
+  int stop_fd_ = -1;  // eventfd: wakes the replay thread to stop
   std::atomic<uint64_t> replay_requests_{0};
   std::thread replay_thread_;
 };

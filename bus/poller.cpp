@@ -7,6 +7,7 @@
 
 #include "bus/bus.h"
 #include "bus/control.h"
+#include "common/wake.h"
 
 namespace mp::bus {
 
@@ -29,6 +30,8 @@ bool Poller::wait(int timeout_ms) {
   for (auto* s : subs_) items.push_back({s->native_socket(), 0, ZMQ_POLLIN, 0});
   for (auto* c : ctls_) items.push_back({c->native_socket(), 0, ZMQ_POLLIN, 0});
   for (int fd : fds_) items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
+  // a stop request (common/wake.h) ends the wait whichever thread got the signal
+  if (wake::stop_fd() >= 0) items.push_back({nullptr, wake::stop_fd(), ZMQ_POLLIN, 0});
   int n = 0;
   try {
     n = zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout_ms));

@@ -1,5 +1,6 @@
 #include "bus/worker.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -10,16 +11,21 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/wake.h"
 
 namespace mp {
 
 std::atomic<bool> g_stop{false};
 
 namespace {
-void on_stop(int) { g_stop = true; }
+void on_stop(int) {
+  g_stop = true;
+  wake::request_stop();  // wakes every thread waiting on it (common/wake.h)
+}
 }  // namespace
 
 void install_stop_signals() {
+  (void)wake::stop_fd();  // made before the handler may use it
   struct sigaction sa {};
   sa.sa_handler = on_stop;
   sigemptyset(&sa.sa_mask);
@@ -28,7 +34,13 @@ void install_stop_signals() {
   signal(SIGPIPE, SIG_IGN);
 }
 
+// One malloc arena for the whole process instead of one per thread that allocates: the
+// workers' threads are few and mostly asleep, and each arena keeps its own pages resident.
+// Before any thread starts (the bus's are made with the publisher).
+static void one_malloc_arena() { mallopt(M_ARENA_MAX, 1); }
+
 Worker::Worker(int argc, char** argv, const std::string& name) : name_(name) {
+  one_malloc_arena();
   log::init(name_);
   std::string file;
   for (int i = 1; i < argc; ++i) {
@@ -69,6 +81,8 @@ Worker::Worker(int argc, char** argv, const std::string& name) : name_(name) {
   }
   start_mono_ = clock::mono_ns();
   next_health_mono_ = start_mono_;
+  wake::set_progress_period_ns(
+      std::min<int64_t>(1000000000LL, int64_t(cfg_.general.watchdog_s * 1e9 / 4)));
   parent_ = getppid();
 }
 
@@ -79,7 +93,7 @@ bool Worker::running() const { return !g_stop.load(); }
 int Worker::wait_ms() const {
   int64_t left = next_health_mono_ - clock::mono_ns();
   if (left <= 0) return 0;
-  return int(std::min<int64_t>(1000, left / 1000000 + 1));
+  return int(left / 1000000 + 1);
 }
 
 void Worker::count(const std::string& c, uint64_t n) {
@@ -119,10 +133,15 @@ void Worker::tick() {
     // the supervisor is gone (PR_SET_PDEATHSIG covers most cases; this covers the rest)
     log::warn("supervisor gone: stopping");
     g_stop = true;
+    wake::request_stop();
     return;
   }
-  // once a second, or three times per watchdog period when that is shorter
-  next_health_mono_ = now + std::min<int64_t>(1000000000, int64_t(cfg_.general.watchdog_s * 1e9 / 3));
+  // No more often than the watchdog and serve need: each one wakes every subscriber. On a
+  // grid of the (machine-wide) monotonic clock, so the workers' heartbeats leave together
+  // and the supervisor and serve take them in one wake-up instead of one each
+  // (docs/ARCHITECTURE.md, "Threading").
+  const int64_t period = heartbeat_period_ns();
+  next_health_mono_ = (now / period + 1) * period;
   meterpipe::Envelope env;
   auto* h = env.mutable_health();
   {
@@ -146,6 +165,15 @@ void Worker::tick() {
     for (const auto& [k, v] : info_) (*h->mutable_info())[k] = v;
   }
   pub_->publish(bus::topic_health(name_), env);
+  trim_after_start(now);
+}
+
+// Once, a few seconds after the start: what loading the config and opening everything left
+// free goes back to the system (docs/ARCHITECTURE.md, "Threading").
+void Worker::trim_after_start(int64_t now) {
+  if (trimmed_ || now - start_mono_ < 5000000000LL) return;
+  trimmed_ = true;
+  malloc_trim(0);
 }
 
 }  // namespace mp

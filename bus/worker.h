@@ -2,11 +2,13 @@
 // its bus publisher, signal handling and the health heartbeat the supervisor watches.
 //
 // A worker's main loop waits at most `wait_ms()` for its own work and calls `tick()`; tick
-// publishes health/<worker> once a second. A worker whose loop hangs stops heartbeating and
+// publishes health/<worker> three times per general.watchdog_s, at most every 1.75 s
+// (heartbeat_period_ns()). A worker whose loop hangs stops heartbeating and
 // the supervisor restarts it. Threads of a worker report progress with `progress(slot)`;
 // when one of them is stuck for longer than the watchdog, heartbeats stop too.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -31,8 +33,13 @@ class Worker {
   const std::string& name() const { return name_; }
 
   bool running() const;
-  // Milliseconds until the next heartbeat is due (0..1000).
+  // Milliseconds until the next heartbeat is due (0..heartbeat period).
   int wait_ms() const;
+  // general.watchdog_s / 3 (the supervisor kills after a whole watchdog_s without one), at
+  // most 1.75 s (serve shows a worker as down after 3.5 s without one: kHealthStaleS).
+  int64_t heartbeat_period_ns() const {
+    return std::min<int64_t>(1750000000LL, int64_t(cfg_.general.watchdog_s * 1e9 / 3));
+  }
   // Publishes health when due.
   void tick();
 
@@ -61,6 +68,8 @@ class Worker {
     std::atomic<int64_t> last{0};
   };
   std::vector<std::unique_ptr<Slot>> slots_;
+  void trim_after_start(int64_t now);
+  bool trimmed_ = false;
   bool stalled_logged_ = false;
   int parent_ = 0;
 };

@@ -341,6 +341,7 @@ void Writer::enforce_bounds() {
 
 bool Writer::append(std::string payload) {
   if (payload.size() > kMaxPayload) return false;
+  bool first = false;
   {
     std::lock_guard lk(mu_);
     if (!open_ || stop_) return false;
@@ -348,11 +349,14 @@ bool Writer::append(std::string payload) {
       ++st_.dropped_queue_full;
       return false;
     }
-    if (queue_.empty()) oldest_queued_ns_ = clock::mono_ns();
+    first = queue_.empty();
+    if (first) oldest_queued_ns_ = clock::mono_ns();
     queue_.push_back(std::move(payload));
     ++st_.appended;
   }
-  cv_.notify_one();
+  // Only a first record wakes the writer: the ones after it wait for the group commit the
+  // writer already sleeps towards (one wake-up per commit, not per record).
+  if (first) cv_.notify_one();
   return true;
 }
 

@@ -32,7 +32,8 @@ class RunContext {
  public:
   virtual ~RunContext() = default;
   virtual bool running() const = 0;
-  // Called at least once a second by a runner's thread (the worker's watchdog).
+  // Called by a runner's thread at least once per mp::wake::progress_period_ns() (at most a
+  // second: the worker's watchdog).
   virtual void progress(int slot) = 0;
   // Publishes raw/<raw.source()> (stamps nothing: the runner fills the frame).
   virtual void publish(meterpipe::RawFrame&& raw) = 0;

@@ -1,10 +1,9 @@
 #include "protocols/runner_support.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 
 #include "common/clock.h"
+#include "common/wake.h"
 
 namespace mp::protocols {
 
@@ -26,7 +25,9 @@ bool sleep_until(RunContext& ctx, int slot, int64_t mono_deadline) {
   while (ctx.running()) {
     const int64_t left = mono_deadline - clock::mono_ns();
     if (left <= 0) return true;
-    usleep(unsigned(std::min<int64_t>(left / 1000, 200000)));
+    // asleep until the deadline; at least once per progress period awake for the watchdog,
+    // at once on stop (common/wake.h)
+    wake::sleep_until(clock::mono_ns() + std::min(left, wake::progress_period_ns()));
     ctx.progress(slot);
   }
   return false;

@@ -106,7 +106,7 @@ int ServeWorker::run() {
   bus::Subscriber sub(cfg.general.run_dir, shown_workers(cfg), {"reading/", "relay/", "health/"});
   while (w_.running()) {
     bus::Message m;
-    bool got = sub.receive(m, std::min(w_.wait_ms(), 200));
+    bool got = sub.receive(m, w_.wait_ms());  // asleep until a message or the heartbeat
     while (got) {
       dispatch(m);
       got = sub.receive(m, 0);

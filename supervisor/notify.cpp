@@ -2,6 +2,8 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -80,6 +82,14 @@ void Notifier::tick(const std::vector<WorkerView>& workers, int64_t now_mono_ns)
     msg += "WATCHDOG=1\n";
   }
   if (!msg.empty()) send(msg);
+}
+
+int64_t Notifier::next_due_mono() const {
+  int64_t next = INT64_MAX;
+  if (!enabled_) return next;
+  if (!ready_) next = start_ns_ + kReadyDeadlineNs;
+  if (watchdog_period_ns_ > 0) next = std::min(next, last_ping_ns_ + watchdog_period_ns_);
+  return next;
 }
 
 void Notifier::stopping() {

@@ -39,6 +39,10 @@ class Notifier {
   void tick(const std::vector<WorkerView>& workers, int64_t now_mono_ns);
   // Before the workers are stopped.
   void stopping();
+  // When tick() has something to send at the latest (a far future when nothing is planned):
+  // the next WATCHDOG=1, the READY=1 deadline. A change of the workers comes with an event
+  // that wakes the loop anyway.
+  int64_t next_due_mono() const;
 
  private:
   void send(const std::string& text);

@@ -1,6 +1,7 @@
 #include "supervisor/supervisor.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -174,6 +175,7 @@ class Supervisor {
   bool install_signals();
   bool open_bus();
   bool wait_and_dispatch(bus::Poller& poller);  // false once a stop signal came
+  int64_t next_deadline_mono() const;
   void watch_children(bool stopping);
   std::vector<notify::WorkerView> worker_views() const;
 
@@ -549,7 +551,9 @@ bool Supervisor::wait_and_dispatch(bus::Poller& poller) {
   poller.add_fd(g_sigpipe[0]);
   for (auto& c : children_)
     if (c.out_fd >= 0) poller.add_fd(c.out_fd);
-  poller.wait(100);
+  // asleep until something happens or the next deadline of watch_children/notify_
+  const int64_t left_ms = (next_deadline_mono() - clock::mono_ns()) / 1000000 + 1;
+  poller.wait(int(std::clamp<int64_t>(left_ms, 0, 60000)));
   bool stop = false;
   unsigned char sig;
   while (read(g_sigpipe[0], &sig, 1) == 1) {
@@ -564,6 +568,20 @@ bool Supervisor::wait_and_dispatch(bus::Poller& poller) {
   for (auto& c : children_) forward(c, false);
   reap();
   return !stop;
+}
+
+// The earliest moment watch_children() or notify_ has something to do: a restart after its
+// backoff, a watchdog that runs out (heartbeats move it), a systemd notification.
+int64_t Supervisor::next_deadline_mono() const {
+  const int64_t watchdog_ns = int64_t(cfg_.general.watchdog_s * 1e9);
+  int64_t next = notify_.next_due_mono();
+  for (const auto& c : children_) {
+    if (c.state == State::backoff) next = std::min(next, c.restart_at_mono);
+    if (c.state != State::running || c.pid <= 0) continue;
+    const int64_t since = c.last_health_mono ? c.last_health_mono : c.started_mono + 2000000000LL;
+    next = std::min(next, since + watchdog_ns + 1);
+  }
+  return next;
 }
 
 // Restarts what is due after its backoff, kills what stopped heartbeating.
@@ -586,6 +604,7 @@ void Supervisor::watch_children(bool stopping) {
 }
 
 int Supervisor::run() {
+  mallopt(M_ARENA_MAX, 1);  // before the bus's threads: one arena, as in every worker
   if (!prepare_dirs() || !take_lock() || !plan_children()) return 1;
   pin_cpus();
   if (!install_signals() || !open_bus()) return 1;

@@ -1,5 +1,8 @@
 #include "upload/journal_feed.h"
 
+#include <sys/inotify.h>
+#include <unistd.h>
+
 #include "common/log.h"
 #include "meterpipe.pb.h"
 
@@ -8,8 +11,35 @@ namespace mp::upload {
 JournalFeed::JournalFeed(const config::Config& cfg, LineProtocolOptions lp, std::string consumer)
     : cfg_(cfg), lp_(std::move(lp)), consumer_(std::move(consumer)), decoders_(cfg) {}
 
+JournalFeed::~JournalFeed() {
+  if (inotify_fd_ >= 0) ::close(inotify_fd_);
+}
+
+bool JournalFeed::watch() {
+  if (all_watched_) return true;
+  if (inotify_fd_ < 0) inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd_ < 0) return false;
+  bool all = true;
+  for (auto& s : sources_) {
+    if (!s.watched)
+      s.watched =
+          inotify_add_watch(inotify_fd_, s.dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO) >= 0;
+    all = all && s.watched;
+  }
+  all_watched_ = all;
+  return all;
+}
+
+void JournalFeed::drain_changes() {
+  if (inotify_fd_ < 0) return;
+  alignas(inotify_event) char buf[4096];
+  while (::read(inotify_fd_, buf, sizeof buf) > 0) {
+  }
+}
+
 void JournalFeed::add_source(const std::string& dir, Kind kind) {
   Source s;
+  s.dir = dir;
   s.kind = kind;
   s.reader = std::make_unique<journal::Reader>(dir);
   if (journal::load_cursor(dir, consumer_, s.pos))

@@ -48,6 +48,13 @@ class Feed {
   virtual Marks marks() const = 0;
   virtual bool save(const Marks& m) = 0;
   virtual const Marks& saved() const = 0;
+  // Waking up only when there is something to read: a descriptor that becomes readable when
+  // a source may have more (-1: none, the caller looks again after a while). watch() sets it
+  // up for the sources not watched yet and says whether every source is watched now;
+  // drain_changes() empties the descriptor after a wake-up.
+  virtual int change_fd() const { return -1; }
+  virtual bool watch() { return false; }
+  virtual void drain_changes() {}
 };
 
 class JournalFeed : public Feed {
@@ -67,10 +74,19 @@ class JournalFeed : public Feed {
   // before them). False when a cursor could not be written.
   bool save(const Marks& m) override;
   const Marks& saved() const override { return saved_; }
+  // inotify on the journals' directories: a group commit's write(), a new segment
+  // (docs/ARCHITECTURE.md, "Durability"). A directory its writer has not made yet is
+  // watched once it exists.
+  int change_fd() const override { return inotify_fd_; }
+  bool watch() override;
+  void drain_changes() override;
   FeedStats stats() const;
+  ~JournalFeed() override;
 
  private:
   struct Source {
+    std::string dir;
+    bool watched = false;
     Kind kind;
     std::unique_ptr<journal::Reader> reader;
     journal::Position pos, clean;
@@ -85,6 +101,8 @@ class JournalFeed : public Feed {
   std::vector<Source> sources_;
   Marks saved_;
   FeedStats st_;
+  int inotify_fd_ = -1;
+  bool all_watched_ = false;
 };
 
 }  // namespace mp::upload

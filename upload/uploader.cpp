@@ -1,5 +1,9 @@
 #include "upload/uploader.h"
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -29,6 +33,11 @@ Uploader::Uploader(Feed& feed, Target& target, UploaderOptions opt)
   rng_ = opt_.random_seed ? opt_.random_seed : static_cast<uint64_t>(clock::mono_ns()) | 1;
   confirmed_ = feed_.saved();
   batch_marks_ = confirmed_;
+  stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+Uploader::~Uploader() {
+  if (stop_fd_ >= 0) ::close(stop_fd_);
 }
 
 void Uploader::stop() {
@@ -38,12 +47,23 @@ void Uploader::stop() {
   }
   target_.abort();
   cv_.notify_all();
+  const uint64_t one = 1;
+  if (stop_fd_ >= 0) (void)!::write(stop_fd_, &one, sizeof one);
+}
+
+bool Uploader::wait_change(int64_t ms) {
+  const int change = feed_.change_fd();
+  if (change < 0 || stop_fd_ < 0) return wait_ms(ms);
+  pollfd p[2] = {{stop_fd_, POLLIN, 0}, {change, POLLIN, 0}};
+  if (::poll(p, 2, int(std::max<int64_t>(ms, 0))) > 0 && p[1].revents) feed_.drain_changes();
+  std::lock_guard lk(mu_);
+  return !stop_;
 }
 
 bool Uploader::wait_ms(int64_t ms) {
   std::unique_lock lk(mu_);
-  return !cv_.wait_for(lk, std::chrono::milliseconds(std::max<int64_t>(ms, 0)),
-                       [this] { return stop_; });
+  if (ms <= 0) return !stop_;  // a look, not a sleep (a zero-timeout futex wait still is one)
+  return !cv_.wait_for(lk, std::chrono::milliseconds(ms), [this] { return stop_; });
 }
 
 double Uploader::next_random() {
@@ -62,12 +82,14 @@ UploaderStats Uploader::stats() const {
 void Uploader::run() {
   last_commit_ = clock::mono_ns();
   while (wait_ms(0)) {
+    // watched before reading: a write after the read still wakes the wait below
+    const int64_t idle = feed_.watch() ? opt_.idle_watched_ms : opt_.idle_ms;
     const int64_t now = clock::mono_ns();
     if (!fill_batch(now)) {
       commit(now, false);
       const int64_t age_left =
-          batch_.empty() ? opt_.idle_ms : opt_.batch_age_ms - (now - batch_since_) / 1000000;
-      if (!wait_ms(std::clamp<int64_t>(age_left, 1, opt_.idle_ms))) break;
+          batch_.empty() ? idle : opt_.batch_age_ms - (now - batch_since_) / 1000000;
+      if (!wait_change(std::clamp<int64_t>(age_left, 1, idle))) break;
       continue;
     }
     const WriteResult r = deliver_batch();

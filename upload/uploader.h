@@ -36,6 +36,8 @@ struct UploaderOptions {
   size_t batch_max_bytes = 8 << 20;
   int64_t cursor_save_ms = 30000;
   int64_t idle_ms = 100;  // how often the journals are looked at when nothing is new
+  // the same when the feed wakes the uploader on changes (Feed::change_fd): only a safety net
+  int64_t idle_watched_ms = 5000;
   int64_t probe_ms = 2000;
   BackoffPolicy backoff;
   int64_t problem_log_interval_ms = 60000;
@@ -62,6 +64,7 @@ struct UploaderStats {
 class Uploader {
  public:
   Uploader(Feed& feed, Target& target, UploaderOptions opt = {});
+  ~Uploader();
   // Runs until stop(); call from one thread.
   void run();
   // Prompt and idempotent; thread safe.
@@ -75,6 +78,8 @@ class Uploader {
   void back_off(const WriteResult& r);
   void commit(int64_t now, bool force);
   bool wait_ms(int64_t ms);  // false when stopping
+  // The same, cut short when the feed may have more (Feed::change_fd).
+  bool wait_change(int64_t ms);
   double next_random();
 
   Feed& feed_;
@@ -94,6 +99,7 @@ class Uploader {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
+  int stop_fd_ = -1;  // eventfd: wakes wait_change() on stop()
   UploaderStats st_;  // under mu_
 };
 

@@ -4,7 +4,9 @@
 
 #include <thread>
 
+#include "common/clock.h"
 #include "common/log.h"
+#include "common/wake.h"
 #include "journal/for_worker.h"
 
 namespace mp::upload {
@@ -121,7 +123,7 @@ int UploadWorker::run() {
   Uploader up(*feed_, *target_, uploader_options());
   std::thread loop([&up] { up.run(); });
   while (w_.running()) {
-    usleep(unsigned(std::min(w_.wait_ms(), 200)) * 1000);
+    wake::sleep_until(clock::mono_ns() + int64_t(w_.wait_ms()) * 1000000);  // the heartbeat
     report(up);
     w_.tick();
   }

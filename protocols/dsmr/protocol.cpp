@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/wake.h"
 #include "protocols/dsmr/decode_dsmr_cli.h"
 #include "protocols/dsmr/dlms.h"
 #include "protocols/dsmr/dsmr.h"
@@ -32,7 +33,11 @@ class StreamRunner : public Runner {
               encrypted_ ? " (encrypted P1)" : "");
     uint8_t buf[4096];
     while (ctx_.running()) {
-      const size_t n = src_->read(buf, sizeof buf, 250);
+      // 250 ms of quiet ends a telegram without CR LF after its CRC; between telegrams the
+      // read sleeps for the whole progress period (common/wake.h)
+      const int timeout_ms =
+          framer_.in_telegram() ? 250 : int(wake::progress_period_ns() / 1000000);
+      const size_t n = src_->read(buf, sizeof buf, timeout_ms);
       ctx_.progress(slot);
       restart_framing_after_outage();
       if (n == 0) {  // the line went quiet: a telegram without CR LF after its CRC is whole

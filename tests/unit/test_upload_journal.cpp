@@ -1,6 +1,7 @@
 // Upload from the journals: raw frames decoded and encoded as process + the old uploader did,
 // relay events, cursors, and the daily files never getting a line twice after a crash.
 #include <doctest/doctest.h>
+#include <poll.h>
 
 #include <chrono>
 #include <filesystem>
@@ -108,6 +109,31 @@ void upload_to_files(const mp::config::Config& cfg, size_t n) {
 }
 
 }  // namespace
+
+TEST_CASE("journal feed: a writer's commit wakes the feed, also of a journal made later") {
+  mp::test::TempDir d("mpupj");
+  auto cfg = config_in(d.path);
+  const std::string dir = d.path + "/journal/acquire";
+  JournalFeed feed(cfg, {});
+  feed.add_source(dir, JournalFeed::Kind::raw_frames);
+  CHECK_FALSE(feed.watch());  // no directory yet: the uploader looks again after a while
+  mp::journal::Writer w;
+  mp::journal::WriterOptions o;
+  o.dir = dir;
+  o.commit_ms = 1;
+  REQUIRE(w.open(o));
+  REQUIRE(feed.watch());
+  feed.drain_changes();
+  pollfd p{feed.change_fd(), POLLIN, 0};
+  CHECK(poll(&p, 1, 0) == 0);
+  mp::dsmr::SimState sim;
+  REQUIRE(w.append(raw_envelope(0, sim)));
+  CHECK(poll(&p, 1, 20000) == 1);  // the commit's write
+  feed.drain_changes();
+  std::vector<Point> pts;
+  CHECK(feed.read(pts, 10) > 0);
+  CHECK(poll(&p, 1, 0) == 0);  // drained, nothing new
+}
 
 TEST_CASE("journal feed: the lines equal decode + encode of each frame; relay events too") {
   mp::test::TempDir d("mpupj");
