@@ -34,15 +34,29 @@ bool Outbox::push_locked(OutMessage m) {
   return was_empty;
 }
 
-bool Outbox::pop(OutMessage& out) {
-  std::lock_guard<std::mutex> l(mutex_);
-  if (queue_.empty()) return false;
+void Outbox::pop_locked(OutMessage& out) {
   auto front = queue_.begin();
   auto it = latest_.find(front->topic);
   if (it != latest_.end() && it->second == front) latest_.erase(it);
   out = std::move(*front);
   queue_.erase(front);
+}
+
+bool Outbox::pop(OutMessage& out) {
+  std::lock_guard<std::mutex> l(mutex_);
+  if (queue_.empty()) return false;
+  pop_locked(out);
   return true;
+}
+
+size_t Outbox::pop_batch(std::vector<OutMessage>& out, size_t max) {
+  std::lock_guard<std::mutex> l(mutex_);
+  size_t n = 0;
+  for (; n < max && !queue_.empty(); ++n) {
+    out.emplace_back();
+    pop_locked(out.back());
+  }
+  return n;
 }
 
 void Outbox::push_front(OutMessage m) {

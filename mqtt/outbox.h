@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace mp::mqtt {
 
@@ -32,6 +33,8 @@ class Outbox {
   void push(OutMessage m);
   // Oldest waiting message; false when none.
   bool pop(OutMessage& out);
+  // Up to `max` oldest messages appended to `out` under one lock; how many.
+  size_t pop_batch(std::vector<OutMessage>& out, size_t max);
   // Puts a message taken with pop() back at the front (it could not be sent), unless a
   // newer one of its topic is waiting.
   void push_front(OutMessage m);
@@ -48,7 +51,8 @@ class Outbox {
  private:
   using List = std::list<OutMessage>;
   bool push_locked(OutMessage m);  // true when the queue was empty
-  void coalesce_all();             // with mutex_ held
+  void pop_locked(OutMessage& out);
+  void coalesce_all();  // with mutex_ held
 
   size_t cap_;
   mutable std::mutex mutex_;
