@@ -65,7 +65,9 @@ std::string Topics::relay_of_set_topic(const std::string& topic) const {
 }
 
 std::string state_json(const meterpipe::Reading& r, int64_t send_time_ns) {
-  std::string s = "{";
+  std::string s;
+  s.reserve(160 + 40 * size_t(r.values_size()));  // one allocation for a typical reading
+  s += '{';
   for (const auto& v : r.values()) {
     if (v.name().empty() || v.name() == "timestamp" || v.name() == "meter_time" ||
         v.name() == "receive_time" || v.name() == "time_ns")

@@ -111,6 +111,7 @@ Bridge::Bridge(Worker& w, const std::string& password)
   notify_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   const ClientOptions opt = client_options(cfg, topics_, password, notify_fd_);
   client_ = std::make_unique<Client>(opt, outbox_, w);
+  outbox_.set_drain_fd(notify_fd_);
   if (cfg_.homie) {
     homie_out_ = std::make_unique<Outbox>();
     homie_ = std::make_unique<HomieDevice>(opt.client_id, "meterpipe " + opt.client_id,
@@ -162,7 +163,6 @@ int Bridge::run() {
             cfg_.homeassistant ? ", Home Assistant discovery" : "",
             homie_ ? (", Homie device homie/" + homie_->id()).c_str() : "",
             cfg_.commands ? ", relay commands on" : "");
-  const int64_t interval_ns = int64_t(cfg_.interval_s * 1e9);
   while (w_.running()) {
     // idle: one wake a heartbeat (and when a state held back by interval_s is due)
     poller.wait(std::min(w_.wait_ms(), next_due_ms(clock::mono_ns())));
@@ -193,7 +193,7 @@ int Bridge::run() {
         next_status_poll_ns_ = clock::mono_ns() + kStatusPollNs;
       }
     }
-    if (interval_ns > 0) flush_due(clock::mono_ns());
+    flush_due(clock::mono_ns());
     w_.set_counter("bus_lost", sub.lost());
     update_health();
     w_.tick();
@@ -203,23 +203,26 @@ int Bridge::run() {
   return 0;
 }
 
-void Bridge::on_bus(const bus::Message& m) {
-  if (m.env.has_reading()) on_reading(m.env);
+void Bridge::on_bus(bus::Message& m) {
   if (m.env.has_relay()) on_relay_event(m.env.relay());
+  if (m.env.has_reading()) on_reading(m.env);
 }
 
-void Bridge::on_reading(const meterpipe::Envelope& env) {
+void Bridge::on_reading(meterpipe::Envelope& env) {
   const auto& r = env.reading();
   auto it = meters_.find(r.meter());
   if (it == meters_.end()) return;  // not a meter of this config
   ++readings_;
   MeterSlot& m = it->second;
   if (cfg_.homeassistant) announce_meter(m, r);
-  if (cfg_.interval_s <= 0) {
+  if (cfg_.interval_s <= 0 && !outbox_.congested()) {
     send_reading(it->first, m, r, env.send_time_ns());
     return;
   }
-  m.pending = r;
+  // held back (interval_s, or the broker not keeping up): only the latest reading of the
+  // meter waits, its payloads built when it goes out
+  if (m.has_pending) ++coalesced_;
+  m.pending.Swap(env.mutable_reading());
   m.pending_send_ns = env.send_time_ns();
   m.has_pending = true;
   flush_due(clock::mono_ns());
@@ -231,6 +234,8 @@ int Bridge::next_due_ms(int64_t now_ns) const {
   for (const auto& [name, m] : meters_)
     if (m.has_pending) due = std::min(due, m.last_sent_ns + interval);
   if (due == INT64_MAX) return 1000;
+  // held back while the Outbox is congested: its drain (or the reconnect) wakes the loop
+  if (outbox_.congested()) return 1000;
   return int(std::clamp<int64_t>((due - now_ns + 999999) / 1000000, 0, 1000));
 }
 
@@ -238,6 +243,7 @@ void Bridge::flush_due(int64_t now_ns) {
   const int64_t interval = int64_t(cfg_.interval_s * 1e9);
   for (auto& [name, m] : meters_) {
     if (!m.has_pending || now_ns - m.last_sent_ns < interval) continue;
+    if (outbox_.congested()) return;
     send_reading(name, m, m.pending, m.pending_send_ns);
     m.has_pending = false;
     m.last_sent_ns = now_ns;
@@ -486,7 +492,7 @@ void Bridge::update_health() {
   w_.set_counter("discovery_sent", discovery_sent_);
   w_.set_counter("ha_births", births_);
   w_.set_counter("published", client_->published());
-  w_.set_counter("dropped", outbox_.dropped());
+  w_.set_counter("dropped", outbox_.dropped() + coalesced_);
   w_.gauge("outbox", double(outbox_.size()));
 }
 

@@ -46,8 +46,8 @@ class Bridge {
     bool have = false;
   };
 
-  void on_bus(const bus::Message& m);
-  void on_reading(const meterpipe::Envelope& env);
+  void on_bus(bus::Message& m);
+  void on_reading(meterpipe::Envelope& env);  // may take the reading (Swap)
   void on_relay_event(const meterpipe::RelayEvent& ev);
   void on_incoming(const Incoming& in);
   void on_command(const std::string& relay, const std::string& payload, const std::string& topic);
@@ -90,6 +90,7 @@ class Bridge {
   LogLimiter limiter_;
   uint64_t readings_ = 0, states_ = 0, relay_events_ = 0, commands_ = 0, commands_refused_ = 0,
            discovery_sent_ = 0, births_ = 0;
+  uint64_t coalesced_ = 0;  // readings replaced by a newer one before they went out
 };
 
 }  // namespace mp::mqtt

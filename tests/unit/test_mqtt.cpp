@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -415,4 +416,25 @@ TEST_CASE("Homie set topics become relay commands; others are not ours") {
   CHECK(!dev.set_request("homie/mp/relay-boiler/mode/set", "x"));
   CHECK(!dev.set_request("homie/mp/relay-garage/state/set", "true"));
   CHECK(!dev.set_request("homie/other/relay-boiler/state/set", "true"));
+}
+
+TEST_CASE("Outbox: congested from half full (or away); a pop below half wakes the producer") {
+  mp::mqtt::Outbox box(8);
+  const int fd = eventfd(0, EFD_NONBLOCK);
+  REQUIRE(fd >= 0);
+  box.set_drain_fd(fd);
+  CHECK(box.congested());  // not connected
+  box.set_connected(true);
+  CHECK(!box.congested());
+  for (int i = 0; i < 4; ++i) box.push({"t" + std::to_string(i), "x", false});
+  CHECK(box.congested());
+  std::vector<mp::mqtt::OutMessage> out;
+  uint64_t v = 0;
+  CHECK(box.pop_batch(out, 1) == 1);
+  CHECK(!box.congested());
+  CHECK(::read(fd, &v, sizeof v) == sizeof v);  // woken once
+  CHECK(box.pop_batch(out, 10) == 3);
+  CHECK(::read(fd, &v, sizeof v) < 0);  // not again
+  CHECK(out.size() == 4);
+  ::close(fd);
 }
