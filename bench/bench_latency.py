@@ -183,7 +183,10 @@ def supervisor_status(cfg):
 
 
 def run_case(label, upload, output, n, spacing_ms, quiet, base="/tmp", log_level="info",
-             general=""):
+             general="", extra="", hooks=None):
+    """extra: more config appended (e.g. an [mqtt] table); hooks: {"measure": f(cfg) called
+    after the warm-up, "done": f(cfg) after the measured telegrams} (bench_mqtt_stall.py)."""
+    hooks = hooks or {}
     d = tempfile.mkdtemp(prefix="mpb.", dir=base)
     run_dir = os.path.join(d, "run")
     srv = listener()
@@ -205,8 +208,8 @@ def run_case(label, upload, output, n, spacing_ms, quiet, base="/tmp", log_level
                 '[[meter]]\nname = "home"\nsource = "tcp"\nhost = "127.0.0.1"\nport = %d\n\n'
                 '%s\n[[relay]]\nname = "bench"\nmeter = "home"\non_below_w = -100\n'
                 'off_above_w = 100\non_delay_s = 0\noff_delay_s = 0\nmin_on_s = 0\n'
-                'min_off_s = 0\nmax_switches_per_hour = 0\nstale_after_s = 30\n%s'
-                % (run_dir, d, log_level, general, srv.getsockname()[1], up, out))
+                'min_off_s = 0\nmax_switches_per_hour = 0\nstale_after_s = 30\n%s\n%s'
+                % (run_dir, d, log_level, general, srv.getsockname()[1], up, out, extra))
     log = open(os.path.join(d, "supervisor.log"), "wb")
     sup = subprocess.Popen([os.path.join(BIN, "meterpipe"), "run", "-c", cfg], env=ENV,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
@@ -266,6 +269,8 @@ def run_case(label, upload, output, n, spacing_ms, quiet, base="/tmp", log_level
         stray[0] = 0
         res = {k: [] for k in KEYS}
         missed = wrong = 0
+        if "measure" in hooks:
+            hooks["measure"](cfg)
         t0 = time.monotonic()
         for k in range(n):
             i = start_i + k
@@ -286,6 +291,8 @@ def run_case(label, upload, output, n, spacing_ms, quiet, base="/tmp", log_level
             if pause > 0:
                 time.sleep(pause)
         dur = time.monotonic() - t0
+        if "done" in hooks:
+            hooks["done"](cfg)
         st = supervisor_status(cfg)
         up_w = None
         for w in (st or {}).get("workers", []):

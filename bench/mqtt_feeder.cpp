@@ -1,8 +1,10 @@
 // Bus feeder for bench/bench_mqtt.py: plays "process" (binds ipc://RUN_DIR/process.pub) and,
 // after a line on stdin, publishes COUNT readings round-robin over meters m0..m<METERS-1>
 // as fast as it can (or RATE_HZ readings a second), each with the 36 values of a DSMR 5 telegram
-// (the simulator's names). Prints "sent COUNT in SECONDS s" and waits for stdin to close (so the
-// publisher's ring stays up for late subscribers).
+// (the simulator's names). The readings are built before "go" (one per meter, only the
+// numbers and times change), so the feeder costs little CPU next to the worker it feeds
+// (the peer, mosquitto_pub -l, is fed by a plain pipe). Prints "sent COUNT in SECONDS s" and waits
+// for stdin to close (so the publisher's ring stays up for late subscribers).
 //
 // usage: mqtt_feeder RUN_DIR METERS COUNT [RATE_HZ]
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "bus/bus.h"
 #include "common/clock.h"
@@ -68,6 +71,17 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   char c;
   if (::read(0, &c, 1) <= 0) return 0;
+  std::vector<meterpipe::Envelope> envs(static_cast<size_t>(meters));
+  std::vector<std::string> topics;
+  for (int m = 0; m < meters; ++m) {
+    const std::string meter = "m" + std::to_string(m);
+    auto* r = envs[size_t(m)].mutable_reading();
+    r->set_meter(meter);
+    r->set_protocol("dsmr");
+    r->set_device_id("BENCH" + meter);
+    for (const char* n : kNames) r->add_values()->set_name(n);
+    topics.push_back(mp::bus::topic_reading(meter));
+  }
   const int64_t t0 = mp::clock::mono_ns();
   for (long i = 0; i < count; ++i) {
     if (rate > 0) {
@@ -75,21 +89,14 @@ int main(int argc, char** argv) {
       const int64_t now = mp::clock::mono_ns();
       if (due > now) usleep(useconds_t((due - now) / 1000));
     }
-    meterpipe::Envelope env;
+    auto& env = envs[size_t(i % meters)];
     auto* r = env.mutable_reading();
-    const std::string meter = "m" + std::to_string(i % meters);
-    r->set_meter(meter);
-    r->set_protocol("dsmr");
-    r->set_device_id("BENCH" + meter);
-    r->set_meter_time_ns(mp::clock::wall_ns() / 1000000000 * 1000000000);
-    r->set_receive_time_ns(mp::clock::wall_ns());
-    int k = 0;
-    for (const char* n : kNames) {
-      auto* v = r->add_values();
-      v->set_name(n);
-      v->set_number(1000.0 + double(i % 997) * 0.125 + k++);
-    }
-    pub.publish(mp::bus::topic_reading(meter), env);
+    const int64_t now = mp::clock::wall_ns();
+    r->set_meter_time_ns(now / 1000000000 * 1000000000);
+    r->set_receive_time_ns(now);
+    for (int k = 0; k < r->values_size(); ++k)
+      r->mutable_values(k)->set_number(1000.0 + double(i % 997) * 0.125 + k);
+    pub.publish(topics[size_t(i % meters)], env);
   }
   std::printf("sent %ld in %.3f s\n", count, double(mp::clock::mono_ns() - t0) / 1e9);
   std::fflush(stdout);

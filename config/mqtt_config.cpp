@@ -109,8 +109,8 @@ void read_mqtt(const toml::table* t, const std::string& file, bool check_files, 
   if (r.str("discovery_prefix", m.discovery_prefix) && !valid_topic_prefix(m.discovery_prefix))
     r.error_key("discovery_prefix",
                 "\"" + m.discovery_prefix + "\" is not a topic prefix (not empty, no + or #)");
-  if (r.boolean("homie", m.homie) && m.homie)
-    r.error_key("homie", "Homie devices are not implemented yet: leave it false");
+  r.boolean("per_value_topics", m.per_value_topics);
+  r.boolean("homie", m.homie);
   r.boolean("commands", m.commands);
   r.refuse_secrets({"password"});
   r.finish();

@@ -26,7 +26,8 @@ struct Mqtt {
   double interval_s = 0;  // 0 = every reading; else at most one state per meter per interval
   bool homeassistant = true;
   std::string discovery_prefix = "homeassistant";
-  bool homie = false;
+  bool per_value_topics = false;  // also <base>/<meter>/<value> with the plain value (mbmd style)
+  bool homie = false;             // Homie 4 device under homie/ (a second connection)
   bool commands = false;
 };
 

@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -17,6 +18,12 @@ namespace {
 
 constexpr int64_t kConnectTimeoutNs = 10'000'000'000LL;
 constexpr size_t kMaxIncoming = 1000;
+
+void notify(int fd) {
+  if (fd < 0) return;
+  const uint64_t one = 1;
+  (void)!::write(fd, &one, sizeof one);
+}
 
 void drain_eventfd(int fd) {
   uint64_t v;
@@ -42,7 +49,7 @@ Client::~Client() {
 void Client::start() {
   static std::once_flag init;
   std::call_once(init, [] { mosquitto_lib_init(); });
-  slot_ = w_.add_thread("mqtt network");
+  slot_ = w_.add_thread(opt_.thread_name);
   thread_ = std::thread(&Client::run, this);
 }
 
@@ -62,7 +69,7 @@ std::vector<Incoming> Client::take_incoming() {
 }
 
 void Client::run() {
-  w_.info("broker", "connecting to " + where_);
+  w_.info(key("broker"), "connecting to " + where_);
   while (!stop_) {
     w_.progress(slot_);
     if (open_session()) session();
@@ -84,13 +91,16 @@ bool Client::open_session() {
     return false;
   }
   mosquitto_int_option(m_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  // QoS 1: as many unacknowledged messages on the wire as our own cap (libmosquitto's
+  // default of 20 would hold the rest back until PUBACKs come)
+  mosquitto_max_inflight_messages_set(m_, unsigned(opt_.max_inflight));
   mosquitto_connect_callback_set(m_, &Client::on_connect);
   mosquitto_disconnect_callback_set(m_, &Client::on_disconnect);
   mosquitto_publish_callback_set(m_, &Client::on_publish);
   mosquitto_message_callback_set(m_, &Client::on_message);
   mosquitto_log_callback_set(m_, &Client::on_log);
-  const std::string offline = "offline";
-  mosquitto_will_set(m_, opt_.will_topic.c_str(), int(offline.size()), offline.data(), 1, true);
+  mosquitto_will_set(m_, opt_.will_topic.c_str(), int(opt_.will_payload.size()),
+                     opt_.will_payload.data(), 1, true);
   if (!opt_.username.empty())
     mosquitto_username_pw_set(m_, opt_.username.c_str(),
                               opt_.password.empty() ? nullptr : opt_.password.c_str());
@@ -115,9 +125,11 @@ bool Client::open_session() {
       return false;
     }
   }
+  errno = 0;
   const int rc = mosquitto_connect_async(m_, opt_.host.c_str(), opt_.port, opt_.keepalive_s);
+  const int err = errno;
   if (rc != MOSQ_ERR_SUCCESS) {
-    fail(rc_text(rc, errno));
+    fail(rc_text(rc, err), rc == MOSQ_ERR_ERRNO && err == ECONNREFUSED);
     return false;
   }
   return true;
@@ -141,14 +153,16 @@ void Client::session() {
       return;
     }
     if (fds[1].revents) drain_eventfd(wake_fd_);
-    int rc = MOSQ_ERR_SUCCESS;
+    int rc = MOSQ_ERR_SUCCESS, err = 0;
     if (opt_.tls || (fds[0].revents & (POLLIN | POLLERR | POLLHUP))) {
       errno = 0;
       rc = mosquitto_loop_read(m_, 1);
+      err = errno;
     }
     if (rc == MOSQ_ERR_SUCCESS && !refused_ && mosquitto_want_write(m_)) {
       errno = 0;
       rc = mosquitto_loop_write(m_, 1);
+      err = errno;
     }
     if (rc == MOSQ_ERR_SUCCESS && !refused_) rc = mosquitto_loop_misc(m_);
     if (refused_) {
@@ -156,7 +170,8 @@ void Client::session() {
       return;
     }
     if (rc != MOSQ_ERR_SUCCESS) {
-      fail(rc_text(rc, errno));
+      // the TCP connect of a non-blocking socket fails here (ECONNREFUSED), not in connect
+      fail(rc_text(rc, err), !had_connack_ && err == ECONNREFUSED);
       return;
     }
     if (!connected_ && clock::mono_ns() - started > kConnectTimeoutNs) {
@@ -164,30 +179,37 @@ void Client::session() {
       return;
     }
     if (connected_) drain_outbox();
-    w_.gauge("inflight", double(session_sent_ - session_done_));
+    w_.gauge(key("inflight"), double(session_sent_ - session_done_));
   }
 }
 
 void Client::drain_outbox() {
-  OutMessage msg;
-  while (session_sent_ - session_done_ < opt_.max_inflight && out_.pop(msg)) {
-    ++session_sent_;  // before: a QoS 0 message may be reported written inside the call
-    const int rc = mosquitto_publish(m_, nullptr, msg.topic.c_str(), int(msg.payload.size()),
-                                     msg.payload.data(), opt_.qos, msg.retain);
-    if (rc != MOSQ_ERR_SUCCESS) {
-      --session_sent_;
-      out_.push_front(std::move(msg));  // sent again after the reconnect
+  // in batches under one lock of the Outbox, up to the in-flight cap
+  while (session_sent_ - session_done_ < opt_.max_inflight) {
+    batch_.clear();
+    if (!out_.pop_batch(
+            batch_, std::min<uint64_t>(64, opt_.max_inflight - (session_sent_ - session_done_))))
       return;
+    for (size_t i = 0; i < batch_.size(); ++i) {
+      OutMessage& msg = batch_[i];
+      ++session_sent_;  // before: a QoS 0 message may be reported written inside the call
+      const int rc = mosquitto_publish(m_, nullptr, msg.topic.c_str(), int(msg.payload.size()),
+                                       msg.payload.data(), opt_.qos, msg.retain);
+      if (rc != MOSQ_ERR_SUCCESS) {
+        --session_sent_;
+        // sent again after the reconnect, in their order
+        for (size_t k = batch_.size(); k-- > i;) out_.push_front(std::move(batch_[k]));
+        return;
+      }
+      published_.fetch_add(1, std::memory_order_relaxed);
     }
-    published_.fetch_add(1);
   }
 }
 
 void Client::goodbye() {
   // "offline" ourselves: a clean DISCONNECT makes the broker drop the Will
-  const std::string offline = "offline";
-  mosquitto_publish(m_, nullptr, opt_.will_topic.c_str(), int(offline.size()), offline.data(), 1,
-                    true);
+  mosquitto_publish(m_, nullptr, opt_.will_topic.c_str(), int(opt_.goodbye_payload.size()),
+                    opt_.goodbye_payload.data(), 1, true);
   mosquitto_disconnect(m_);
   const int64_t until = clock::mono_ns() + 1'000'000'000LL;
   while (mosquitto_socket(m_) >= 0 && mosquitto_want_write(m_) && clock::mono_ns() < until) {
@@ -207,14 +229,18 @@ void Client::close_client() {
   out_.set_connected(false);
 }
 
-void Client::fail(const std::string& reason) {
+void Client::fail(const std::string& reason, bool refused_tcp) {
   const bool was_connected = had_connack_;
   had_connack_ = false;
   connected_ = false;
   out_.set_connected(false);
   ++failures_;
-  w_.count(was_connected ? "disconnects" : "connect_failures");
-  w_.info("broker_error", reason);
+  // a lost connection is retried at once (after the current delay, 1 s after a CONNACK)
+  quick_retry_ = refused_tcp;
+  const double delay = quick_retry_ ? opt_.refused_retry_s : backoff_s_;
+  w_.count(key(was_connected ? "disconnects" : "connect_failures"));
+  w_.info(key("broker_error"), reason);
+  w_.gauge(key("retry_s"), delay);
   const std::string what =
       was_connected ? "connection to " + where_ + " lost: " : "cannot connect to " + where_ + ": ";
   uint64_t suppressed = 0;
@@ -222,16 +248,20 @@ void Client::fail(const std::string& reason) {
   const bool due = limiter_.allow(reason, clock::mono_ns(), suppressed);
   if (changed || due) {
     failure_logged_ = true;
-    log::warn("%s%s (retrying in %.0f s, then at most every %.0f s)%s", what.c_str(),
-              reason.c_str(), backoff_s_, opt_.max_backoff_s,
-              suppressed ? (" (" + std::to_string(suppressed) + " more since)").c_str() : "");
+    log::warn(
+        "%s%s (retrying in %.0f s%s)%s", what.c_str(), reason.c_str(), delay,
+        quick_retry_
+            ? " while it refuses connections"
+            : (", then at most every " + std::to_string(int(opt_.max_backoff_s)) + " s").c_str(),
+        suppressed ? (" (" + std::to_string(suppressed) + " more since)").c_str() : "");
   }
   last_reason_ = reason;
-  w_.info("broker", "down: " + reason);
+  w_.info(key("broker"), "down: " + reason);
 }
 
 void Client::wait_backoff() {
-  const int64_t until = clock::mono_ns() + int64_t(backoff_s_ * 1e9);
+  const double delay = quick_retry_ ? opt_.refused_retry_s : backoff_s_;
+  const int64_t until = clock::mono_ns() + int64_t(delay * 1e9);
   while (!stop_ && clock::mono_ns() < until) {
     w_.progress(slot_);
     pollfd p{wake_fd_, POLLIN, 0};
@@ -239,7 +269,7 @@ void Client::wait_backoff() {
     ::poll(&p, 1, int(std::min<int64_t>(std::max<int64_t>(left_ms, 1), 1000)));
     drain_eventfd(wake_fd_);  // pushes while down only coalesce in the Outbox
   }
-  backoff_s_ = std::min(backoff_s_ * 2, opt_.max_backoff_s);
+  if (!quick_retry_) backoff_s_ = std::min(backoff_s_ * 2, opt_.max_backoff_s);
 }
 
 std::string Client::rc_text(int rc, int err) const {
@@ -262,7 +292,7 @@ void Client::on_connect(mosquitto* m, void* obj, int rc) {
     return;
   }
   for (const auto& s : c->opt_.subscriptions) mosquitto_subscribe(m, nullptr, s.c_str(), 1);
-  const std::string online = "online";
+  const std::string& online = c->opt_.online_payload;
   ++c->session_sent_;
   mosquitto_publish(m, nullptr, c->opt_.will_topic.c_str(), int(online.size()), online.data(), 1,
                     true);
@@ -270,16 +300,19 @@ void Client::on_connect(mosquitto* m, void* obj, int rc) {
   c->had_connack_ = true;
   c->out_.set_connected(true);
   c->backoff_s_ = 1;
+  c->quick_retry_ = false;
   c->generation_.fetch_add(1);
-  c->w_.count("connects");
-  c->w_.info("broker", "connected to " + c->where_);
-  c->w_.info("broker_error", "");
+  c->w_.count(c->key("connects"));
+  c->w_.info(c->key("broker"), "connected to " + c->where_);
+  c->w_.info(c->key("broker_error"), "");
+  c->w_.gauge(c->key("retry_s"), 0);
   // a broker that keeps dropping us (another client with the same id takes the session
   // over) must not fill the log: "connected" follows a logged failure, else once a minute
   uint64_t suppressed = 0;
   if (c->limiter_.allow("connected", clock::mono_ns(), suppressed) || c->failure_logged_)
     log::info("connected to %s as %s", c->where_.c_str(), c->opt_.client_id.c_str());
   c->failure_logged_ = false;
+  notify(c->opt_.notify_fd);
 }
 
 void Client::on_disconnect(mosquitto*, void* obj, int) {
@@ -297,12 +330,15 @@ void Client::on_message(mosquitto*, void* obj, const mosquitto_message* msg) {
   in.topic = msg->topic ? msg->topic : "";
   if (msg->payload && msg->payloadlen > 0)
     in.payload.assign(static_cast<const char*>(msg->payload), size_t(msg->payloadlen));
-  std::lock_guard<std::mutex> l(c->in_mutex_);
-  if (c->incoming_.size() >= kMaxIncoming) {
-    c->incoming_dropped_.fetch_add(1);
-    return;
+  {
+    std::lock_guard<std::mutex> l(c->in_mutex_);
+    if (c->incoming_.size() >= kMaxIncoming) {
+      c->incoming_dropped_.fetch_add(1);
+      return;
+    }
+    c->incoming_.push_back(std::move(in));
   }
-  c->incoming_.push_back(std::move(in));
+  notify(c->opt_.notify_fd);
 }
 
 void Client::on_log(mosquitto*, void* obj, int level, const char* text) {

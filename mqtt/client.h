@@ -3,12 +3,16 @@
 // bus loop left in the Outbox, and hands received messages back through take_incoming().
 // The bus loop never calls libmosquitto and never waits for the broker.
 //
-// Connection: `<base>/status` is the Last Will ("offline", retained); "online" (retained)
-// is published right after each CONNACK, and "offline" before a clean disconnect. A failed
-// or lost connection (refused TCP, no answer within 10 s, CONNACK refusal such as a wrong
-// password, TLS failure) is logged once per distinct reason (then once a minute), shown in
-// the worker's health (info broker / broker_error, counter connect_failures) and retried
-// after 1, 2, 4, ... s, capped at 30 s; the delay starts again at 1 s after a good CONNACK.
+// Connection: `will_topic` is the Last Will (`will_payload`, retained: "offline", or
+// Homie's "lost"); `online_payload` (retained) is published right after each CONNACK, and
+// `goodbye_payload` before a clean disconnect. A failed or lost connection (refused TCP, no
+// answer within 10 s, CONNACK refusal such as a wrong password, TLS failure) is logged once
+// per distinct reason (then once a minute) and shown in the worker's health (info broker /
+// broker_error, counter connect_failures, gauge retry_s). Retries: every second while the
+// broker's host refuses the TCP connection (a broker restarting: back within ~1 s of its
+// return; a refused SYN costs nothing); every other failure (CONNACK refusal such as a
+// wrong password, TLS, timeouts, DNS) waits 1, 2, 4, ... s, capped at 30 s, so it cannot
+// storm. The delay starts again at 1 s after a good CONNACK.
 // At most `max_inflight` messages are handed to libmosquitto and not yet written (QoS 0)
 // or acknowledged (QoS 1); the rest waits in the Outbox, which keeps memory bounded when
 // the broker stalls.
@@ -39,11 +43,18 @@ struct ClientOptions {
   std::string ca_file, cert_file, key_file;
   bool tls_verify = true;
   int qos = 0;
-  std::string will_topic;                  // <base>/status
+  std::string will_topic;  // <base>/status, homie/<device>/$state
+  std::string will_payload = "offline";
+  std::string online_payload = "online";
+  std::string goodbye_payload = "offline";
+  std::string health_prefix;  // before the health keys of this connection ("homie_")
+  std::string thread_name = "mqtt network";
   std::vector<std::string> subscriptions;  // topic filters, subscribed after each CONNACK
   int keepalive_s = 30;
   size_t max_inflight = 200;
   double max_backoff_s = 30;
+  double refused_retry_s = 1;  // while the TCP connection is refused
+  int notify_fd = -1;          // eventfd written on a received message and on each CONNACK
 };
 
 struct Incoming {
@@ -80,7 +91,8 @@ class Client {
   void drain_outbox();
   void wait_backoff();
   void goodbye();
-  void fail(const std::string& reason);
+  void fail(const std::string& reason, bool refused_tcp = false);
+  std::string key(const char* k) const { return opt_.health_prefix + k; }
   std::string rc_text(int rc, int err) const;
 
   static void on_connect(mosquitto*, void* obj, int rc);
@@ -110,10 +122,12 @@ class Client {
   bool had_connack_ = false;  // this session was accepted
   std::string refusal_;
   std::string last_lib_error_;
+  std::vector<OutMessage> batch_;  // drain_outbox's hand-off, kept for its capacity
   // handed to libmosquitto / written (QoS 0) or acknowledged (QoS 1) in this session: a
   // QoS 0 message may be written, and reported, inside mosquitto_publish() already
   uint64_t session_sent_ = 0, session_done_ = 0;
   double backoff_s_ = 1;
+  bool quick_retry_ = false;  // the last failure was a refused TCP connection
   uint64_t failures_ = 0;
   std::string last_reason_;  // of the last failure (repeats are logged once a minute)
   bool failure_logged_ = false;

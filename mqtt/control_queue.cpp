@@ -1,5 +1,9 @@
 #include "mqtt/control_queue.h"
 
+#include <unistd.h>
+
+#include <cstdint>
+
 #include "bus/control.h"
 #include "common/json.h"
 
@@ -54,6 +58,10 @@ void ControlQueue::run() {
     }
     l.lock();
     if (results_.size() < 4 * kMaxQueued) results_.push_back(std::move(r));
+    if (notify_fd_ >= 0) {
+      const uint64_t one = 1;
+      (void)!::write(notify_fd_, &one, sizeof one);
+    }
   }
 }
 

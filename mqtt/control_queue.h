@@ -31,6 +31,8 @@ class ControlQueue {
   // False when the queue is full (the request is dropped).
   bool submit(const std::string& request, const std::string& origin = "");
   std::vector<ControlResult> take_results();
+  // An eventfd written when a result is ready (wakes the bus loop's poll); -1 = none.
+  void set_notify_fd(int fd) { notify_fd_ = fd; }
 
  private:
   void run();
@@ -42,6 +44,7 @@ class ControlQueue {
   std::deque<ControlResult> queue_;
   std::vector<ControlResult> results_;
   bool stop_ = false;
+  int notify_fd_ = -1;
   std::thread thread_;
 };
 

@@ -31,18 +31,44 @@ bool Outbox::push_locked(OutMessage m) {
   }
   queue_.push_back(std::move(m));
   latest_[queue_.back().topic] = std::prev(queue_.end());
+  if (queue_.size() >= cap_ / 2) was_congested_ = true;
   return was_empty;
 }
 
-bool Outbox::pop(OutMessage& out) {
-  std::lock_guard<std::mutex> l(mutex_);
-  if (queue_.empty()) return false;
+void Outbox::pop_locked(OutMessage& out) {
   auto front = queue_.begin();
   auto it = latest_.find(front->topic);
   if (it != latest_.end() && it->second == front) latest_.erase(it);
   out = std::move(*front);
   queue_.erase(front);
+}
+
+void Outbox::after_pop_locked() {
+  if (!was_congested_ || queue_.size() >= cap_ / 2) return;
+  was_congested_ = false;
+  if (drain_fd_ >= 0) {
+    const uint64_t one = 1;
+    (void)!::write(drain_fd_, &one, sizeof one);
+  }
+}
+
+bool Outbox::pop(OutMessage& out) {
+  std::lock_guard<std::mutex> l(mutex_);
+  if (queue_.empty()) return false;
+  pop_locked(out);
+  after_pop_locked();
   return true;
+}
+
+size_t Outbox::pop_batch(std::vector<OutMessage>& out, size_t max) {
+  std::lock_guard<std::mutex> l(mutex_);
+  size_t n = 0;
+  for (; n < max && !queue_.empty(); ++n) {
+    out.emplace_back();
+    pop_locked(out.back());
+  }
+  if (n) after_pop_locked();
+  return n;
 }
 
 void Outbox::push_front(OutMessage m) {
@@ -71,6 +97,11 @@ void Outbox::coalesce_all() {
       ++it;
     }
   }
+}
+
+bool Outbox::congested() const {
+  std::lock_guard<std::mutex> l(mutex_);
+  return !connected_ || queue_.size() >= cap_ / 2;
 }
 
 size_t Outbox::size() const {

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace mp::mqtt {
 
@@ -32,6 +33,8 @@ class Outbox {
   void push(OutMessage m);
   // Oldest waiting message; false when none.
   bool pop(OutMessage& out);
+  // Up to `max` oldest messages appended to `out` under one lock; how many.
+  size_t pop_batch(std::vector<OutMessage>& out, size_t max);
   // Puts a message taken with pop() back at the front (it could not be sent), unless a
   // newer one of its topic is waiting.
   void push_front(OutMessage m);
@@ -39,16 +42,24 @@ class Outbox {
   // poll(). The consumer must pop until pop() fails (or until it waits on something that
   // wakes it anyway, like acknowledgements) before it sleeps again.
   void set_wake_fd(int fd) { wake_fd_ = fd; }
+  // An eventfd (or -1) written when a pop brings a congested queue below half: wakes the
+  // producer to send what it held back.
+  void set_drain_fd(int fd) { drain_fd_ = fd; }
   // Connected: keep every message (up to cap); not connected: latest per topic only.
   void set_connected(bool c);
 
   size_t size() const;
+  // At least half full: the broker is not keeping up (or is away), so the producer holds
+  // back what it can coalesce itself, before building payloads.
+  bool congested() const;
   uint64_t dropped() const;
 
  private:
   using List = std::list<OutMessage>;
   bool push_locked(OutMessage m);  // true when the queue was empty
-  void coalesce_all();             // with mutex_ held
+  void pop_locked(OutMessage& out);
+  void after_pop_locked();  // the drain notification
+  void coalesce_all();      // with mutex_ held
 
   size_t cap_;
   mutable std::mutex mutex_;
@@ -57,6 +68,8 @@ class Outbox {
   bool connected_ = false;
   uint64_t dropped_ = 0;
   int wake_fd_ = -1;
+  int drain_fd_ = -1;
+  bool was_congested_ = false;
 };
 
 }  // namespace mp::mqtt

@@ -31,14 +31,6 @@ void availability(std::string& s, const Topics& t) {
   str_field(s, "payload_not_available", "offline");
 }
 
-std::string model_of(const MeterInfo& m) {
-  if (m.protocol == "dsmr") return "DSMR P1 meter";
-  if (m.protocol == "modbus") return "Modbus meter" + (m.type.empty() ? "" : " " + m.type);
-  if (m.protocol == "sunspec") return "SunSpec device";
-  if (m.protocol == "mbus") return "M-Bus meter";
-  return m.protocol;
-}
-
 std::string sanitized(const std::string& s) {
   std::string out;
   for (unsigned char c : s) out += (std::isalnum(c) || c == '_' || c == '-') ? char(c) : '_';
@@ -46,6 +38,14 @@ std::string sanitized(const std::string& s) {
 }
 
 }  // namespace
+
+std::string model_of(const MeterInfo& m) {
+  if (m.protocol == "dsmr") return "DSMR P1 meter";
+  if (m.protocol == "modbus") return "Modbus meter" + (m.type.empty() ? "" : " " + m.type);
+  if (m.protocol == "sunspec") return "SunSpec device";
+  if (m.protocol == "mbus") return "M-Bus meter";
+  return m.protocol;
+}
 
 std::string object_id_of(const std::string& value) { return sanitized(value); }
 
@@ -65,7 +65,9 @@ std::string Topics::relay_of_set_topic(const std::string& topic) const {
 }
 
 std::string state_json(const meterpipe::Reading& r, int64_t send_time_ns) {
-  std::string s = "{";
+  std::string s;
+  s.reserve(160 + 40 * size_t(r.values_size()));  // one allocation for a typical reading
+  s += '{';
   for (const auto& v : r.values()) {
     if (v.name().empty() || v.name() == "timestamp" || v.name() == "meter_time" ||
         v.name() == "receive_time" || v.name() == "time_ns")
@@ -116,7 +118,7 @@ std::string sensor_unique_id(const MeterInfo& m, const std::string& value) {
 
 std::string sensor_discovery_json(const Topics& t, const MeterInfo& m, const std::string& value,
                                   const std::string& reading_unit) {
-  const ValueClass& vc = classify(value);
+  const ValueClass vc = classify(value);
   std::string s = "{";
   str_field(s, "name", display_name(value));
   str_field(s, "unique_id", sensor_unique_id(m, value));
@@ -129,7 +131,7 @@ std::string sensor_discovery_json(const Topics& t, const MeterInfo& m, const std
     quoted += c;
   }
   str_field(s, "value_template", "{{ value_json['" + quoted + "'] }}");
-  const std::string unit = *vc.unit ? vc.unit : reading_unit;
+  const std::string unit = vc.unit.empty() ? display_unit(reading_unit) : vc.unit;
   if (!unit.empty()) str_field(s, "unit_of_measurement", unit);
   if (*vc.device_class) str_field(s, "device_class", vc.device_class);
   str_field(s, "state_class", vc.state_class);

@@ -2,6 +2,7 @@
 //
 //   <base>/status                        online (retained) / offline (Last Will)
 //   <base>/<meter>/state                 JSON: every value of a reading + its timestamps
+//   <base>/<meter>/<value>               the plain value (number or text), per_value_topics
 //   <base>/relay/<name>/state            ON | OFF
 //   <base>/relay/<name>/attributes       JSON: mode, override, override_left_s, reason, ...
 //   <base>/relay/<name>/set              commands in (with [mqtt] commands = true)
@@ -17,12 +18,18 @@
 
 namespace mp::mqtt {
 
+std::string object_id_of(const std::string& value);
+
 struct Topics {
   std::string base = "meterpipe";
   std::string discovery = "homeassistant";
 
   std::string status() const { return base + "/status"; }
   std::string meter_state(const std::string& meter) const { return base + "/" + meter + "/state"; }
+  // <base>/<meter>/<value> (per_value_topics): `value` made topic-safe (object_id_of)
+  std::string meter_value(const std::string& meter, const std::string& value) const {
+    return base + "/" + meter + "/" + object_id_of(value);
+  }
   std::string relay_state(const std::string& r) const { return base + "/relay/" + r + "/state"; }
   std::string relay_attributes(const std::string& r) const {
     return base + "/relay/" + r + "/attributes";
@@ -71,6 +78,8 @@ struct MeterInfo {
   std::string type;       // register map (modbus)
   std::string device_id;  // equipment id / serial from the readings ("" = unknown)
 };
+// "DSMR P1 meter", "Modbus meter sdm630", ...
+std::string model_of(const MeterInfo& m);
 // Stable HA device identifier: "meterpipe_" + the equipment id (letters, digits, _ and -
 // kept, others as _) when the meter gives one, else the config name.
 std::string device_ident(const MeterInfo& m);

@@ -3,43 +3,56 @@
 #include <cctype>
 #include <vector>
 
+#include "common/canonical.h"
+
 namespace mp::mqtt {
 namespace {
 
-// Order matters: the first match wins (reactive before plain energy/power, power_factor and
-// the event counters before power_*).
-const ValueClass kTable[] = {
-    {"energy_reactive_", "_kvarh", "", "total_increasing", "kvarh"},
-    {"energy_", "_kwh", "energy", "total_increasing", "kWh"},
-    {"gas", "_m3", "gas", "total_increasing", "m³"},
-    {"water", "_m3", "water", "total_increasing", "m³"},
-    {"heat", "_gj", "energy", "total_increasing", "GJ"},
-    {"power_failure", "", "", "total_increasing", ""},
-    {"long_power_failures", "", "", "total_increasing", ""},
-    {"voltage_sags", "", "", "total_increasing", ""},
-    {"voltage_swells", "", "", "total_increasing", ""},
-    {"power_factor", "", "power_factor", "measurement", ""},
-    {"power_reactive", "_var", "reactive_power", "measurement", "var"},
-    {"power_apparent", "_va", "apparent_power", "measurement", "VA"},
-    {"power_", "_w", "power", "measurement", "W"},
-    {"voltage_thd", "_pct", "", "measurement", "%"},
-    {"voltage_", "_v", "voltage", "measurement", "V"},
-    {"current_", "_a", "current", "measurement", "A"},
-    {"frequency", "_hz", "frequency", "measurement", "Hz"},
-    {"temperature", "_c", "temperature", "measurement", "°C"},
+// HA's device class of a canonical unit; `quantity` (the start of the name) only where one
+// unit serves two quantities.
+struct UnitClass {
+  std::string_view unit;
+  std::string_view quantity;  // "" = any
+  const char* device_class;
 };
-const ValueClass kFallback{"", "", "", "measurement", ""};
+constexpr UnitClass kUnitClasses[] = {
+    {"W", "", "power"},
+    {"kWh", "", "energy"},
+    {"GJ", "", "energy"},
+    {"V", "", "voltage"},
+    {"A", "", "current"},
+    {"Hz", "", "frequency"},
+    {"var", "", "reactive_power"},
+    {"VA", "", "apparent_power"},
+    {"C", "", "temperature"},
+    {"m3", "gas", "gas"},
+    {"m3", "water", "water"},
+    {"", "power_factor", "power_factor"},
+};
 
-bool ends_with(std::string_view s, std::string_view suf) {
-  return s.size() >= suf.size() && s.substr(s.size() - suf.size()) == suf;
+const char* device_class_of(const canonical::Name& n) {
+  for (const auto& u : kUnitClasses)
+    if (u.unit == n.unit && n.name.substr(0, u.quantity.size()) == u.quantity &&
+        (!u.quantity.empty() || !u.unit.empty()))
+      return u.device_class;
+  return "";
 }
 
 }  // namespace
 
-const ValueClass& classify(std::string_view name) {
-  for (const auto& row : kTable)
-    if (name.rfind(row.prefix, 0) == 0 && ends_with(name, row.suffix)) return row;
-  return kFallback;
+ValueClass classify(std::string_view name) {
+  const canonical::Name* n = canonical::find(name);
+  if (!n) return {"", "measurement", ""};
+  return {device_class_of(*n),
+          n->kind == canonical::Kind::counter ? "total_increasing" : "measurement",
+          display_unit(n->unit)};
+}
+
+std::string display_unit(std::string_view unit) {
+  if (unit == "m3") return "m³";
+  if (unit == "C") return "°C";
+  if (unit == "deg") return "°";
+  return std::string(unit);
 }
 
 std::string display_name(std::string_view name) {

@@ -1,6 +1,11 @@
-// The one table that says how Home Assistant should treat each canonical value: device_class,
-// state_class and unit. `measurement` for power, voltage, current, ...; `total_increasing`
-// for energy and gas/water counters, which is what HA's Energy dashboard accepts.
+// How Home Assistant (and Homie) should treat each value, derived from the one canonical
+// table (common/canonical.*, docs/ARCHITECTURE.md "Canonical values"): its unit and its kind
+// say everything. state_class: `total_increasing` for counters (energy, gas, water, heat,
+// event counts: what HA's Energy dashboard accepts), `measurement` for the rest.
+// device_class: from the unit (W -> power, kWh -> energy, V -> voltage, ...); m³ is gas or
+// water by the quantity the name starts with, a unitless power_factor* is power_factor.
+// A name the canonical table does not know (a native "<protocol>_<id>") gets no device
+// class, `measurement` and the reading's own unit.
 #pragma once
 
 #include <string>
@@ -9,16 +14,15 @@
 namespace mp::mqtt {
 
 struct ValueClass {
-  const char* prefix;        // the canonical name starts with this
-  const char* suffix;        // ... and ends with this ("" = anything)
   const char* device_class;  // HA sensor device_class ("" = none)
   const char* state_class;   // "measurement" | "total_increasing"
-  const char* unit;          // HA unit_of_measurement ("" = the reading's own unit)
+  std::string unit;          // as HA and Homie write it (m³, °C); "" = the reading's own
 };
 
-// The first row that matches `name`, or the fallback row (no device class, measurement,
-// the reading's unit) for names the table does not know.
-const ValueClass& classify(std::string_view name);
+ValueClass classify(std::string_view name);
+
+// A unit as HA and Homie write it: "m3" -> "m³", "C" -> "°C", "deg" -> "°"; others as given.
+std::string display_unit(std::string_view unit);
 
 // "energy_import_t1_kwh" -> "Energy import t1": the name HA shows.
 std::string display_name(std::string_view name);

@@ -2,12 +2,16 @@
 
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 
+#include "bus/poller.h"
 #include "common/clock.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "mqtt/command.h"
 
@@ -16,6 +20,7 @@ namespace {
 
 constexpr int64_t kStatusPollNs = 30'000'000'000LL;
 constexpr int kBusQueue = 1000;
+constexpr int kBusBatch = 2000;
 
 std::string default_client_id() {
   char host[256] = {0};
@@ -24,9 +29,10 @@ std::string default_client_id() {
 }
 
 ClientOptions client_options(const config::Config& cfg, const Topics& t,
-                             const std::string& password) {
+                             const std::string& password, int notify_fd) {
   const auto& m = cfg.mqtt;
   ClientOptions o;
+  o.notify_fd = notify_fd;
   o.host = m.host;
   o.port = int(m.port);
   o.tls = m.tls;
@@ -42,6 +48,27 @@ ClientOptions client_options(const config::Config& cfg, const Topics& t,
   if (m.homeassistant) o.subscriptions.push_back(t.ha_status());
   if (!cfg.relays.empty()) o.subscriptions.push_back(t.relay_set_filter());
   return o;
+}
+
+// The Homie device's connection: the same broker and login, its own client id and Will.
+ClientOptions homie_options(ClientOptions o, const HomieDevice& h, bool commands) {
+  o.client_id += "-homie";
+  o.qos = 1;  // what Homie recommends
+  o.will_topic = h.state_topic();
+  o.will_payload = "lost";
+  o.online_payload = "init";
+  o.goodbye_payload = "disconnected";
+  o.subscriptions.clear();
+  if (commands) o.subscriptions.push_back(h.set_filter());
+  o.health_prefix = "homie_";
+  o.thread_name = "mqtt homie network";
+  return o;
+}
+
+std::string number_text(double v) {
+  std::string s;
+  json::append_number(s, v);
+  return s;
 }
 
 std::string str_field(const google::protobuf::Struct& s, const std::string& k) {
@@ -81,9 +108,30 @@ Bridge::Bridge(Worker& w, const std::string& password)
   for (const auto& r : cfg.relays) relays_[r.name].output_type = r.output.type;
   mkdir(cfg.general.state_dir.c_str(), 0750);
   store_.load();
-  client_ = std::make_unique<Client>(client_options(cfg, topics_, password), outbox_, w);
-  if (!cfg.relays.empty())
+  notify_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  const ClientOptions opt = client_options(cfg, topics_, password, notify_fd_);
+  client_ = std::make_unique<Client>(opt, outbox_, w);
+  outbox_.set_drain_fd(notify_fd_);
+  if (cfg_.homie) {
+    homie_out_ = std::make_unique<Outbox>();
+    homie_ = std::make_unique<HomieDevice>(opt.client_id, "meterpipe " + opt.client_id,
+                                           cfg_.commands, *homie_out_);
+    for (const auto& m : cfg.meters) homie_->add_meter(m.name, model_of(meters_[m.name].info));
+    for (const auto& r : cfg.relays) homie_->add_relay(r.name, r.output.type);
+    homie_client_ = std::make_unique<Client>(
+        homie_options(opt, *homie_, cfg_.commands && !cfg.relays.empty()), *homie_out_, w);
+  }
+  if (!cfg.relays.empty()) {
     control_ = std::make_unique<ControlQueue>(cfg.general.run_dir, "actuate");
+    control_->set_notify_fd(notify_fd_);
+  }
+}
+
+Bridge::~Bridge() {
+  if (homie_client_) homie_client_->stop();
+  client_->stop();
+  control_.reset();
+  if (notify_fd_ >= 0) ::close(notify_fd_);
 }
 
 int Bridge::run() {
@@ -102,24 +150,41 @@ int Bridge::run() {
   bus::Subscriber::Options so;
   so.rcvhwm = kBusQueue;
   bus::Subscriber sub(cfg.general.run_dir, publishers, prefixes, so);
+  bus::Poller poller;
+  poller.add(sub);
+  poller.add_fd(notify_fd_);
   clear_stale_discovery();  // discovery itself goes out at each connect (republish_all)
   client_->start();
-  log::info("publishing under %s/ to %s://%s:%lld (qos %lld, retain %s, interval %.3g s%s%s)",
+  if (homie_client_) homie_client_->start();
+  log::info("publishing under %s/ to %s://%s:%lld (qos %lld, retain %s, interval %.3g s%s%s%s%s)",
             cfg_.base_topic.c_str(), cfg_.tls ? "mqtts" : "mqtt", cfg_.host.c_str(),
             (long long)cfg_.port, (long long)cfg_.qos, cfg_.retain ? "on" : "off", cfg_.interval_s,
+            cfg_.per_value_topics ? ", per-value topics" : "",
             cfg_.homeassistant ? ", Home Assistant discovery" : "",
+            homie_ ? (", Homie device homie/" + homie_->id()).c_str() : "",
             cfg_.commands ? ", relay commands on" : "");
   while (w_.running()) {
-    bus::Message m;
-    bool got = sub.receive(m, std::min(w_.wait_ms(), 100));
-    while (got) {
-      on_bus(m);
-      got = sub.receive(m, 0);
+    // idle: one wake a heartbeat (and when a state held back by interval_s is due)
+    poller.wait(std::min(w_.wait_ms(), next_due_ms(clock::mono_ns())));
+    if (poller.readable(notify_fd_)) {
+      uint64_t v;
+      while (::read(notify_fd_, &v, sizeof v) > 0) {
+      }
     }
+    bus::Message m;
+    // a bounded batch: a flood of readings cannot hold up the heartbeat
+    for (int n = 0; n < kBusBatch && sub.receive(m, 0); ++n) on_bus(m);
     for (const auto& in : client_->take_incoming()) on_incoming(in);
     if (client_->connect_generation() != generation_) {
       generation_ = client_->connect_generation();
       republish_all();
+    }
+    if (homie_client_) {
+      for (const auto& in : homie_client_->take_incoming()) on_homie_incoming(in);
+      if (homie_client_->connect_generation() != homie_generation_) {
+        homie_generation_ = homie_client_->connect_generation();
+        homie_->announce();
+      }
     }
     if (control_) {
       for (const auto& r : control_->take_results()) on_control_result(r);
@@ -133,36 +198,89 @@ int Bridge::run() {
     update_health();
     w_.tick();
   }
+  if (homie_client_) homie_client_->stop();
   client_->stop();
   return 0;
 }
 
-void Bridge::on_bus(const bus::Message& m) {
-  if (m.env.has_reading()) on_reading(m.env);
+void Bridge::on_bus(bus::Message& m) {
   if (m.env.has_relay()) on_relay_event(m.env.relay());
+  if (m.env.has_reading()) on_reading(m.env);
 }
 
-void Bridge::on_reading(const meterpipe::Envelope& env) {
+void Bridge::on_reading(meterpipe::Envelope& env) {
   const auto& r = env.reading();
   auto it = meters_.find(r.meter());
   if (it == meters_.end()) return;  // not a meter of this config
   ++readings_;
   MeterSlot& m = it->second;
   if (cfg_.homeassistant) announce_meter(m, r);
-  m.pending = state_json(r, env.send_time_ns());
+  if (cfg_.interval_s <= 0 && !outbox_.congested()) {
+    send_reading(it->first, m, r, env.send_time_ns());
+    return;
+  }
+  // held back (interval_s, or the broker not keeping up): only the latest reading of the
+  // meter waits, its payloads built when it goes out
+  if (m.has_pending) ++coalesced_;
+  m.pending.Swap(env.mutable_reading());
+  m.pending_send_ns = env.send_time_ns();
+  m.has_pending = true;
   flush_due(clock::mono_ns());
+}
+
+int Bridge::next_due_ms(int64_t now_ns) const {
+  const int64_t interval = int64_t(cfg_.interval_s * 1e9);
+  int64_t due = INT64_MAX;
+  for (const auto& [name, m] : meters_)
+    if (m.has_pending) due = std::min(due, m.last_sent_ns + interval);
+  if (due == INT64_MAX) return 1000;
+  // held back while the Outbox is congested: its drain (or the reconnect) wakes the loop
+  if (outbox_.congested()) return 1000;
+  return int(std::clamp<int64_t>((due - now_ns + 999999) / 1000000, 0, 1000));
 }
 
 void Bridge::flush_due(int64_t now_ns) {
   const int64_t interval = int64_t(cfg_.interval_s * 1e9);
   for (auto& [name, m] : meters_) {
-    if (m.pending.empty() || now_ns - m.last_sent_ns < interval) continue;
-    publish(topics_.meter_state(name), m.pending, cfg_.retain);
-    last_retained_[topics_.meter_state(name)] = m.pending;
-    m.pending.clear();
+    if (!m.has_pending || now_ns - m.last_sent_ns < interval) continue;
+    if (outbox_.congested()) return;
+    send_reading(name, m, m.pending, m.pending_send_ns);
+    m.has_pending = false;
     m.last_sent_ns = now_ns;
-    ++states_;
   }
+}
+
+void Bridge::send_reading(const std::string& name, MeterSlot& m, const meterpipe::Reading& r,
+                          int64_t send_time_ns) {
+  (void)m;
+  const std::string topic = topics_.meter_state(name);
+  std::string state = state_json(r, send_time_ns);
+  if (cfg_.retain) last_retained_[topic] = state;
+  publish(topic, std::move(state), cfg_.retain);
+  ++states_;
+  if (cfg_.per_value_topics) {
+    for (const auto& v : r.values()) {
+      if (v.name().empty() || v.value_case() == meterpipe::Value::VALUE_NOT_SET) continue;
+      const std::string t = topics_.meter_value(name, v.name());
+      std::string text =
+          v.value_case() == meterpipe::Value::kNumber ? number_text(v.number()) : v.text();
+      if (cfg_.retain) last_retained_[t] = text;
+      publish(t, std::move(text), cfg_.retain);
+    }
+  }
+  if (homie_) homie_->publish_values(r);
+}
+
+void Bridge::on_homie_incoming(const Incoming& in) {
+  const auto req = homie_->set_request(in.topic, in.payload);
+  if (!req) return;
+  if (!req->error.empty()) {
+    ++commands_refused_;
+    note("homie:" + req->relay, "ignored a command on " + in.topic + ": " + req->error +
+                                    " (got \"" + in.payload.substr(0, 40) + "\")");
+    return;
+  }
+  on_command(req->relay, req->command, in.topic);
 }
 
 void Bridge::announce_meter(MeterSlot& m, const meterpipe::Reading& r) {
@@ -200,9 +318,12 @@ void Bridge::republish_all() {
                           sensor_discovery_json(topics_, m.info, v, m.units[v]));
   for (auto& [name, r] : relays_)
     if (r.have) publish_relay(name, r, true);
+  // the last state (and per-value topics) of each meter, unless a newer one is due anyway
   for (auto& [name, m] : meters_) {
-    auto it = last_retained_.find(topics_.meter_state(name));
-    if (it != last_retained_.end() && m.pending.empty())
+    if (m.has_pending) continue;
+    const std::string head = cfg_.base_topic + "/" + name + "/";
+    for (auto it = last_retained_.lower_bound(head);
+         it != last_retained_.end() && it->first.compare(0, head.size(), head) == 0; ++it)
       publish(it->first, it->second, cfg_.retain);
   }
 }
@@ -228,8 +349,8 @@ void Bridge::publish_discovery(const std::string& kind, const std::string& name,
     note("store", store_.error());
 }
 
-void Bridge::publish(const std::string& topic, const std::string& payload, bool retain) {
-  outbox_.push(OutMessage{topic, payload, retain});
+void Bridge::publish(const std::string& topic, std::string payload, bool retain) {
+  outbox_.push(OutMessage{topic, std::move(payload), retain});
 }
 
 void Bridge::on_relay_event(const meterpipe::RelayEvent& ev) {
@@ -245,6 +366,7 @@ void Bridge::on_relay_event(const meterpipe::RelayEvent& ev) {
   r.view.ok = ev.ok();
   r.view.error = ev.error();
   publish_relay(ev.relay(), r, true);
+  if (homie_) homie_->publish_relay(ev.relay(), r.view);
   if (control_) control_->submit("status");  // the override and its expiry
 }
 
@@ -283,6 +405,7 @@ void Bridge::apply_actuate_status(const std::string& json) {
     const std::string reason = str_field(s, "last_reason");
     if (!reason.empty()) r.view.reason = reason;
     publish_relay(rit->first, r, false);
+    if (homie_) homie_->publish_relay(rit->first, r.view);
   }
 }
 
@@ -296,20 +419,21 @@ void Bridge::on_incoming(const Incoming& in) {
     return;
   }
   const std::string relay = topics_.relay_of_set_topic(in.topic);
-  if (!relay.empty()) on_command(relay, in.payload);
+  if (!relay.empty()) on_command(relay, in.payload, in.topic);
 }
 
-void Bridge::on_command(const std::string& relay, const std::string& payload) {
+void Bridge::on_command(const std::string& relay, const std::string& payload,
+                        const std::string& topic) {
   if (!cfg_.commands) {
     ++commands_refused_;
-    note("disabled", "ignored a command on " + topics_.relay_set(relay) +
-                         ": relay commands are off ([mqtt] commands = false)");
+    note("disabled",
+         "ignored a command on " + topic + ": relay commands are off ([mqtt] commands = false)");
     return;
   }
   if (!relays_.count(relay)) {
     ++commands_refused_;
-    note("unknown:" + relay, "ignored a command on " + topics_.relay_set(relay) +
-                                 ": no [[relay]] is named \"" + relay + "\"");
+    note("unknown:" + relay,
+         "ignored a command on " + topic + ": no [[relay]] is named \"" + relay + "\"");
     return;
   }
   std::string err;
@@ -322,7 +446,7 @@ void Bridge::on_command(const std::string& relay, const std::string& payload) {
     return;
   }
   const std::string req = control_request_text(relay, *cmd);
-  if (!control_->submit(req, topics_.relay_set(relay))) {
+  if (!control_->submit(req, topic)) {
     ++commands_refused_;
     note("queue",
          "ignored a command for relay " + relay + ": too many commands waiting for actuate");
@@ -368,7 +492,7 @@ void Bridge::update_health() {
   w_.set_counter("discovery_sent", discovery_sent_);
   w_.set_counter("ha_births", births_);
   w_.set_counter("published", client_->published());
-  w_.set_counter("dropped", outbox_.dropped());
+  w_.set_counter("dropped", outbox_.dropped() + coalesced_);
   w_.gauge("outbox", double(outbox_.size()));
 }
 

@@ -1,7 +1,9 @@
-// The mqtt worker's bus loop: readings and relay events from the bus become state topics and
-// Home Assistant discovery configs in the Outbox; commands and HA's birth message come back
-// from the Client; relay commands go to actuate through the ControlQueue. Only this loop
-// builds payloads; it never waits for the broker or for actuate.
+// The mqtt worker's bus loop: readings and relay events from the bus become state topics
+// (and per-value topics, Homie properties) and Home Assistant discovery configs in the
+// Outbox; commands and HA's birth message come back from the Client; relay commands go to
+// actuate through the ControlQueue. Only this loop builds payloads; it never waits for the
+// broker or for actuate. It sleeps in one poll (bus::Poller) on the bus socket and an
+// eventfd the clients and the ControlQueue write: idle, it wakes for the heartbeat only.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +17,7 @@
 #include "mqtt/client.h"
 #include "mqtt/control_queue.h"
 #include "mqtt/discovery_store.h"
+#include "mqtt/homie.h"
 #include "mqtt/outbox.h"
 #include "mqtt/payloads.h"
 
@@ -24,6 +27,7 @@ class Bridge {
  public:
   // `password`: resolved from password_file / password_env by the caller.
   Bridge(Worker& w, const std::string& password);
+  ~Bridge();
   int run();
 
  private:
@@ -31,7 +35,9 @@ class Bridge {
     MeterInfo info;
     std::set<std::string> announced;  // values with a discovery config sent
     std::map<std::string, std::string> units;
-    std::string pending;  // state not sent yet (interval_s)
+    meterpipe::Reading pending;  // not sent yet (interval_s > 0)
+    int64_t pending_send_ns = 0;
+    bool has_pending = false;
     int64_t last_sent_ns = INT64_MIN / 2;
   };
   struct RelaySlot {
@@ -40,11 +46,11 @@ class Bridge {
     bool have = false;
   };
 
-  void on_bus(const bus::Message& m);
-  void on_reading(const meterpipe::Envelope& env);
+  void on_bus(bus::Message& m);
+  void on_reading(meterpipe::Envelope& env);  // may take the reading (Swap)
   void on_relay_event(const meterpipe::RelayEvent& ev);
   void on_incoming(const Incoming& in);
-  void on_command(const std::string& relay, const std::string& payload);
+  void on_command(const std::string& relay, const std::string& payload, const std::string& topic);
   void on_control_result(const ControlResult& r);
   void apply_actuate_status(const std::string& json);
   void announce_meter(MeterSlot& m, const meterpipe::Reading& r);
@@ -52,8 +58,12 @@ class Bridge {
   void republish_all();
   void clear_stale_discovery();
   void flush_due(int64_t now_ns);
+  int next_due_ms(int64_t now_ns) const;  // until a held-back state is due (<= 1000)
+  void send_reading(const std::string& name, MeterSlot& m, const meterpipe::Reading& r,
+                    int64_t send_time_ns);
+  void on_homie_incoming(const Incoming& in);
   void publish_relay(const std::string& name, RelaySlot& r, bool force);
-  void publish(const std::string& topic, const std::string& payload, bool retain);
+  void publish(const std::string& topic, std::string payload, bool retain);
   void publish_discovery(const std::string& kind, const std::string& name, const std::string& topic,
                          const std::string& payload);
   void note(const std::string& key, const std::string& text);  // rate-limited warning
@@ -65,6 +75,12 @@ class Bridge {
   Outbox outbox_;
   std::unique_ptr<Client> client_;
   std::unique_ptr<ControlQueue> control_;
+  int notify_fd_ = -1;  // written by the clients and the ControlQueue
+  // Homie ([mqtt] homie = true): a device on a connection of its own
+  std::unique_ptr<Outbox> homie_out_;
+  std::unique_ptr<HomieDevice> homie_;
+  std::unique_ptr<Client> homie_client_;
+  uint64_t homie_generation_ = 0;
   DiscoveryStore store_;
   std::map<std::string, MeterSlot> meters_;
   std::map<std::string, RelaySlot> relays_;
@@ -74,6 +90,7 @@ class Bridge {
   LogLimiter limiter_;
   uint64_t readings_ = 0, states_ = 0, relay_events_ = 0, commands_ = 0, commands_refused_ = 0,
            discovery_sent_ = 0, births_ = 0;
+  uint64_t coalesced_ = 0;  // readings replaced by a newer one before they went out
 };
 
 }  // namespace mp::mqtt

@@ -3,16 +3,21 @@
 #include <doctest/doctest.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
+#include <vector>
 
+#include "common/canonical.h"
 #include "config/config.h"
 #include "mqtt/command.h"
 #include "mqtt/discovery_store.h"
+#include "mqtt/homie.h"
 #include "mqtt/outbox.h"
 #include "mqtt/payloads.h"
 #include "mqtt/value_classes.h"
@@ -104,13 +109,14 @@ TEST_CASE("[mqtt] bad values are FILE:LINE:COL errors naming the key") {
   CHECK(has_error(load_mqtt("enabled = true\nurl = \"mqtt://h\"\nusername = \"u\"\n"
                             "password_file = \"/nonexistent/pw\"\n"),
                   8, "mqtt.password_file", "cannot read /nonexistent/pw"));
-  CHECK(has_error(load_mqtt("homie = true\n"), 5, "mqtt.homie", "not implemented"));
+  CHECK(has_error(load_mqtt("homie = 1\n"), 5, "mqtt.homie", ""));
+  CHECK(has_error(load_mqtt("per_value_topics = \"yes\"\n"), 5, "mqtt.per_value_topics", ""));
 }
 
-TEST_CASE("one value class table: energy and gas counters are total_increasing") {
+TEST_CASE("value classes from the canonical table: energy and gas counters are total_increasing") {
   using mp::mqtt::classify;
   auto is = [](const char* name, std::string dc, std::string sc, std::string unit) {
-    const auto& c = classify(name);
+    const auto c = classify(name);
     CHECK_MESSAGE(std::string(c.device_class) == dc, name);
     CHECK_MESSAGE(std::string(c.state_class) == sc, name);
     CHECK_MESSAGE(std::string(c.unit) == unit, name);
@@ -128,6 +134,20 @@ TEST_CASE("one value class table: energy and gas counters are total_increasing")
   is("current_l2_a", "current", "measurement", "A");
   is("frequency_hz", "frequency", "measurement", "Hz");
   is("dsmr_1-0:99.1.0", "", "measurement", "");
+  is("demand_avg_w", "power", "measurement", "W");
+  is("pv_energy_kwh", "energy", "total_increasing", "kWh");
+  is("heat_gj", "energy", "total_increasing", "GJ");
+  is("temperature_sink_c", "temperature", "measurement", "°C");
+  is("voltage_thd_l1_pct", "", "measurement", "%");
+  is("tariff", "", "measurement", "");
+  // every canonical counter is total_increasing, every unit of the table shows
+  for (const auto& n : mp::canonical::all()) {
+    const auto c = classify(n.name);
+    CHECK_MESSAGE(std::string(c.state_class) ==
+                      (n.kind == mp::canonical::Kind::counter ? "total_increasing" : "measurement"),
+                  n.name);
+    CHECK_MESSAGE(c.unit == mp::mqtt::display_unit(n.unit), n.name);
+  }
   CHECK(mp::mqtt::display_name("energy_import_t1_kwh") == "Energy import t1");
   CHECK(mp::mqtt::display_name("gas_m3") == "Gas");
   CHECK(mp::mqtt::display_name("power_factor") == "Power factor");
@@ -275,4 +295,146 @@ TEST_CASE("discovery store remembers topics across restarts") {
   CHECK(again.entries().size() == 1);
   std::remove(path.c_str());
   rmdir(dir);
+}
+
+TEST_CASE("[mqtt] homie and per_value_topics are accepted") {
+  auto r = load_mqtt("enabled = true\nurl = \"mqtt://h\"\nhomie = true\nper_value_topics = true\n");
+  REQUIRE(r.errors.empty());
+  CHECK(r.config->mqtt.homie);
+  CHECK(r.config->mqtt.per_value_topics);
+  mp::mqtt::Topics t;
+  CHECK(t.meter_value("home", "power_net_w") == "meterpipe/home/power_net_w");
+  CHECK(t.meter_value("home", "dsmr_1-0:99.1.0") == "meterpipe/home/dsmr_1-0_99_1_0");
+}
+
+TEST_CASE("Homie ids: lowercase letters, digits and hyphens") {
+  using mp::mqtt::homie_id;
+  CHECK(homie_id("energy_import_t1_kwh") == "energy-import-t1-kwh");
+  CHECK(homie_id("Home_Meter 2") == "home-meter-2");
+  CHECK(homie_id("dsmr_1-0:99.1.0") == "dsmr-1-0-99-1-0");
+  CHECK(homie_id("_x_") == "x");
+  CHECK(homie_id("--") == "x");
+  CHECK(homie_id("meterpipe-Pi") == "meterpipe-pi");
+}
+
+namespace {
+
+std::map<std::string, std::string> drain(mp::mqtt::Outbox& box, std::vector<std::string>* order) {
+  std::map<std::string, std::string> out;
+  mp::mqtt::OutMessage m;
+  while (box.pop(m)) {
+    CHECK_MESSAGE(m.retain, m.topic);
+    if (order) order->push_back(m.topic + "=" + m.payload);
+    out[m.topic] = m.payload;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Homie device: attributes, nodes, properties, values, ready last") {
+  mp::mqtt::Outbox box(10000);
+  box.set_connected(true);
+  mp::mqtt::HomieDevice dev("meterpipe-Pi", "meterpipe pi", true, box);
+  dev.add_meter("home", "DSMR P1 meter");
+  dev.add_relay("boiler", "sim");
+  dev.announce();
+  std::vector<std::string> order;
+  auto t = drain(box, &order);
+  CHECK(order.front() == "homie/meterpipe-pi/$state=init");
+  CHECK(order.back() == "homie/meterpipe-pi/$state=ready");
+  CHECK(t["homie/meterpipe-pi/$homie"] == "4.0.0");
+  CHECK(t["homie/meterpipe-pi/$nodes"] == "home,relay-boiler");
+  CHECK(t.count("homie/meterpipe-pi/$extensions"));
+  CHECK(t["homie/meterpipe-pi/home/$type"] == "DSMR P1 meter");
+  CHECK(t["homie/meterpipe-pi/home/$properties"] == "");
+  CHECK(t["homie/meterpipe-pi/relay-boiler/$properties"] == "state,override,mode,reason");
+  CHECK(t["homie/meterpipe-pi/relay-boiler/state/$datatype"] == "boolean");
+  CHECK(t["homie/meterpipe-pi/relay-boiler/state/$settable"] == "true");
+  CHECK(t["homie/meterpipe-pi/relay-boiler/override/$format"] == "auto,on,off");
+
+  meterpipe::Reading r;
+  r.set_meter("home");
+  auto* v = r.add_values();
+  v->set_name("energy_import_t1_kwh");
+  v->set_number(4426.25);
+  v = r.add_values();
+  v->set_name("equipment_id");
+  v->set_text("E0040");
+  dev.publish_values(r);
+  order.clear();
+  t = drain(box, &order);
+  CHECK(t["homie/meterpipe-pi/home/energy-import-t1-kwh"] == "4426.25");
+  CHECK(t["homie/meterpipe-pi/home/energy-import-t1-kwh/$datatype"] == "float");
+  CHECK(t["homie/meterpipe-pi/home/energy-import-t1-kwh/$unit"] == "kWh");
+  CHECK(t["homie/meterpipe-pi/home/energy-import-t1-kwh/$name"] == "Energy import t1");
+  CHECK(t["homie/meterpipe-pi/home/equipment-id"] == "E0040");
+  CHECK(t["homie/meterpipe-pi/home/equipment-id/$datatype"] == "string");
+  CHECK(t["homie/meterpipe-pi/home/$properties"] == "energy-import-t1-kwh,equipment-id");
+  CHECK(order.back() == "homie/meterpipe-pi/home/equipment-id=E0040");
+  // known properties: values only
+  dev.publish_values(r);
+  t = drain(box, nullptr);
+  CHECK(t.size() == 2);
+  // a reconnect announces the last values again, before ready
+  dev.announce();
+  order.clear();
+  t = drain(box, &order);
+  CHECK(t["homie/meterpipe-pi/home/energy-import-t1-kwh"] == "4426.25");
+  CHECK(order.back() == "homie/meterpipe-pi/$state=ready");
+
+  mp::mqtt::RelayView rv;
+  rv.known = true;
+  rv.on = true;
+  rv.override_mode = "on";
+  rv.mode = "manual";
+  dev.publish_relay("boiler", rv);
+  t = drain(box, nullptr);
+  CHECK(t["homie/meterpipe-pi/relay-boiler/state"] == "true");
+  CHECK(t["homie/meterpipe-pi/relay-boiler/override"] == "on");
+}
+
+TEST_CASE("Homie set topics become relay commands; others are not ours") {
+  mp::mqtt::Outbox box;
+  mp::mqtt::HomieDevice dev("mp", "mp", true, box);
+  dev.add_relay("boiler", "sim");
+  CHECK(dev.set_filter() == "homie/mp/+/+/set");
+  auto r = dev.set_request("homie/mp/relay-boiler/state/set", "true");
+  REQUIRE(r);
+  CHECK(r->relay == "boiler");
+  CHECK(r->command == "ON");
+  r = dev.set_request("homie/mp/relay-boiler/state/set", "FALSE");
+  REQUIRE(r);
+  CHECK(r->command == "OFF");
+  r = dev.set_request("homie/mp/relay-boiler/override/set", "auto");
+  REQUIRE(r);
+  CHECK(r->command == "auto");
+  r = dev.set_request("homie/mp/relay-boiler/state/set", "maybe");
+  REQUIRE(r);
+  CHECK(r->command.empty());
+  CHECK(!r->error.empty());
+  CHECK(!dev.set_request("homie/mp/relay-boiler/mode/set", "x"));
+  CHECK(!dev.set_request("homie/mp/relay-garage/state/set", "true"));
+  CHECK(!dev.set_request("homie/other/relay-boiler/state/set", "true"));
+}
+
+TEST_CASE("Outbox: congested from half full (or away); a pop below half wakes the producer") {
+  mp::mqtt::Outbox box(8);
+  const int fd = eventfd(0, EFD_NONBLOCK);
+  REQUIRE(fd >= 0);
+  box.set_drain_fd(fd);
+  CHECK(box.congested());  // not connected
+  box.set_connected(true);
+  CHECK(!box.congested());
+  for (int i = 0; i < 4; ++i) box.push({"t" + std::to_string(i), "x", false});
+  CHECK(box.congested());
+  std::vector<mp::mqtt::OutMessage> out;
+  uint64_t v = 0;
+  CHECK(box.pop_batch(out, 1) == 1);
+  CHECK(!box.congested());
+  CHECK(::read(fd, &v, sizeof v) == sizeof v);  // woken once
+  CHECK(box.pop_batch(out, 10) == 3);
+  CHECK(::read(fd, &v, sizeof v) < 0);  // not again
+  CHECK(out.size() == 4);
+  ::close(fd);
 }
