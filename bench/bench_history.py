@@ -17,6 +17,7 @@ usage: bench/bench_history.py [--minutes 10] [--days 60] [--skip io] [--bin-dir 
 """
 import argparse
 import datetime
+import json
 import os
 import shutil
 import sqlite3
@@ -132,7 +133,7 @@ def bench_api(bench_dir):
                                                "rows"))
             for what, url, sql in cases:
                 body = urllib.request.urlopen(base + url).read()
-                rows = body.count(b'{"time"')
+                rows = len(json.loads(body)["rows"])
 
                 def api():
                     urllib.request.urlopen(base + url).read()
