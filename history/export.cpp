@@ -128,8 +128,7 @@ struct PowerRun {
 void minute_rows(Store& s, int64_t meter, int64_t t0, int64_t t1, bool hourly,
                  std::vector<std::pair<std::string, Values>>& out) {
   CounterRun counters;
-  const auto before = s.minutes(meter, t0 - 86400, t0);  // the counters before the first row
-  for (const auto& r : before) counters.take(r);
+  for (const Point& p : s.points_before(meter, t0, 1)) counters.last = p.c;  // before the first
   counters.prev = counters.last;
   PowerRun power;
   int64_t key = INT64_MIN;

@@ -18,7 +18,6 @@ import json
 import os
 import sqlite3
 import sys
-import time
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -199,7 +198,8 @@ def test_forty_days():
             rj = export(p, res, "json", first, first + datetime.timedelta(days=3))
             rows = list(csv.DictReader(io.StringIO(rc_.stdout, newline="")))
             check(rc_.returncode == 0 and rows and rows_equal(rows, json_rows(rj.stdout)),
-                  "export --resolution %s: CSV (csv module) equals JSON, %d rows" % (res, len(rows)),
+                  "export --resolution %s: CSV (csv module) equals JSON, %d rows"
+                  % (res, len(rows)),
                   (rc_.stderr, rc_.stdout[:300]))
         r = mptest.run_cli(["export", "-c", p.cfg, "--meter", "garage", "--from",
                             first.isoformat()], text=True)
