@@ -7,7 +7,8 @@ size    bench/bench_history size: DAYS (default 60) of a simulated DSMR 5 meter 
 io      `meterpipe run` on a simulated meter at 1 reading/s (real time) for --minutes
         (default 10): bytes written to disk per hour, measured by the kernel
         (/proc/<pid>/io write_bytes), for the history worker and for the whole pipeline
-        (every worker, upload to daily files as by default, and the supervisor).
+        (every worker, upload to daily files as by default, and the supervisor); run_dir on
+        a tmpfs (/dev/shm) as /run/meterpipe is on a Pi.
 api     /api/history from meterpipe-serve (read-only on the same file) for 31 days of
         minutes and for 3 years of days, next to the same rows from the `sqlite3` shell
         (`sqlite3 -readonly -csv FILE SELECT ...`, a fresh process like each HTTP request's
@@ -17,7 +18,9 @@ usage: bench/bench_history.py [--minutes 10] [--days 60] [--skip io] [--bin-dir 
 """
 import argparse
 import datetime
+import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -57,6 +60,14 @@ def bench_size(bench_dir, days):
 def bench_io(minutes):
     p = mptest.Pipeline('[[meter]]\nname = "home"\nsource = "simulate"\n\n'
                         '[upload]\ntarget = "file"\n', prefix="mphio.")
+    # run_dir on a tmpfs, as /run/meterpipe is on a Pi (process keeps its bus position there)
+    shm = tempfile.mkdtemp(prefix="mphio.", dir="/dev/shm")
+    with open(p.cfg) as f:
+        text = f.read().replace('run_dir = "%s"' % p.run_dir, 'run_dir = "%s/run"' % shm)
+    with open(p.cfg, "w") as f:
+        f.write(text)
+    p.run_dir = shm + "/run"
+    p.status_args = ["--run-dir", p.run_dir]
     try:
         p.start()
         st = p.wait_running(15)
@@ -81,6 +92,14 @@ def bench_io(minutes):
                                                                         sum(per_h.values()) / 1e6))
     finally:
         p.stop()
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+def proc_cpu(pid):
+    """utime + stime of a process in seconds (/proc/<pid>/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def median_time(fn, runs=5):
@@ -128,11 +147,13 @@ def bench_api(bench_dir):
                  "SELECT * FROM days WHERE meter = 2 AND day >= '2023-01-01' AND day < "
                  "'2026-01-01' ORDER BY day"),
             ]
-            print("%-20s %10s %10s %7s %8s" % ("query", "api ms", "sqlite3 ms", "ratio",
-                                               "rows"))
+            serve_pid = (p.worker("serve") or {}).get("pid")
+            print("%-20s %10s %10s %7s %12s %12s %7s %8s" % (
+                "query", "api ms", "sqlite3 ms", "ratio", "api cpu ms", "sqlite3 cpu", "ratio",
+                "rows"))
             for what, url, sql in cases:
                 body = urllib.request.urlopen(base + url).read()
-                rows = body.count(b'{"time"')
+                rows = len(json.loads(body)["rows"])
 
                 def api():
                     urllib.request.urlopen(base + url).read()
@@ -140,8 +161,18 @@ def bench_api(bench_dir):
                 def shell():
                     subprocess.run(["sqlite3", "-readonly", "-csv", db, sql],
                                    stdout=subprocess.DEVNULL, check=True)
-                ta, ts = median_time(api), median_time(shell)
-                print("%-20s %10.1f %10.1f %7.2f %8d" % (what, ta * 1e3, ts * 1e3, ta / ts, rows))
+                c0 = proc_cpu(serve_pid)
+                ta = median_time(api)
+                ca = (proc_cpu(serve_pid) - c0) / 5
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                ts = median_time(shell)
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cs = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / 5
+                print("%-20s %10.1f %10.1f %7.2f %12.1f %12.1f %7.2f %8d"
+                      % (what, ta * 1e3, ts * 1e3, ta / ts, ca * 1e3, cs * 1e3, ca / cs, rows))
+            print("(wall: median of 5 on this machine as it is; cpu: the serve worker's own CPU"
+                  " time per request (it is pinned off the real-time CPU), the sqlite3 shell"
+                  " process's)")
         finally:
             p.stop()
     finally:

@@ -1,8 +1,11 @@
 #include "history/export.h"
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <map>
 
@@ -27,7 +30,22 @@ const std::vector<Column>& all_columns() {
   return cols;
 }
 
-using Values = std::map<std::string, double>;
+// Column ids, in the order of all_columns().
+enum Col : int {
+  kPower,
+  kPowerMin,
+  kPowerMax,
+  kPhase1,
+  kVoltageMin = kPhase1 + 3,
+  kVoltageMax,
+  kCurrentMax,
+  kCounter0,
+  kDemand = kCounter0 + kCounters,
+  kEstimated,
+  kCost,
+  kColumnCount
+};
+using Values = std::array<std::optional<double>, kColumnCount>;
 
 std::string local_time_text(int64_t t, bool with_time) {
   const time_t tt = time_t(t);
@@ -65,7 +83,7 @@ struct CounterRun {
   void close(Values& v) {
     for (int k = 0; k < kCounters; ++k) {
       if (prev[k] && last[k] && *last[k] >= *prev[k])
-        v[std::string(counter_name(k))] = from_milli(*last[k] - *prev[k]);
+        v[kCounter0 + k] = from_milli(*last[k] - *prev[k]);
       prev[k] = last[k];
     }
   }
@@ -95,24 +113,22 @@ struct PowerRun {
   }
   void close(Values& v) const {
     if (n) {
-      v["power_net_w"] = sum / double(n);
-      v["power_net_min_w"] = min;
-      v["power_net_max_w"] = max;
+      v[kPower] = sum / double(n);
+      v[kPowerMin] = min;
+      v[kPowerMax] = max;
     }
-    static const char* kPh[3] = {"power_l1_w", "power_l2_w", "power_l3_w"};
     for (int i = 0; i < 3; ++i)
-      if (ph_n[i]) v[kPh[i]] = ph_sum[i] / double(ph_n[i]);
-    if (v_min) v["voltage_min_v"] = *v_min;
-    if (v_max) v["voltage_max_v"] = *v_max;
-    if (i_max) v["current_max_a"] = *i_max;
+      if (ph_n[i]) v[kPhase1 + i] = ph_sum[i] / double(ph_n[i]);
+    v[kVoltageMin] = v_min;
+    v[kVoltageMax] = v_max;
+    v[kCurrentMax] = i_max;
   }
 };
 
 void minute_rows(Store& s, int64_t meter, int64_t t0, int64_t t1, bool hourly,
                  std::vector<std::pair<std::string, Values>>& out) {
   CounterRun counters;
-  const auto before = s.minutes(meter, t0 - 86400, t0);  // the counters before the first row
-  for (const auto& r : before) counters.take(r);
+  for (const Point& p : s.points_before(meter, t0, 1)) counters.last = p.c;  // before the first
   counters.prev = counters.last;
   PowerRun power;
   int64_t key = INT64_MIN;
@@ -139,9 +155,9 @@ void minute_rows(Store& s, int64_t meter, int64_t t0, int64_t t1, bool hourly,
 Values day_values(const DayRow& d) {
   Values v;
   for (int k = 0; k < kCounters; ++k)
-    if (d.delta[k]) v[std::string(counter_name(k))] = from_milli(*d.delta[k]);
-  if (d.peak) v["demand_max_w"] = double(d.peak->w);
-  v["estimated"] = d.estimated ? 1 : 0;
+    if (d.delta[k]) v[kCounter0 + k] = from_milli(*d.delta[k]);
+  if (d.peak) v[kDemand] = double(d.peak->w);
+  v[kEstimated] = d.estimated ? 1 : 0;
   return v;
 }
 
@@ -149,7 +165,7 @@ void day_rows(const std::vector<DayRow>& days, const std::vector<config::Tariff>
               std::vector<std::pair<std::string, Values>>& out) {
   for (const auto& d : days) {
     Values v = day_values(d);
-    if (auto c = day_cost(tariffs, d)) v["cost"] = *c;
+    v[kCost] = day_cost(tariffs, d);
     out.emplace_back(d.day.date, std::move(v));
   }
 }
@@ -166,7 +182,7 @@ void month_rows(const std::vector<DayRow>& days, const std::vector<config::Tarif
     std::vector<std::string> dates;
     for (const DayRow* d : list) {
       for (int k = 0; k < kCounters; ++k)
-        if (d->delta[k]) v[std::string(counter_name(k))] += from_milli(*d->delta[k]);
+        if (d->delta[k]) v[kCounter0 + k] = v[kCounter0 + k].value_or(0) + from_milli(*d->delta[k]);
       if (d->peak) peak = std::max(peak, d->peak->w);
       estimated = estimated || d->estimated;
       if (auto c = day_cost(tariffs, *d)) {
@@ -175,20 +191,50 @@ void month_rows(const std::vector<DayRow>& days, const std::vector<config::Tarif
         dates.push_back(d->day.date);
       }
     }
-    if (peak >= 0) v["demand_max_w"] = double(peak);
-    v["estimated"] = estimated ? 1 : 0;
-    if (any_cost) v["cost"] = cost + (peak > 0 ? capacity_cost(tariffs, dates, peak) : 0.0);
+    if (peak >= 0) v[kDemand] = double(peak);
+    v[kEstimated] = estimated ? 1 : 0;
+    if (any_cost) v[kCost] = cost + (peak > 0 ? capacity_cost(tariffs, dates, peak) : 0.0);
     out.emplace_back(month, std::move(v));
   }
 }
 
-std::string cell(const std::optional<double>& v, int decimals) {
-  if (!v) return "";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", decimals, *v);
-  if (std::string(buf) == "-0" || std::string(buf).find_first_not_of("-0.") == std::string::npos)
-    std::snprintf(buf, sizeof buf, "%.*f", decimals, 0.0);
-  return buf;
+// A value with `decimals` digits (0..4; "-0.000" as "0.000"); null (JSON) or nothing (CSV) for
+// none. Integer arithmetic: printf's %f was half of an export's time.
+void append_cell(std::string& o, const std::optional<double>& v, int decimals, bool json) {
+  if (!v || !std::isfinite(*v)) {
+    if (json) o += "null";
+    return;
+  }
+  static constexpr double kPow[] = {1, 10, 100, 1000, 10000};
+  decimals = std::clamp(decimals, 0, 4);
+  const double scaled = std::round(*v * kPow[decimals]);
+  if (!(std::fabs(scaled) < 9e15)) {
+    char buf[400];
+    const int n = std::snprintf(buf, sizeof buf, "%.*f", decimals, *v);
+    if (n > 0) o.append(buf, size_t(std::min(n, int(sizeof buf) - 1)));
+    return;
+  }
+  int64_t n = int64_t(scaled);
+  if (n < 0) {
+    o += '-';
+    n = -n;
+  }
+  char digits[24];
+  const auto res = std::to_chars(digits, digits + sizeof digits, n);
+  const int len = int(res.ptr - digits);
+  if (decimals == 0) {
+    o.append(digits, size_t(len));
+    return;
+  }
+  if (len <= decimals) {
+    o += "0.";
+    o.append(size_t(decimals - len), '0');
+    o.append(digits, size_t(len));
+  } else {
+    o.append(digits, size_t(len - decimals));
+    o += '.';
+    o.append(digits + len - decimals, size_t(decimals));
+  }
 }
 
 std::string json_string(const std::string& s) {
@@ -274,36 +320,37 @@ bool query(Store& s, const std::string& meter, const std::string& from, const st
     else
       month_rows(days, tariffs, rows);
   }
-  std::vector<const Column*> used;
-  for (const auto& c : all_columns())
-    if (std::any_of(rows.begin(), rows.end(),
-                    [&](const auto& r) { return r.second.count(c.name); }))
-      used.push_back(&c);
+  std::vector<int> used;
+  for (int c = 0; c < kColumnCount; ++c)
+    if (std::any_of(rows.begin(), rows.end(), [&](const auto& r) { return r.second[c]; }))
+      used.push_back(c);
   out.columns.push_back({"time", 0});
-  for (const Column* c : used) out.columns.push_back(*c);
+  for (int c : used) out.columns.push_back(all_columns()[size_t(c)]);
+  out.times.reserve(rows.size());
+  out.rows.reserve(rows.size());
   for (auto& [time, values] : rows) {
-    out.times.push_back(time);
+    out.times.push_back(std::move(time));
     std::vector<std::optional<double>> row;
-    for (const Column* c : used) {
-      auto it = values.find(c->name);
-      row.push_back(it == values.end() ? std::nullopt : std::optional<double>(it->second));
-    }
+    row.reserve(used.size());
+    for (int c : used) row.push_back(values[size_t(c)]);
     out.rows.push_back(std::move(row));
   }
-  if (std::any_of(used.begin(), used.end(), [](const Column* c) { return c->name == "cost"; }) &&
-      !tariffs.empty())
+  if (std::find(used.begin(), used.end(), int(kCost)) != used.end() && !tariffs.empty())
     out.currency = tariffs.back().currency;
   return true;
 }
 
 std::string to_csv(const Table& t) {
   std::string o;
+  o.reserve(t.rows.size() * (24 + 10 * t.columns.size()) + 256);
   for (size_t i = 0; i < t.columns.size(); ++i) o += (i ? "," : "") + csv_field(t.columns[i].name);
   o += "\r\n";
   for (size_t r = 0; r < t.rows.size(); ++r) {
     o += csv_field(t.times[r]);
-    for (size_t i = 0; i < t.rows[r].size(); ++i)
-      o += "," + cell(t.rows[r][i], t.columns[i + 1].decimals);
+    for (size_t i = 0; i < t.rows[r].size(); ++i) {
+      o += ',';
+      append_cell(o, t.rows[r][i], t.columns[i + 1].decimals, false);
+    }
     o += "\r\n";
   }
   return o;
@@ -316,15 +363,16 @@ std::string to_json(const Table& t) {
                   ",\"columns\":[";
   for (size_t i = 0; i < t.columns.size(); ++i)
     o += (i ? "," : "") + json_string(t.columns[i].name);
+  o.reserve(o.size() + t.rows.size() * (32 + 10 * t.columns.size()) + 16);
   o += "],\"rows\":[";
   for (size_t r = 0; r < t.rows.size(); ++r) {
-    o += (r ? ",{" : "{");
-    o += "\"time\":" + json_string(t.times[r]);
+    o += r ? ",[" : "[";
+    o += json_string(t.times[r]);
     for (size_t i = 0; i < t.rows[r].size(); ++i) {
-      const std::string v = cell(t.rows[r][i], t.columns[i + 1].decimals);
-      o += "," + json_string(t.columns[i + 1].name) + ":" + (v.empty() ? "null" : v);
+      o += ',';
+      append_cell(o, t.rows[r][i], t.columns[i + 1].decimals, true);
     }
-    o += "}";
+    o += ']';
   }
   return o + "]}";
 }

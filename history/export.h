@@ -40,7 +40,8 @@ bool query(Store& s, const std::string& meter, const std::string& from, const st
            std::string& error);
 
 // CSV (RFC 4180, a header row) and JSON ({"meter", "resolution", "from", "to", "currency",
-// "columns", "rows": [{"time": ..., name: value or null}]}) of the same table.
+// "columns": ["time", names...], "rows": [[time, value or null, ...], ...]}) of the same
+// table: a row of either is the same values in the same column order.
 std::string to_csv(const Table& t);
 std::string to_json(const Table& t);
 

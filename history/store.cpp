@@ -244,6 +244,9 @@ bool Store::check_schema(bool read_only, std::string& error) {
     }
     return true;
   }
+  // small pages for a new file: each minute's commit rewrites a few pages (the minute, the
+  // day, the bus positions), so their size is what the SD card gets written per minute
+  if (version == 0) exec("PRAGMA page_size=1024");
   exec("PRAGMA journal_mode=WAL");
   exec("PRAGMA synchronous=NORMAL");  // WAL: a power cut loses at most the last commits
   if (version < kSchemaVersion) migrate(version);

@@ -1,6 +1,6 @@
 // The history worker's loop: readings (reading/ from process) become minute rows, relay
 // events (relay/ from actuate) rows of their own; closed minutes wait in memory and go to the
-// database in one transaction per minute (or per kFlushReadings readings), together with the
+// database in one transaction every 2 minutes (or per 300 readings), together with the
 // days they change and the bus positions they include. A restarted worker restores those
 // positions and fetches what it missed from process's replay ring, so a kill -9 neither
 // loses nor doubles a minute (docs/ARCHITECTURE.md, "Durability"). The loop blocks on the

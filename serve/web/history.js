@@ -73,7 +73,8 @@
     try {
       const r = await fetch(url, { cache: "no-store" });
       const body = await r.json();
-      hs.rows = r.ok ? body.rows : [];
+      // rows come as arrays in the order of body.columns
+      hs.rows = r.ok ? body.rows.map((a) => Object.fromEntries(body.columns.map((c, i) => [c, a[i]]))) : [];
       hs.currency = body.currency || "";
       hs.error = r.ok ? "" : body.error + (body.reason ? ": " + body.reason : "");
     } catch (e) {

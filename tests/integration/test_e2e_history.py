@@ -18,7 +18,6 @@ import json
 import os
 import sqlite3
 import sys
-import time
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -104,6 +103,12 @@ def export(p, res, fmt, first, last):
     return r
 
 
+def json_rows(text):
+    """The rows of an export's JSON as dicts by column name."""
+    t = json.loads(text)
+    return [dict(zip(t["columns"], r)) for r in t["rows"]]
+
+
 def rows_equal(csv_rows, json_rows):
     if len(csv_rows) != len(json_rows):
         return False
@@ -154,7 +159,7 @@ def test_forty_days():
         r = export(p, "day", "json", first, last)
         if not check(r.returncode == 0, "export --resolution day --json: exit 0", r.stderr):
             return
-        got = {datetime.date.fromisoformat(row["time"]): row for row in json.loads(r.stdout)["rows"]}
+        got = {datetime.date.fromisoformat(row["time"]): row for row in json_rows(r.stdout)}
         bad = [(d, c, w[c], got.get(d, {}).get(c)) for d, w in want.items() for c in COUNTERS
                if got.get(d, {}).get(c) is None or abs(got[d][c] - w[c]) > 5e-7]
         check(not bad, "every day's import/export per tariff and gas = the counters' difference "
@@ -177,8 +182,8 @@ def test_forty_days():
         month_first = first.replace(day=1)
         rm = export(p, "month", "json", month_first, last)
         rd = export(p, "day", "json", month_first, last)
-        months = json.loads(rm.stdout)["rows"]
-        alldays = json.loads(rd.stdout)["rows"]
+        months = json_rows(rm.stdout)
+        alldays = json_rows(rd.stdout)
         bad_month = []
         for m in months:
             ds = [d for d in alldays if d["time"].startswith(m["time"])]
@@ -192,8 +197,9 @@ def test_forty_days():
             rc_ = export(p, res, "csv", first, first + datetime.timedelta(days=3))
             rj = export(p, res, "json", first, first + datetime.timedelta(days=3))
             rows = list(csv.DictReader(io.StringIO(rc_.stdout, newline="")))
-            check(rc_.returncode == 0 and rows and rows_equal(rows, json.loads(rj.stdout)["rows"]),
-                  "export --resolution %s: CSV (csv module) equals JSON, %d rows" % (res, len(rows)),
+            check(rc_.returncode == 0 and rows and rows_equal(rows, json_rows(rj.stdout)),
+                  "export --resolution %s: CSV (csv module) equals JSON, %d rows"
+                  % (res, len(rows)),
                   (rc_.stderr, rc_.stdout[:300]))
         r = mptest.run_cli(["export", "-c", p.cfg, "--meter", "garage", "--from",
                             first.isoformat()], text=True)

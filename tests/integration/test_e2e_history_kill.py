@@ -91,7 +91,8 @@ def test_kill_history_worker():
         while time.monotonic() < end:
             time.sleep(rng.uniform(1.5, 4))
             kills += kill_history(p)
-        check(kills >= KILL_S / 5, "history killed with SIGKILL %d times in %.0f s" % (kills, KILL_S))
+        check(kills >= 5,  # (the supervisor's restart backoff limits the rate)
+              "history killed with SIGKILL %d times in %.0f s" % (kills, KILL_S))
         wait_for(lambda: (p.worker("history") or {}).get("state") == "running", 15)
         time.sleep(1)
         rc = p.stop_process()  # the tap keeps listening until process is gone

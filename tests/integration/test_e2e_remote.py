@@ -109,8 +109,8 @@ try:
     p.start()
     st = p.wait_running(10)
     check(st is not None and [w["name"] for w in st["workers"]] ==
-          ["acquire", "process", "remote"],
-          "run: workers acquire, process, remote, all running",
+          ["acquire", "process", "history", "remote"],
+          "run: workers acquire, process, history, remote, all running",
           st and [w["name"] for w in st["workers"]])
     check(p.wait_log(r"remote: info: remote taps on tcp://127\.0\.0\.1:%d \(CurveZMQ; 1 "
                      r"authorized key" % PORT, 5),

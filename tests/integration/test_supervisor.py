@@ -276,7 +276,7 @@ def test_backoff():
     cfg = d.config(watchdog_s=5)
     bindir = os.path.join(d.path, "bin")
     os.mkdir(bindir)
-    for w in ("acquire", "process"):
+    for w in ("acquire", "process", "history"):
         os.symlink(os.path.join(os.path.abspath(BIN), "meterpipe-" + w),
                    os.path.join(bindir, "meterpipe-" + w))
     fake = os.path.join(bindir, "meterpipe-upload")
@@ -346,7 +346,7 @@ def test_stop_escalation():
     cfg = d.config(watchdog_s=10)
     bindir = os.path.join(d.path, "bin")
     os.mkdir(bindir)
-    for w in ("acquire", "process"):
+    for w in ("acquire", "process", "history"):
         os.symlink(os.path.join(os.path.abspath(BIN), "meterpipe-" + w),
                    os.path.join(bindir, "meterpipe-" + w))
     fake = os.path.join(bindir, "meterpipe-upload")

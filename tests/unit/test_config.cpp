@@ -511,7 +511,8 @@ TEST_CASE("[remote]: publishers are workers of the config") {
                        "bad.toml");
   INFO(dump(r));
   CHECK(has_error(r, 8, "remote.publishers[1]",
-                  "\"actuate\" is not a worker of this config (acquire, process, upload, remote)"));
+                  "\"actuate\" is not a worker of this config (acquire, process, upload, "
+                  "history, remote)"));
   r = load_string(std::string(kMeter) + f.toml("publishers = [\"process\"]\n"), "ok.toml");
   REQUIRE_MESSAGE(r.config.has_value(), dump(r));
   CHECK(r.config->remote.publishers == std::vector<std::string>{"process"});

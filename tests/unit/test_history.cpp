@@ -392,7 +392,9 @@ TEST_CASE("export: day and month tables with costs, CSV and JSON with the same c
                   0) == 0);
   CHECK(csv.find("\r\n2026-06-30,2.880,0.000,1.440,120,0,3.0920\r\n") != std::string::npos);
   const std::string json = to_json(t);
-  CHECK(json.find("{\"time\":\"2026-06-30\",\"energy_import_t1_kwh\":2.880,") != std::string::npos);
+  CHECK(json.find("\"columns\":[\"time\",\"energy_import_t1_kwh\",\"energy_import_t2_kwh\","
+                  "\"gas_m3\",\"demand_max_w\",\"estimated\",\"cost\"]") != std::string::npos);
+  CHECK(json.find(",[\"2026-06-30\",2.880,0.000,1.440,120,0,3.0920],") != std::string::npos);
 
   Table months;
   REQUIRE(query(*s, "home", "2026-06-29", "2026-07-02", Resolution::month, ts, months, err));

@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -72,7 +73,7 @@ TEST_CASE("[mqtt] defaults, the url, and mqtt in the workers only when enabled")
   CHECK(m.qos == 0);
   CHECK(m.interval_s == 0);
   auto w = r.config->workers();
-  CHECK(w.back() == "mqtt");
+  CHECK(std::count(w.begin(), w.end(), "mqtt") == 1);
 
   auto off = load_mqtt("enabled = false\n");
   REQUIRE(off.errors.empty());
