@@ -329,12 +329,27 @@ bool exact_sum(const ExactPart& a, const ExactPart& b, bool negate, double& valu
   const int ea = a.shift - a.decimal.frac, eb = b.shift - b.decimal.frac;
   const int e = std::min(ea, eb);
   if (ea - e > 18 || eb - e > 18) return false;
+#ifdef __SIZEOF_INT128__
   __int128 ma = a.decimal.mantissa, mb = b.decimal.mantissa;
   for (int i = e; i < ea; ++i) ma *= 10;
   for (int i = e; i < eb; ++i) mb *= 10;
   if (a.decimal.negative) ma = -ma;
   if (b.decimal.negative != negate) mb = -mb;
   __int128 sum = ma + mb;
+#else
+  // 32-bit targets (armhf) have no __int128: 64 bits, false (the binary sum) when too few
+  int64_t ma = 0, mb = 0, sum = 0;
+  if (__builtin_add_overflow(a.decimal.mantissa, 0, &ma) ||
+      __builtin_add_overflow(b.decimal.mantissa, 0, &mb))
+    return false;
+  for (int i = e; i < ea; ++i)
+    if (__builtin_mul_overflow(ma, 10, &ma)) return false;
+  for (int i = e; i < eb; ++i)
+    if (__builtin_mul_overflow(mb, 10, &mb)) return false;
+  if (a.decimal.negative) ma = -ma;
+  if (b.decimal.negative != negate) mb = -mb;
+  if (__builtin_add_overflow(ma, mb, &sum) || sum == INT64_MIN) return false;
+#endif
   const bool negative = sum < 0;
   if (negative) sum = -sum;
   std::string digits;
