@@ -41,7 +41,8 @@ constexpr int64_t kDay = 86400 * kSec;
 // Appends `seconds` telegrams from `start_ns` on to the day files in `dir`; bytes written.
 uint64_t write_lines(const std::string& dir, int64_t start_ns, int64_t seconds, uint64_t seed) {
   DailyFiles files;
-  if (!files.open(dir)) return 0;
+  std::string err;
+  if (!files.open(dir, err)) return 0;
   LineProtocolOptions lp;  // the [upload] defaults
   lp.precision = Precision::s;
   mp::dsmr::SimState sim;

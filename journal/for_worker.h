@@ -33,7 +33,7 @@ inline std::unique_ptr<Writer> open_for(const config::Config& cfg, const std::st
   if (!cfg.upload.enabled) return nullptr;
   auto w = std::make_unique<Writer>();
   std::string err;
-  if (!w->open(options_for(cfg, worker), &err)) {
+  if (!w->open(options_for(cfg, worker), err)) {
     log::error("journal: %s (readings are not kept for upload across restarts)", err.c_str());
     return nullptr;
   }

@@ -228,13 +228,13 @@ Writer::~Writer() { close(); }
 
 std::string Writer::path_of(uint64_t seq) const { return opt_.dir + "/" + segment_name(seq); }
 
-bool Writer::open(const WriterOptions& opt, std::string* error) {
+bool Writer::open(const WriterOptions& opt, std::string& error) {
   close();
   opt_ = opt;
   std::error_code ec;
   std::filesystem::create_directories(opt_.dir, ec);
   if (!std::filesystem::is_directory(opt_.dir, ec)) {
-    if (error) *error = "cannot create journal directory " + opt_.dir;
+    error = "cannot create journal directory " + opt_.dir;
     return false;
   }
   st_ = WriterStats{};
@@ -259,7 +259,7 @@ bool Writer::open(const WriterOptions& opt, std::string* error) {
     }
   }
   if (!new_segment()) {
-    if (error) *error = "cannot create a segment in " + opt_.dir + ": " + std::strerror(errno);
+    error = "cannot create a segment in " + opt_.dir + ": " + std::strerror(errno);
     return false;
   }
   enforce_bounds();

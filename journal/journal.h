@@ -105,7 +105,7 @@ class Writer {
 
   // Creates the directory, recovers the newest segment, starts a new one and the writer
   // thread. False with `error` when the directory cannot be used.
-  bool open(const WriterOptions& opt, std::string* error = nullptr);
+  bool open(const WriterOptions& opt, std::string& error);
   // Queues one record; never blocks on the disk. False when not open or the queue is full.
   bool append(std::string payload);
   // Writes what is queued, fdatasyncs, stops the thread. Idempotent.

@@ -26,12 +26,12 @@ std::string DailyFiles::file_name(int64_t time_ns) {
   return buf;
 }
 
-bool DailyFiles::open(const std::string& data_dir, std::string* error) {
+bool DailyFiles::open(const std::string& data_dir, std::string& error) {
   close();
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   if (!std::filesystem::is_directory(data_dir, ec)) {
-    if (error) *error = "cannot create data directory " + data_dir;
+    error = "cannot create data directory " + data_dir;
     return false;
   }
   dir_ = data_dir;

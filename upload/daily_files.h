@@ -28,7 +28,7 @@ class DailyFiles {
   DailyFiles& operator=(const DailyFiles&) = delete;
 
   // Creates the directory when missing. False with `error` when it cannot be used.
-  bool open(const std::string& data_dir, std::string* error = nullptr);
+  bool open(const std::string& data_dir, std::string& error);
   void close();
 
   // Appends `line` + '\n' to the file of the point's UTC day. False (nothing written) for an

@@ -27,7 +27,7 @@ bool InfluxTarget::probe() {
   return st >= 200 && st < 300;
 }
 
-bool FileTarget::open(const std::string& data_dir, std::string* error, size_t tail_bytes) {
+bool FileTarget::open(const std::string& data_dir, std::string& error, size_t tail_bytes) {
   dir_ = data_dir;
   if (!files_.open(data_dir, error)) return false;
   load_tails(tail_bytes);

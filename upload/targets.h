@@ -48,7 +48,7 @@ class InfluxTarget : public Target {
 class FileTarget : public Target {
  public:
   FileTarget(std::mutex& files_mu) : files_mu_(files_mu) {}
-  bool open(const std::string& data_dir, std::string* error, size_t tail_bytes = 8 << 20);
+  bool open(const std::string& data_dir, std::string& error, size_t tail_bytes = 8 << 20);
   WriteResult deliver(const std::vector<Point>& points, size_t begin, size_t end) override;
   void make_durable() override;
   std::string describe() const override { return dir_; }

@@ -71,7 +71,7 @@ bool UploadWorker::make_target() {
   if (uc.target != "file") return make_influx_target();
   auto t = std::make_unique<FileTarget>(files_mu_);
   std::string err;
-  if (!t->open(uc.data_dir, &err)) {
+  if (!t->open(uc.data_dir, err)) {
     log::error("upload: data_dir %s: %s", uc.data_dir.c_str(), err.c_str());
     return false;
   }

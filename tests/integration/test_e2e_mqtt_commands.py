@@ -24,10 +24,11 @@ check = ck.check
 
 
 def body(port, commands):
-    # on_below_w far below anything the simulator sends: in auto the relay stays off
+    # on_below_w and off_above_w far below anything the simulator sends (it exports at midday):
+    # in auto the relay stays off
     return ('[[meter]]\nname = "home"\nsource = "simulate"\nrate_hz = 5\n\n'
             '[upload]\nenabled = false\n\n'
-            '[[relay]]\nname = "boiler"\nmeter = "home"\non_below_w = -1000000\n'
+            '[[relay]]\nname = "boiler"\nmeter = "home"\non_below_w = -1000000\noff_above_w = -999000\n'
             'min_on_s = 0\nmin_off_s = 0\non_delay_s = 0\noff_delay_s = 0\n'
             'max_switches_per_hour = 1000\n'
             '[relay.output]\ntype = "sim"\n\n'

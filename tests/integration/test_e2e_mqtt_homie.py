@@ -40,7 +40,7 @@ def body(port):
     # on_below_w far below anything the simulator sends: in auto the relay stays off
     return ('[[meter]]\nname = "home"\nsource = "simulate"\nrate_hz = 5\n\n'
             '[upload]\nenabled = false\n\n'
-            '[[relay]]\nname = "boiler"\nmeter = "home"\non_below_w = -1000000\n'
+            '[[relay]]\nname = "boiler"\nmeter = "home"\non_below_w = -1000000\noff_above_w = -999000\n'
             'min_on_s = 0\nmin_off_s = 0\non_delay_s = 0\noff_delay_s = 0\n'
             'max_switches_per_hour = 1000\n[relay.output]\ntype = "sim"\n\n'
             '[mqtt]\nenabled = true\nurl = "mqtt://127.0.0.1:%d"\nclient_id = "mp-homie"\n'

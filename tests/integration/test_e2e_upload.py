@@ -720,7 +720,7 @@ def scenario_late_upload(ix):
     p = Pipeline(L, influx_upload(ix.url, "e8", "late"))
     bindir = os.path.join(p.dir, "bin")
     os.mkdir(bindir)
-    for w in ("acquire", "process"):
+    for w in ("acquire", "process", "history"):
         os.symlink(os.path.join(os.path.abspath(BIN), "meterpipe-" + w),
                    os.path.join(bindir, "meterpipe-" + w))
     with open(os.path.join(bindir, "meterpipe-upload"), "w") as f:

@@ -12,10 +12,13 @@ namespace {
 constexpr int64_t kSec = 1000000000;
 }
 
+// The reason an open() in these tests failed (shown by REQUIRE_MESSAGE).
+std::string open_error;
+
 TEST_CASE("daily files: one file per UTC day, fsync at most once per second") {
   mp::test::TempDir d("mpdaily");
   mp::upload::DailyFiles df;
-  REQUIRE(df.open(d.path + "/data"));
+  REQUIRE_MESSAGE(df.open(d.path + "/data", open_error), open_error);
   const int64_t day1 = 1700006399 * kSec;  // 2023-11-14T23:59:59Z
   const int64_t day2 = 1700006400 * kSec;  // 2023-11-15T00:00:00Z
   CHECK(mp::upload::DailyFiles::file_name(day1) == "2023-11-14.lp");

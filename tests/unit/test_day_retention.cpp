@@ -117,6 +117,9 @@ RetentionOptions opts(int64_t keep_days, bool compress = true) {
 
 }  // namespace
 
+// The reason an open() in these tests failed (shown by REQUIRE_MESSAGE).
+std::string open_error;
+
 TEST_CASE("utc_day and parse_day_file") {
   CHECK(utc_day(0) == 0);
   CHECK(utc_day(kDay - 1) == 0);
@@ -562,7 +565,7 @@ TEST_CASE("a .lp that grows while it is compressed loses nothing") {
 TEST_CASE("DailyFiles opens a day file again when it was removed under it") {
   TempDir dir;
   DailyFiles files;
-  REQUIRE(files.open(dir.path));
+  REQUIRE_MESSAGE(files.open(dir.path, open_error), open_error);
   const int64_t t = kNow - 3 * kDay;
   REQUIRE(files.append("a x=1 1", t));
   const std::string path = dir.at(DailyFiles::file_name(t));

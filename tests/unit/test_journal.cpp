@@ -62,18 +62,21 @@ void append_bytes(const std::string& path, const std::string& bytes) {
 
 }  // namespace
 
+// The reason an open() in these tests failed (shown by REQUIRE_MESSAGE).
+std::string open_error;
+
 TEST_CASE("journal: records written are read back in order, across reopen") {
   mp::test::TempDir d("mpjrnl");
   {
     Writer w;
-    REQUIRE(w.open(opts(d.path)));
+    REQUIRE_MESSAGE(w.open(opts(d.path), open_error), open_error);
     for (int i = 0; i < 50; ++i) CHECK(w.append(payload_of(i)));
     w.close();
     CHECK(w.stats().written == 50);
   }
   {
     Writer w;  // a second run appends to a new segment
-    REQUIRE(w.open(opts(d.path)));
+    REQUIRE_MESSAGE(w.open(opts(d.path), open_error), open_error);
     for (int i = 50; i < 60; ++i) CHECK(w.append(payload_of(i)));
   }
   Reader r(d.path);
@@ -90,7 +93,7 @@ TEST_CASE(
     "written") {
   mp::test::TempDir d("mpjrnl");
   Writer w;
-  REQUIRE(w.open(opts(d.path)));
+  REQUIRE_MESSAGE(w.open(opts(d.path), open_error), open_error);
   Reader r(d.path);
   Position pos;
   CHECK(read_all(r, pos).empty());
@@ -112,7 +115,7 @@ TEST_CASE("journal: segments rotate at segment_bytes and the reader follows") {
   auto o = opts(d.path);
   o.segment_bytes = 1000;  // ~9 records of 108 bytes each
   Writer w;
-  REQUIRE(w.open(o));
+  REQUIRE_MESSAGE(w.open(o, open_error), open_error);
   for (int i = 0; i < 100; ++i) w.append(payload_of(i));
   w.close();
   CHECK(mp::journal::list_segments(d.path).size() >= 10);
@@ -129,7 +132,7 @@ TEST_CASE("journal: a torn tail is cut off at open and nothing valid is lost") {
   mp::test::TempDir d("mpjrnl");
   {
     Writer w;
-    REQUIRE(w.open(opts(d.path)));
+    REQUIRE_MESSAGE(w.open(opts(d.path), open_error), open_error);
     for (int i = 0; i < 5; ++i) w.append(payload_of(i));
   }
   auto segs = mp::journal::list_segments(d.path);
@@ -146,7 +149,7 @@ TEST_CASE("journal: a torn tail is cut off at open and nothing valid is lost") {
     CHECK(r.stats().corrupt == 0);
   }
   Writer w;
-  REQUIRE(w.open(opts(d.path)));
+  REQUIRE_MESSAGE(w.open(opts(d.path), open_error), open_error);
   CHECK(w.stats().truncated_bytes == 50);
   CHECK(fs::file_size(seg) == size);
   w.append(payload_of(6));
@@ -166,7 +169,7 @@ TEST_CASE("journal: a corrupt record skips the rest of its segment, counted; lat
   o.segment_bytes = 560;  // 5 records of 108 bytes per segment
   {
     Writer w;
-    REQUIRE(w.open(o));
+    REQUIRE_MESSAGE(w.open(o, open_error), open_error);
     for (int i = 0; i < 15; ++i) w.append(payload_of(i));
   }
   auto segs = mp::journal::list_segments(d.path);
@@ -208,7 +211,7 @@ TEST_CASE("journal: bounded; the oldest segments go first, a reader there counts
   o.segment_bytes = 560;
   o.max_bytes = 2000;
   Writer w;
-  REQUIRE(w.open(o));
+  REQUIRE_MESSAGE(w.open(o, open_error), open_error);
   for (int i = 0; i < 60; ++i) w.append(payload_of(i));
   w.close();
   const auto st = w.stats();
@@ -233,7 +236,7 @@ TEST_CASE("journal: segments every consumer's cursor passed are deleted, the oth
   auto o = opts(d.path);
   o.segment_bytes = 560;
   Writer w;
-  REQUIRE(w.open(o));
+  REQUIRE_MESSAGE(w.open(o, open_error), open_error);
   for (int i = 0; i < 10; ++i) w.append(payload_of(i));
   Reader r(d.path);
   Position pos;
@@ -266,7 +269,7 @@ TEST_CASE("journal: cursors round-trip; damaged cursor files are refused") {
   CHECK_FALSE(mp::journal::load_cursor(d.path, "junk", p));
   // a new segment never reuses a number at or before a consumer's cursor
   Writer w;
-  REQUIRE(w.open(opts(d.path)));
+  REQUIRE_MESSAGE(w.open(opts(d.path), open_error), open_error);
   w.close();
   auto segs = mp::journal::list_segments(d.path);
   REQUIRE(segs.size() == 1);
@@ -279,7 +282,7 @@ TEST_CASE("journal: append never blocks; a full queue refuses and counts") {
   o.queue_max = 4;
   o.commit_ms = 60000;  // the writer holds the group for a long time
   Writer w;
-  REQUIRE(w.open(o));
+  REQUIRE_MESSAGE(w.open(o, open_error), open_error);
   int accepted = 0;
   for (int i = 0; i < 10; ++i) accepted += w.append(payload_of(i)) ? 1 : 0;
   CHECK(accepted == 4);
@@ -306,7 +309,7 @@ TEST_CASE("journal: compressed segments read back exactly, also from a cursor mi
   uint64_t raw = 0;
   {
     Writer w;
-    REQUIRE(w.open(o));
+    REQUIRE_MESSAGE(w.open(o, open_error), open_error);
     for (int i = 0; i < 300; ++i) {
       w.append(rec(i));
       raw += rec(i).size();
@@ -336,7 +339,7 @@ TEST_CASE("journal: compressed segments read back exactly, also from a cursor mi
   // a torn tail of a compressed segment is cut off at the next open, the rest still reads
   append_bytes(d.at(mp::journal::segment_name(segs.back())), "\x10\x00\x00\x00garbage");
   Writer w;
-  REQUIRE(w.open(o));
+  REQUIRE_MESSAGE(w.open(o, open_error), open_error);
   w.append(rec(300));
   w.close();
   Reader r3(d.path);

@@ -26,6 +26,9 @@ using mp::upload::Point;
 
 namespace {
 
+// The reason an open() in these tests failed (shown by REQUIRE_MESSAGE).
+std::string open_error;
+
 constexpr int64_t kT0 = 1764979200LL * 1000000000LL;  // 2025-12-06T00:00:00Z
 
 mp::config::Config config_in(const std::string& state_dir) {
@@ -68,13 +71,13 @@ void write_journals(const mp::config::Config& cfg, int from, int n, int relays =
   o.commit_ms = 1;
   o.compress = true;  // as the workers write them
   o.dir = cfg.general.state_dir + "/journal/acquire";
-  REQUIRE(raw.open(o));
+  REQUIRE_MESSAGE(raw.open(o, open_error), open_error);
   for (int i = 0; i < from + n; ++i) {
     std::string e = raw_envelope(i, sim);  // the simulator's counters depend on every step
     if (i >= from) raw.append(e);
   }
   o.dir = cfg.general.state_dir + "/journal/actuate";
-  REQUIRE(rel.open(o));
+  REQUIRE_MESSAGE(rel.open(o, open_error), open_error);
   for (int i = 0; i < relays; ++i) rel.append(relay_envelope(i));
 }
 
@@ -95,7 +98,7 @@ void upload_to_files(const mp::config::Config& cfg, size_t n) {
   feed.add_source(cfg.general.state_dir + "/journal/actuate", JournalFeed::Kind::relay_events);
   std::mutex mu;
   mp::upload::FileTarget files(mu);
-  REQUIRE(files.open(cfg.upload.data_dir, nullptr));
+  REQUIRE_MESSAGE(files.open(cfg.upload.data_dir, open_error), open_error);
   mp::upload::UploaderOptions o;
   o.batch_age_ms = 0;
   o.cursor_save_ms = 0;
@@ -121,7 +124,7 @@ TEST_CASE("journal feed: a writer's commit wakes the feed, also of a journal mad
   mp::journal::WriterOptions o;
   o.dir = dir;
   o.commit_ms = 1;
-  REQUIRE(w.open(o));
+  REQUIRE_MESSAGE(w.open(o, open_error), open_error);
   REQUIRE(feed.watch());
   feed.drain_changes();
   pollfd p{feed.change_fd(), POLLIN, 0};
@@ -189,7 +192,7 @@ TEST_CASE("journal feed: a half-decoded Modbus poll holds the clean mark back") 
   mp::journal::WriterOptions o;
   o.commit_ms = 1;
   o.dir = d.path + "/journal/acquire";
-  REQUIRE(w.open(o));
+  REQUIRE_MESSAGE(w.open(o, open_error), open_error);
   auto block = [](bool last) {
     meterpipe::Envelope env;
     auto* raw = env.mutable_raw();
