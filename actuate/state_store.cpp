@@ -82,7 +82,6 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
   return out;
 }
 
-
 }  // namespace
 
 std::string serialize_state(const EngineState& s) {

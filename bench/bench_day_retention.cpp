@@ -21,11 +21,11 @@
 #include <filesystem>
 #include <string>
 
-#include "protocols/simulate/dsmr_sim.h"
 #include "common/clock.h"
 #include "meterpipe.pb.h"
-#include "protocols/dsmr/dsmr.h"
 #include "process/reading_proto.h"
+#include "protocols/dsmr/dsmr.h"
+#include "protocols/simulate/dsmr_sim.h"
 #include "upload/daily_files.h"
 #include "upload/day_retention.h"
 #include "upload/line_protocol.h"

@@ -1,17 +1,16 @@
 #include "bus/bus.h"
 
-#include <zmq_addon.hpp>
-
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <stdexcept>
+#include <zmq_addon.hpp>
 
 #include "common/clock.h"
 #include "common/fs.h"

@@ -16,8 +16,6 @@
 // seq order, once.
 #pragma once
 
-#include "bus/zmq_context.h"
-
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -28,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "bus/zmq_context.h"
 #include "meterpipe.pb.h"
 
 namespace mp::bus {
@@ -100,9 +99,9 @@ class Poller;
 class Subscriber {
  public:
   struct Options {
-    bool replay = false;          // fill gaps from the publishers' replay rings
-    int rcvhwm = 100000;          // queue before ZeroMQ drops (loss then shows as a gap)
-    int replay_timeout_ms = 1000; // how long to wait for a replay answer
+    bool replay = false;           // fill gaps from the publishers' replay rings
+    int rcvhwm = 100000;           // queue before ZeroMQ drops (loss then shows as a gap)
+    int replay_timeout_ms = 1000;  // how long to wait for a replay answer
     // With replay on: at first contact with a topic (no position restored), also fetch
     // what the publisher sent before, when that is at most this many messages (the race
     // at start-up, when both sides start together). A subscriber that must not miss what

@@ -45,11 +45,13 @@ Worker::Worker(int argc, char** argv, const std::string& name) : name_(name) {
   std::string file;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if ((a == "--config" || a == "-c") && i + 1 < argc) file = argv[++i];
+    if ((a == "--config" || a == "-c") && i + 1 < argc)
+      file = argv[++i];
     else if (a == "--help" || a == "-h") {
-      std::printf("usage: meterpipe-%s --config FILE\n"
-                  "A meterpipe worker; normally started by `meterpipe run`.\n",
-                  name_.c_str());
+      std::printf(
+          "usage: meterpipe-%s --config FILE\n"
+          "A meterpipe worker; normally started by `meterpipe run`.\n",
+          name_.c_str());
       std::exit(0);
     } else {
       log::error("unknown argument %s (usage: meterpipe-%s --config FILE)", a.c_str(),

@@ -240,8 +240,7 @@ std::optional<Response> AuthGate::check(const HttpIn& in, int64_t now_ns) {
   const Auth a = authenticate(in, now_ns, who);
   if (path == "/metrics" && opt_.metrics_open) return std::nullopt;
   if (a == Auth::user && who.role != Role::operator_ && path.rfind("/api/export/", 0) == 0)
-    return json_error(403,
-                      "user " + who.user + " is a viewer: data export needs the operator role",
+    return json_error(403, "user " + who.user + " is a viewer: data export needs the operator role",
                       {{"role", role_name(who.role)}});
   switch (a) {
     case Auth::anonymous:

@@ -29,8 +29,10 @@ namespace mp::supervisor {
 double Backoff::next(double ran_s) {
   if (ran_s >= stable_s) failures = 0;
   double d = initial_s * std::pow(2.0, failures);
-  if (d > cap_s) d = cap_s;
-  else ++failures;
+  if (d > cap_s)
+    d = cap_s;
+  else
+    ++failures;
   return d;
 }
 
@@ -95,10 +97,14 @@ void on_signal(int sig) {
 enum class State { stopped, running, backoff, stopping };
 const char* state_name(State s) {
   switch (s) {
-    case State::stopped: return "stopped";
-    case State::running: return "running";
-    case State::backoff: return "backoff";
-    case State::stopping: return "stopping";
+    case State::stopped:
+      return "stopped";
+    case State::running:
+      return "running";
+    case State::backoff:
+      return "backoff";
+    case State::stopping:
+      return "stopping";
   }
   return "?";
 }
@@ -282,10 +288,14 @@ void Supervisor::forward(Child& c, bool flush_all) {
     // under systemd give journald the level as a "<N>" prefix
     std::string out;
     if (journal_) {
-      if (line.rfind("error:", 0) == 0) out = "<3>";
-      else if (line.rfind("warn:", 0) == 0) out = "<4>";
-      else if (line.rfind("debug:", 0) == 0) out = "<7>";
-      else out = "<6>";
+      if (line.rfind("error:", 0) == 0)
+        out = "<3>";
+      else if (line.rfind("warn:", 0) == 0)
+        out = "<4>";
+      else if (line.rfind("debug:", 0) == 0)
+        out = "<7>";
+      else
+        out = "<6>";
     }
     out += c.name + ": ";
     out.append(line);
@@ -360,8 +370,10 @@ std::string Supervisor::status_json() {
     s += ",\"uptime_s\":";
     json::append_number(s, c.state == State::running ? double(now - c.started_mono) / 1e9 : 0);
     s += ",\"last_health_age_s\":";
-    if (c.last_health_mono) json::append_number(s, double(now - c.last_health_mono) / 1e9);
-    else s += "null";
+    if (c.last_health_mono)
+      json::append_number(s, double(now - c.last_health_mono) / 1e9);
+    else
+      s += "null";
     s += ",\"last_exit\":";
     json::append_string(s, c.last_exit);
     s += ",\"counters\":{";
@@ -608,9 +620,8 @@ int Supervisor::run() {
   if (!prepare_dirs() || !take_lock() || !plan_children()) return 1;
   pin_cpus();
   if (!install_signals() || !open_bus()) return 1;
-  log::info("meterpipe supervisor (pid %d): config %s, run_dir %s, workers: %zu",
-            int(getpid()), opt_.config_file.c_str(), cfg_.general.run_dir.c_str(),
-            children_.size());
+  log::info("meterpipe supervisor (pid %d): config %s, run_dir %s, workers: %zu", int(getpid()),
+            opt_.config_file.c_str(), cfg_.general.run_dir.c_str(), children_.size());
   for (auto& c : children_) spawn(c);
   bus::Poller poller;
   poller.add(*health_);

@@ -21,9 +21,9 @@
 #include <string>
 #include <thread>
 
+#include "tests/harness/temp_dir.h"
 #include "upload/daily_files.h"
 #include "upload/day_retention.h"
-#include "tests/harness/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace mp::upload;

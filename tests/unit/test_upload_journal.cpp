@@ -11,11 +11,11 @@
 #include <sstream>
 #include <thread>
 
-#include "protocols/simulate/dsmr_sim.h"
 #include "config/config.h"
 #include "journal/journal.h"
 #include "meterpipe.pb.h"
 #include "process/decoder.h"
+#include "protocols/simulate/dsmr_sim.h"
 #include "tests/harness/temp_dir.h"
 #include "upload/journal_feed.h"
 #include "upload/targets.h"
