@@ -15,9 +15,11 @@ bool read_file(const std::string& path, std::string& out, std::string& error) {
     return false;
   }
   out.clear();
-  char buf[65536];
+  // on the heap: callers include civetweb's request threads, whose stacks are small
+  std::string chunk(65536, '\0');
+  char* buf = chunk.data();
   while (true) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
+    const ssize_t n = ::read(fd, buf, chunk.size());
     if (n == 0) break;
     if (n < 0) {
       if (errno == EINTR) continue;
