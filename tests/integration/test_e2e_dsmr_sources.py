@@ -198,6 +198,8 @@ def test_simulate():
                   "reading %d: native ids are the OBIS codes" % (i + 1))
         e1 = [mptest.values_by_name(r)["energy_import_kwh"] for r in rs]
         check(all(b >= a for a, b in zip(e1, e1[1:])), "energy_import_kwh never decreases", e1)
+        # counters travel in the heartbeat (every watchdog_s/3, at most 1.75 s): wait for them
+        p.wait_counter("process", "readings_home", lambda v: v >= 5, 15)
         c = p.counters("process")
         check(c.get("errors_home", 0) == 0 and c.get("readings_home", 0) >= 5 and
               c.get("frames_home", 0) >= c.get("readings_home", 0),
