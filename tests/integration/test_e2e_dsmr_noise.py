@@ -146,7 +146,7 @@ def test_tcp_noise():
         check(r, "noise: the good telegram after 100 KiB of noise is decoded",
               len(tap.messages("reading/")))
         p.wait_counter("acquire", "frames_noisy", lambda v: v >= n_frames, 5)
-        time.sleep(1.2)
+        time.sleep(2.0)  # > the heartbeat period (at most 1.75 s), which carries the counters
         st = p.status()
         ca, cp = p.counters("acquire", st), p.counters("process", st)
         want_c = {"frames_noisy": n_frames, "discarded_bytes_noisy": model.discarded,
