@@ -8,6 +8,7 @@
 #include "acquire/tcp_source.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/wake.h"
 #include "protocols/runner_support.h"
 #include "protocols/sml/decode_sml_cli.h"
 #include "protocols/sml/sml.h"
@@ -29,7 +30,10 @@ class StreamRunner : public Runner {
     log::info("meter %s: reading SML from %s", m_.name.c_str(), src_->describe().c_str());
     uint8_t buf[2048];
     while (ctx_.running()) {
-      const size_t n = src_->read(buf, sizeof buf, 250);
+      // between frames read sleeps for the whole progress period, as P1's reader does
+      // (docs/ARCHITECTURE.md, "Threading": nothing polls)
+      const int timeout_ms = framer_.in_frame() ? 250 : int(wake::progress_period_ns() / 1000000);
+      const size_t n = src_->read(buf, sizeof buf, timeout_ms);
       ctx_.progress(slot);
       restart_framing_after_outage();
       if (n == 0) continue;
