@@ -291,23 +291,38 @@ void Subscriber::handle(Message&& m) {
   if (want) {
     if (known) ++st.gaps;
     std::vector<Message> got;
-    if (opt_.replay && fetch_replay(key.first, key.second, inst, after, seq, got)) {
-      for (auto& r : got) {
-        if (r.env.seq() >= seq) break;
-        if (r.env.seq() <= st.last_seq) continue;
-        // messages older than the ring's oldest are gone for good: count them
-        if (r.env.seq() > st.last_seq + 1) st.lost += r.env.seq() - st.last_seq - 1;
-        r.replayed = true;
-        ++replayed_;
-        deliver(std::move(r), st);
-      }
-    }
+    if (opt_.replay && fetch_replay(key.first, key.second, inst, after, seq, got))
+      deliver_replayed(got, seq, st);
     if (seq > st.last_seq + 1) {
       st.lost += seq - st.last_seq - 1;
       st.last_seq = seq - 1;
     }
   }
   deliver(std::move(m), st);
+}
+
+void Subscriber::deliver_replayed(std::vector<Message>& got, uint64_t before, TopicState& st) {
+  for (auto& r : got) {
+    if (before && r.env.seq() >= before) break;
+    if (r.env.seq() <= st.last_seq) continue;
+    // messages older than the ring's oldest are gone for good: count them
+    if (r.env.seq() > st.last_seq + 1) st.lost += r.env.seq() - st.last_seq - 1;
+    r.replayed = true;
+    ++replayed_;
+    deliver(std::move(r), st);
+  }
+}
+
+size_t Subscriber::catch_up() {
+  if (!opt_.replay) return 0;
+  const uint64_t before = replayed_;
+  for (auto& [key, st] : state_) {
+    if (st.instance == 0) continue;
+    std::vector<Message> got;
+    if (fetch_replay(key.first, key.second, st.instance, st.last_seq, 0, got))
+      deliver_replayed(got, 0, st);
+  }
+  return size_t(replayed_ - before);
 }
 
 bool Subscriber::save_positions(const std::string& path, bool durable) const {
@@ -334,6 +349,18 @@ size_t Subscriber::load_positions(const std::string& path) {
 bool Subscriber::fetch_replay(const std::string& publisher, const std::string& topic,
                               uint64_t instance, uint64_t after, uint64_t before,
                               std::vector<Message>& out) {
+  Fetch f = fetch_once(publisher, topic, instance, after, before, out);
+  if (f == Fetch::no_answer) {
+    out.clear();
+    f = fetch_once(publisher, topic, instance, after, before, out);
+  }
+  if (f == Fetch::no_answer) log::warn("replay from %s: no answer", publisher.c_str());
+  return f == Fetch::answered;
+}
+
+Subscriber::Fetch Subscriber::fetch_once(const std::string& publisher, const std::string& topic,
+                                         uint64_t instance, uint64_t after, uint64_t before,
+                                         std::vector<Message>& out) {
   zmq::socket_t req(context(), zmq::socket_type::req);
   req.set(zmq::sockopt::linger, 0);
   req.set(zmq::sockopt::rcvtimeo, opt_.replay_timeout_ms);
@@ -350,19 +377,16 @@ bool Subscriber::fetch_replay(const std::string& publisher, const std::string& t
     std::string c;
     put_u64(c, before);
     msg.emplace_back(c.data(), c.size());
-    if (!zmq::send_multipart(req, msg)) return false;
+    if (!zmq::send_multipart(req, msg)) return Fetch::no_answer;
     std::vector<zmq::message_t> rep;
-    if (!zmq::recv_multipart(req, std::back_inserter(rep))) {
-      log::warn("replay from %s timed out", publisher.c_str());
-      return false;
-    }
+    if (!zmq::recv_multipart(req, std::back_inserter(rep))) return Fetch::no_answer;
     uint64_t inst = 0;
-    if (rep.empty() || rep[0].size() != 16) return false;
+    if (rep.empty() || rep[0].size() != 16) return Fetch::no_answer;
     {
       zmq::message_t first(static_cast<const char*>(rep[0].data()), 8);
       get_u64(first, inst);
     }
-    if (inst != instance) return false;
+    if (inst != instance) return Fetch::other_instance;
     for (size_t i = 1; i + 1 < rep.size(); i += 2) {
       Message m;
       m.topic = rep[i].to_string();
@@ -372,10 +396,10 @@ bool Subscriber::fetch_replay(const std::string& publisher, const std::string& t
       }
       out.push_back(std::move(m));
     }
-    return true;
+    return Fetch::answered;
   } catch (const zmq::error_t& e) {
     log::warn("replay from %s failed: %s", publisher.c_str(), e.what());
-    return false;
+    return Fetch::no_answer;
   }
 }
 

@@ -140,6 +140,10 @@ class Subscriber {
   // content dies with the publishers' rings). load_positions returns how many were restored.
   bool save_positions(const std::string& path, bool durable = true) const;
   size_t load_positions(const std::string& path);
+  // With replay on: fetch now what each restored position's publisher sent after it (same
+  // instance only), instead of at the next live message of that topic, so a subscriber
+  // restarted just before a stop still gets what it missed. Returns the messages fetched.
+  size_t catch_up();
 
   uint64_t received() const { return received_; }
   uint64_t duplicates() const { return duplicates_; }
@@ -151,8 +155,16 @@ class Subscriber {
   friend class Poller;  // waits on sub_ (bus/poller.h)
   void* native_socket() { return static_cast<void*>(sub_); }
   void handle(Message&& m);
+  enum class Fetch { answered, other_instance, no_answer };
+  Fetch fetch_once(const std::string& publisher, const std::string& topic, uint64_t instance,
+                   uint64_t after, uint64_t before, std::vector<Message>& out);
+  // fetch_once, asked again once when the publisher did not answer in time (a loaded
+  // machine): true when the ring answered for this instance
   bool fetch_replay(const std::string& publisher, const std::string& topic, uint64_t instance,
                     uint64_t after, uint64_t before, std::vector<Message>& out);
+  // the fetched messages newer than st's position, in order, counting the seqs the ring no
+  // longer held as lost; stops before `before` (0: no bound)
+  void deliver_replayed(std::vector<Message>& got, uint64_t before, TopicState& st);
   void deliver(Message&& m, TopicState& st);
 
   std::string run_dir_;

@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   // asks acquire's replay ring for exactly the frames it missed.
   const std::string pos_file = w.cfg().general.run_dir + "/process.position";
   if (size_t n = sub.load_positions(pos_file))
-    mp::log::info("resuming after %zu saved bus positions", n);
+    mp::log::info("resuming after %zu saved bus positions, %zu frames fetched from acquire", n,
+                  sub.catch_up());
   mp::LogLimiter limiter;
   uint64_t readings = 0, frames = 0, saved_frames = 0;
   int64_t last_save = 0;

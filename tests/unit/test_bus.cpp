@@ -284,6 +284,34 @@ TEST_CASE("restarted subscriber: replay fills a gap of 500 in order, no duplicat
   CHECK_FALSE(more[0].replayed);
 }
 
+TEST_CASE("catch_up: a restored position gets what it missed without a live message") {
+  TempDir d;
+  Publisher pub(d.path, "process");
+  for (int i = 0; i < 40; ++i) publish(pub, "reading/home");
+  Subscriber::Options so;
+  so.replay = true;
+  Subscriber sub(d.path, {"process"}, {"reading/"}, so);
+  sub.set_position("process", "reading/home", pub.instance_id(), 25);
+  sub.set_position("process", "reading/gone", pub.instance_id() + 1, 7);  // another instance
+  CHECK(sub.catch_up() == 15);
+  auto got = drain(sub, 50);
+  REQUIRE(got.size() == 15);
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(got[i].env.seq() == 26 + i);
+    CHECK(got[i].replayed);
+  }
+  CHECK(state_of(sub, "process", "reading/home").last_seq == 40);
+  CHECK(state_of(sub, "process", "reading/gone").last_seq == 7);  // untouched
+  CHECK(sub.lost() == 0);
+  // live messages go on after it, none twice
+  REQUIRE(wait_connected(pub, sub, "reading/probe"));
+  publish(pub, "reading/home");
+  auto live = only(drain(sub), "reading/home");
+  REQUIRE(live.size() == 1);
+  CHECK(live[0].env.seq() == 41);
+  CHECK(sub.duplicates() == 0);
+}
+
 TEST_CASE("gap older than the replay ring: what the ring no longer has is counted lost") {
   TempDir d;
   Publisher::Options po;
