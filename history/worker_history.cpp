@@ -96,10 +96,10 @@ int HistoryWorker::run() {
   }
   // what came after the stored positions, now: a stop soon after this start keeps it too
   const size_t fetched = sub.catch_up();
-  log::info("history in %s (WAL), minutes kept %lld days, %zu bus positions restored, %zu "
-            "readings fetched from the replay rings",
-            cfg.history.db_file.c_str(), (long long)cfg.history.keep_minutes_days, restored,
-            fetched);
+  log::info(
+      "history in %s (WAL), minutes kept %lld days, %zu bus positions restored, %zu "
+      "readings fetched from the replay rings",
+      cfg.history.db_file.c_str(), (long long)cfg.history.keep_minutes_days, restored, fetched);
   next_retention_mono_ = clock::mono_ns();
   while (w_.running() && !broken_) {
     bus::Message m;
