@@ -672,6 +672,23 @@ class Supervisor:
         wait_for(ok, timeout, 0.2)
         return last[0]
 
+    def fresh_status(self, workers, timeout=15):
+        """Status once each of `workers` has sent a heartbeat after this call (heartbeats
+        carry the counters): what happened before the call is in it. None on timeout."""
+        t0 = time.monotonic()
+
+        def fresh():
+            st = self.status()
+            if not st:
+                return None
+            for name in workers:
+                w = self.worker(name, st)
+                age = w.get("last_health_age_s") if w else None
+                if age is None or age >= time.monotonic() - t0:
+                    return None
+            return st
+        return wait_for(fresh, timeout, 0.2)
+
     # --- end
     def stop_process(self):
         """SIGTERM the supervisor (SIGKILL after 8 s), waits for its stderr; its exit code."""

@@ -146,8 +146,7 @@ def test_tcp_noise():
         check(r, "noise: the good telegram after 100 KiB of noise is decoded",
               len(tap.messages("reading/")))
         p.wait_counter("acquire", "frames_noisy", lambda v: v >= n_frames, 5)
-        time.sleep(2.0)  # > the heartbeat period (at most 1.75 s), which carries the counters
-        st = p.status()
+        st = p.fresh_status(["acquire", "process"])  # counters after the last frame
         ca, cp = p.counters("acquire", st), p.counters("process", st)
         want_c = {"frames_noisy": n_frames, "discarded_bytes_noisy": model.discarded,
                   "truncated_noisy": model.truncated, "oversize_noisy": model.oversize}
