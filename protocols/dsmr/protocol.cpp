@@ -5,11 +5,9 @@
 #include <iostream>
 #include <memory>
 
-#include "acquire/tcp_source.h"
 #include "common/clock.h"
 #include "common/fs.h"
 #include "common/log.h"
-#include "common/wake.h"
 #include "protocols/dsmr/decode_dsmr_cli.h"
 #include "protocols/dsmr/dlms.h"
 #include "protocols/dsmr/dsmr.h"
@@ -17,85 +15,52 @@
 #include "protocols/runner_support.h"
 #include "protocols/simulate/sim_runner.h"
 #include "protocols/specs.h"
+#include "protocols/stream_runner.h"
 
 namespace mp::protocols::dsmr {
 
 namespace {
 
-// Telegrams from a byte stream: the P1 port or a TCP bridge.
-class StreamRunner : public Runner {
+// Telegrams from a byte stream (the P1 port or a TCP bridge; protocols/stream_runner.h):
+// plain ones cut by the P1 framer, encrypted ones (key_file set) by the DLMS frame splitter.
+class Framing : public StreamFraming {
  public:
-  StreamRunner(RunContext& ctx, const config::Meter& m, std::unique_ptr<acquire::ByteSource> src)
-      : ctx_(ctx), m_(m), src_(std::move(src)), encrypted_(!m.key_file.empty()) {}
-
-  void run(int slot) override {
-    log::info("meter %s: reading %s%s", m_.name.c_str(), src_->describe().c_str(),
-              encrypted_ ? " (encrypted P1)" : "");
-    uint8_t buf[4096];
-    while (ctx_.running()) {
-      // 250 ms of quiet ends a telegram without CR LF after its CRC; between telegrams the
-      // read sleeps for the whole progress period (common/wake.h)
-      const int timeout_ms =
-          framer_.in_telegram() ? 250 : int(wake::progress_period_ns() / 1000000);
-      const size_t n = src_->read(buf, sizeof buf, timeout_ms);
-      ctx_.progress(slot);
-      restart_framing_after_outage();
-      if (n == 0) {  // the line went quiet: a telegram without CR LF after its CRC is whole
-        deliver_finished(clock::wall_ns(), clock::mono_ns());
-        continue;
-      }
-      cut_and_publish(buf, n);
-      report_counters();
+  explicit Framing(bool encrypted) : encrypted_(encrypted) {}
+  bool in_frame() const override { return framer_.in_telegram(); }
+  void feed(const uint8_t* bytes, size_t n, const Publish& publish) override {
+    std::string frame;
+    if (encrypted_) {
+      splitter_.feed(bytes, n);
+      while (splitter_.pop(frame)) publish(std::move(frame), "dsmr-dlms");
+    } else {
+      framer_.feed(bytes, n);
+      while (framer_.pop(frame)) publish(std::move(frame), "dsmr");
     }
   }
-
- private:
-  // Bytes before and after an outage do not belong to one telegram.
-  void restart_framing_after_outage() {
-    const uint64_t outages = src_->counters().outages;
-    if (outages == outages_seen_) return;
-    outages_seen_ = outages;
-    deliver_finished(clock::wall_ns(), clock::mono_ns());
+  // A telegram that ended right after its CRC digits (no CR LF) is whole once the line went
+  // quiet or was lost.
+  void quiet(const Publish& publish) override {
+    std::string frame;
+    if (!encrypted_ && framer_.finish())
+      while (framer_.pop(frame)) publish(std::move(frame), "dsmr");
+  }
+  void restart(const Publish& publish) override {
+    quiet(publish);
     framer_.reset();
     splitter_.reset();
   }
-  // A telegram that ended right after its CRC digits (no CR LF) is delivered once the line
-  // went quiet or was lost.
-  void deliver_finished(int64_t wall, int64_t mono) {
-    std::string frame;
-    if (!encrypted_ && framer_.finish())
-      while (framer_.pop(frame))
-        ctx_.publish(make_raw(m_.name, "dsmr", std::move(frame), wall, mono));
-  }
-  void cut_and_publish(const uint8_t* buf, size_t n) {
-    const int64_t wall = clock::wall_ns(), mono = clock::mono_ns();
-    std::string frame;
-    if (encrypted_) {
-      splitter_.feed(buf, n);
-      while (splitter_.pop(frame))
-        ctx_.publish(make_raw(m_.name, "dsmr-dlms", std::move(frame), wall, mono));
-    } else {
-      framer_.feed(buf, n);
-      while (framer_.pop(frame))
-        ctx_.publish(make_raw(m_.name, "dsmr", std::move(frame), wall, mono));
-    }
-  }
-  void report_counters() {
+  void report(RunContext& ctx, const std::string& meter) override {
     const auto& c = framer_.counters();
-    ctx_.set_counter("discarded_bytes_" + m_.name,
-                     c.discarded_bytes + splitter_.counters().discarded_bytes);
-    ctx_.set_counter("truncated_" + m_.name, c.truncated);
-    ctx_.set_counter("oversize_" + m_.name, c.oversize);
-    ctx_.set_counter("reconnects_" + m_.name, src_->counters().reconnects);
+    ctx.set_counter("discarded_bytes_" + meter,
+                    c.discarded_bytes + splitter_.counters().discarded_bytes);
+    ctx.set_counter("truncated_" + meter, c.truncated);
+    ctx.set_counter("oversize_" + meter, c.oversize);
   }
 
-  RunContext& ctx_;
-  const config::Meter& m_;
-  std::unique_ptr<acquire::ByteSource> src_;
+ private:
   bool encrypted_;
   mp::dsmr::Framer framer_;
   mp::dlms::FrameSplitter splitter_;
-  uint64_t outages_seen_ = 0;
 };
 
 // source = "file": the telegrams of a file, replayed at rate_hz.
@@ -146,27 +111,17 @@ class FileRunner : public Runner {
 std::unique_ptr<Runner> make_one(RunContext& ctx, const config::Meter& m) {
   if (m.source == "simulate") return simulate::make_runner(ctx, m);
   if (m.source == "file") return std::make_unique<FileRunner>(ctx, m);
-  if (m.source == "tcp") {
-    acquire::TcpSettings s;
-    s.host = m.host;
-    s.port = int(m.port);
-    return std::make_unique<StreamRunner>(ctx, m, std::make_unique<acquire::TcpSource>(s));
-  }
-  if (m.source == "serial")
-    return std::make_unique<StreamRunner>(
-        ctx, m, std::make_unique<acquire::SerialSource>(serial_settings(m)));
-  return nullptr;
+  auto src = make_stream_source(m);
+  if (!src) return nullptr;
+  const bool encrypted = !m.key_file.empty();
+  return std::make_unique<StreamRunner>(ctx, m, std::move(src),
+                                        std::make_unique<Framing>(encrypted),
+                                        encrypted ? "encrypted P1" : "P1");
 }
 
 void make_runners(RunContext& ctx, const std::vector<const config::Meter*>& meters,
                   std::vector<std::unique_ptr<Runner>>& out, std::vector<std::string>& problems) {
-  for (const auto* m : meters) {
-    if (auto r = make_one(ctx, *m))
-      out.push_back(std::move(r));
-    else
-      problems.push_back("meter " + m->name + ": protocol \"dsmr\" with source \"" + m->source +
-                         "\" is not supported by this version of acquire");
-  }
+  make_each("dsmr", make_one, ctx, meters, out, problems);
 }
 
 // Plain telegrams ("dsmr") and encrypted DLMS frames ("dsmr-dlms").

@@ -5,78 +5,49 @@
 #include <iostream>
 #include <memory>
 
-#include "acquire/tcp_source.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "common/wake.h"
 #include "protocols/runner_support.h"
 #include "protocols/sml/decode_sml_cli.h"
 #include "protocols/sml/sml.h"
 #include "protocols/sml/sml_sim.h"
 #include "protocols/sml/sml_transport.h"
 #include "protocols/specs.h"
+#include "protocols/stream_runner.h"
 
 namespace mp::protocols::sml {
 
 namespace {
 
-// Frames from a byte stream: the IR head on a serial port or a TCP bridge.
-class StreamRunner : public Runner {
+// Frames from a byte stream (the IR head on a serial port or a TCP bridge;
+// protocols/stream_runner.h), cut by the SML transport framer.
+class Framing : public StreamFraming {
  public:
-  StreamRunner(RunContext& ctx, const config::Meter& m, std::unique_ptr<acquire::ByteSource> src)
-      : ctx_(ctx), m_(m), src_(std::move(src)) {}
-
-  void run(int slot) override {
-    log::info("meter %s: reading SML from %s", m_.name.c_str(), src_->describe().c_str());
-    uint8_t buf[2048];
-    while (ctx_.running()) {
-      // between frames read sleeps for the whole progress period, as P1's reader does
-      // (docs/ARCHITECTURE.md, "Threading": nothing polls)
-      const int timeout_ms = framer_.in_frame() ? 250 : int(wake::progress_period_ns() / 1000000);
-      const size_t n = src_->read(buf, sizeof buf, timeout_ms);
-      ctx_.progress(slot);
-      restart_framing_after_outage();
-      if (n == 0) continue;
-      cut_and_publish(buf, n);
-      report_counters();
-    }
-  }
-
- private:
-  // Bytes before and after an outage do not belong to one frame.
-  void restart_framing_after_outage() {
-    const uint64_t outages = src_->counters().outages;
-    if (outages == outages_seen_) return;
-    outages_seen_ = outages;
-    framer_.reset();
-  }
-  void cut_and_publish(const uint8_t* buf, size_t n) {
-    const int64_t wall = clock::wall_ns(), mono = clock::mono_ns();
-    framer_.feed(buf, n);
+  bool in_frame() const override { return framer_.in_frame(); }
+  void feed(const uint8_t* bytes, size_t n, const Publish& publish) override {
+    framer_.feed(bytes, n);
     std::string frame;
-    while (framer_.pop(frame)) ctx_.publish(make_raw(m_.name, "sml", std::move(frame), wall, mono));
+    while (framer_.pop(frame)) publish(std::move(frame), "sml");
   }
-  void report_counters() {
+  void restart(const Publish&) override { framer_.reset(); }
+  void report(RunContext& ctx, const std::string& meter) override {
     const auto& c = framer_.counters();
     if (c.crc_errors > crc_errors_logged_) {
       if (crc_errors_logged_ == 0)
         log::warn("meter %s: SML frame with a CRC mismatch dropped (counted in crc_errors_%s)",
-                  m_.name.c_str(), m_.name.c_str());
+                  meter.c_str(), meter.c_str());
       crc_errors_logged_ = c.crc_errors;
     }
-    ctx_.set_counter("discarded_bytes_" + m_.name, c.discarded_bytes);
-    ctx_.set_counter("truncated_" + m_.name, c.truncated);
-    ctx_.set_counter("crc_errors_" + m_.name, c.crc_errors);
-    ctx_.set_counter("bad_escape_" + m_.name, c.bad_escape);
-    ctx_.set_counter("oversize_" + m_.name, c.oversize);
-    ctx_.set_counter("reconnects_" + m_.name, src_->counters().reconnects);
+    ctx.set_counter("discarded_bytes_" + meter, c.discarded_bytes);
+    ctx.set_counter("truncated_" + meter, c.truncated);
+    ctx.set_counter("crc_errors_" + meter, c.crc_errors);
+    ctx.set_counter("bad_escape_" + meter, c.bad_escape);
+    ctx.set_counter("oversize_" + meter, c.oversize);
   }
 
-  RunContext& ctx_;
-  const config::Meter& m_;
-  std::unique_ptr<acquire::ByteSource> src_;
+ private:
   mp::sml::Framer framer_;
-  uint64_t outages_seen_ = 0, crc_errors_logged_ = 0;
+  uint64_t crc_errors_logged_ = 0;
 };
 
 // source = "simulate": mp::sml::make_sim_frame at rate_hz, `speed` simulated s per real s.
@@ -106,27 +77,14 @@ class SimRunner : public Runner {
 
 std::unique_ptr<Runner> make_one(RunContext& ctx, const config::Meter& m) {
   if (m.source == "simulate") return std::make_unique<SimRunner>(ctx, m);
-  if (m.source == "tcp") {
-    acquire::TcpSettings s;
-    s.host = m.host;
-    s.port = int(m.port);
-    return std::make_unique<StreamRunner>(ctx, m, std::make_unique<acquire::TcpSource>(s));
-  }
-  if (m.source == "serial")
-    return std::make_unique<StreamRunner>(
-        ctx, m, std::make_unique<acquire::SerialSource>(serial_settings(m)));
-  return nullptr;
+  auto src = make_stream_source(m);
+  if (!src) return nullptr;
+  return std::make_unique<StreamRunner>(ctx, m, std::move(src), std::make_unique<Framing>(), "SML");
 }
 
 void make_runners(RunContext& ctx, const std::vector<const config::Meter*>& meters,
                   std::vector<std::unique_ptr<Runner>>& out, std::vector<std::string>& problems) {
-  for (const auto* m : meters) {
-    if (auto r = make_one(ctx, *m))
-      out.push_back(std::move(r));
-    else
-      problems.push_back("meter " + m->name + ": protocol \"sml\" with source \"" + m->source +
-                         "\" is not supported by this version of acquire");
-  }
+  make_each("sml", make_one, ctx, meters, out, problems);
 }
 
 class Decoder : public FrameDecoder {

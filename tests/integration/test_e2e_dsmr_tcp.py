@@ -162,8 +162,8 @@ def test_tcp_encrypted():
         if not check(c is not None, "encrypted: acquire connects", p.log()[-5:]):
             return
         check(wait_tap_connected(tap), "encrypted: tap sees process' heartbeat")
-        check(p.wait_log(r"^acquire: info: meter smarty: reading tcp 127\.0\.0\.1:%d "
-                         r"\(encrypted P1\)$" % srv.port, 2) is not None,
+        check(p.wait_log(r"^acquire: info: meter smarty: reading encrypted P1 from "
+                         r"tcp 127\.0\.0\.1:%d$" % srv.port, 2) is not None,
               "encrypted: acquire says it reads encrypted P1")
         c.sendall(b"\x00\x13noise" + frame)
         time.sleep(0.3)
