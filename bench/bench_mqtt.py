@@ -37,6 +37,9 @@ import mptest  # noqa: E402
 import mqtt_broker  # noqa: E402
 
 
+RECEIVE_BATCH = 256  # bus::Subscriber::Options::receive_batch (bus/bus.h)
+
+
 def smaps(pid):
     out = {}
     try:
@@ -199,10 +202,10 @@ def main():
             got, rate, sent, c, mem, _ = run_worker(a.bin_dir, bench_dir, qos, a.n, a.meters,
                                                     3 * a.n)
             print("     flood (3N readings at once): %.0f/s, received %d; %s; dropped %s, "
-                  "bus_lost %s; PSS %.1f MB (a burst piles up in bus::Subscriber's pending "
-                  "queue, which drains the socket whole)"
+                  "bus_lost %s; PSS %.1f MB (the worker takes the bus %d messages at a time, "
+                  "the rest waits in its ZeroMQ queue, beyond which it is lost: bus_lost)"
                   % (rate, got, sent, c.get("dropped"), c.get("bus_lost"),
-                     mem.get("Pss", 0) / 1024))
+                     mem.get("Pss", 0) / 1024, RECEIVE_BATCH))
     # memory in normal use: one DSMR-like meter at 10 readings/s, discovery on
     got, rate, sent, c, mem, _ = run_worker(a.bin_dir, bench_dir, 0, 150, 1, 150, rate=10,
                                             ha=True)

@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -227,24 +228,30 @@ bool Subscriber::receive(Message& out, int timeout_ms) {
     }
     const bool stopping = n_items == 2 && items[1].revents;
     if (!(items[0].revents & ZMQ_POLLIN) && !stopping) return false;
-    std::vector<zmq::message_t> parts;
-    while (true) {
-      parts.clear();
-      auto r = zmq::recv_multipart(sub_, std::back_inserter(parts), zmq::recv_flags::dontwait);
-      if (!r) break;
-      ++received_;
-      Message m;
-      if (!parse_message(parts, m)) {
-        ++decode_errors_;
-        continue;
-      }
-      handle(std::move(m));
-    }
-    if (pending_.empty() && (timeout_ms == 0 || stopping)) return false;
+    const bool more = take_batch();
+    if (pending_.empty() && (stopping || (timeout_ms == 0 && !more))) return false;
     if (timeout_ms > 0 && clock::mono_ns() >= deadline && pending_.empty()) return false;
   }
   out = std::move(pending_.front());
   pending_.pop_front();
+  return true;
+}
+
+bool Subscriber::take_batch() {
+  const size_t batch = std::max<size_t>(1, opt_.receive_batch);
+  std::vector<zmq::message_t> parts;
+  for (size_t n = 0; n < batch; ++n) {
+    parts.clear();
+    auto r = zmq::recv_multipart(sub_, std::back_inserter(parts), zmq::recv_flags::dontwait);
+    if (!r) return false;
+    ++received_;
+    Message m;
+    if (!parse_message(parts, m)) {
+      ++decode_errors_;
+      continue;
+    }
+    handle(std::move(m));
+  }
   return true;
 }
 

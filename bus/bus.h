@@ -102,6 +102,10 @@ class Subscriber {
     bool replay = false;           // fill gaps from the publishers' replay rings
     int rcvhwm = 100000;           // queue before ZeroMQ drops (loss then shows as a gap)
     int replay_timeout_ms = 1000;  // how long to wait for a replay answer
+    // Messages taken from the socket at once when none is pending: the rest waits in
+    // ZeroMQ's queue (bounded by rcvhwm), so a burst neither piles up in memory here nor
+    // keeps the caller from working between batches (a replay may add up to a ring's worth).
+    size_t receive_batch = 256;
     // With replay on: at first contact with a topic (no position restored), also fetch
     // what the publisher sent before, when that is at most this many messages (the race
     // at start-up, when both sides start together). A subscriber that must not miss what
@@ -128,6 +132,8 @@ class Subscriber {
   bool receive(Message& out, int timeout_ms);
   // True when a message is ready without touching the socket.
   bool has_pending() const { return !pending_.empty(); }
+  // Messages taken from the socket and not handed out yet.
+  size_t pending() const { return pending_.size(); }
 
   // Position per (publisher, topic), to persist across restarts of the subscriber (upload)
   // and to restore with set_position() so a restarted subscriber fetches what it missed.
@@ -154,6 +160,9 @@ class Subscriber {
  private:
   friend class Poller;  // waits on sub_ (bus/poller.h)
   void* native_socket() { return static_cast<void*>(sub_); }
+  // Up to opt_.receive_batch messages from the socket through handle(); true when the
+  // batch was full (the socket may hold more).
+  bool take_batch();
   void handle(Message&& m);
   enum class Fetch { answered, other_instance, no_answer };
   Fetch fetch_once(const std::string& publisher, const std::string& topic, uint64_t instance,

@@ -212,4 +212,31 @@ std::optional<HomieDevice::SetRequest> HomieDevice::set_request(const std::strin
   return std::nullopt;
 }
 
+std::string HomieDevice::clear_stale_node(const std::string& topic, const std::string& payload) {
+  const std::string head = root_ + "/";
+  const std::string tail = "/$properties";
+  if (payload.empty() || topic.size() <= head.size() + tail.size() ||
+      topic.compare(0, head.size(), head) != 0 ||
+      topic.compare(topic.size() - tail.size(), tail.size(), tail) != 0)
+    return "";
+  const std::string node = topic.substr(head.size(), topic.size() - head.size() - tail.size());
+  if (node != homie_id(node)) return "";  // not one level in Homie's ID format
+  for (const auto& n : nodes_)
+    if (n.id == node) return "";
+  const std::string t = head + node;
+  size_t props = 0;
+  for (size_t start = 0; start <= payload.size() && props < kMaxProperties; ++props) {
+    size_t end = payload.find(',', start);
+    if (end == std::string::npos) end = payload.size();
+    const std::string p = payload.substr(start, end - start);
+    start = end + 1;
+    if (p.empty() || p != homie_id(p)) continue;
+    send(t + "/" + p, "");
+    for (const char* a : {"$name", "$datatype", "$unit", "$format", "$settable", "$retained"})
+      send(t + "/" + p + "/" + a, "");
+  }
+  for (const char* a : {"$name", "$type", "$properties"}) send(t + "/" + a, "");
+  return t;
+}
+
 }  // namespace mp::mqtt

@@ -15,6 +15,8 @@
 //                 mode, reason         string
 //
 // Ids follow Homie's ID format: lowercase a-z, 0-9 and '-' (homie_id()). All retained.
+// Nodes an earlier run left on the broker for meters or relays no longer configured are
+// cleared at each connect (clear_stale_node()).
 // A value seen for the first time announces itself ($state init, the property, the node's
 // $properties, $state ready). docs/ARCHITECTURE.md describes the worker.
 #pragma once
@@ -48,6 +50,9 @@ class HomieDevice {
   std::string state_topic() const { return root_ + "/$state"; }
   // The filter of the settable properties' /set topics.
   std::string set_filter() const { return root_ + "/+/+/set"; }
+  // The filter that shows the nodes the broker holds for this device (an earlier run's
+  // included): their retained $properties.
+  std::string nodes_filter() const { return root_ + "/+/$properties"; }
 
   void add_meter(const std::string& meter, const std::string& type);
   void add_relay(const std::string& relay, const std::string& output_type);
@@ -65,6 +70,12 @@ class HomieDevice {
     std::string relay, command, error;
   };
   std::optional<SetRequest> set_request(const std::string& topic, const std::string& payload) const;
+
+  // A message on nodes_filter(): when it names a node this device no longer has (a meter
+  // or relay removed from the config), clears each topic of that node and of the
+  // properties its $properties lists (empty retained payloads, Homie 4's way to delete)
+  // and returns the node's topic; "" for anything else.
+  std::string clear_stale_node(const std::string& topic, const std::string& payload);
 
  private:
   struct Property {

@@ -59,6 +59,7 @@ ClientOptions homie_options(ClientOptions o, const HomieDevice& h, bool commands
   o.online_payload = "init";
   o.goodbye_payload = "disconnected";
   o.subscriptions.clear();
+  o.subscriptions.push_back(h.nodes_filter());  // nodes of removed meters/relays: cleared
   if (commands) o.subscriptions.push_back(h.set_filter());
   o.health_prefix = "homie_";
   o.thread_name = "mqtt homie network";
@@ -272,6 +273,12 @@ void Bridge::send_reading(const std::string& name, MeterSlot& m, const meterpipe
 }
 
 void Bridge::on_homie_incoming(const Incoming& in) {
+  const std::string stale = homie_->clear_stale_node(in.topic, in.payload);
+  if (!stale.empty()) {
+    log::info("clearing the Homie node %s (its meter or relay is no longer configured)",
+              stale.c_str());
+    return;
+  }
   const auto req = homie_->set_request(in.topic, in.payload);
   if (!req) return;
   if (!req->error.empty()) {

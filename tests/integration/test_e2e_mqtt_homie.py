@@ -12,6 +12,9 @@ per_value_topics = true, commands = true. A paho client checks:
   - commands through Homie: relay-boiler/state/set = true switches the relay on (seen in
     `meterpipe status` and on the property), override/set = auto gives it back to the
     rules; a bad payload switches nothing and leaves a log line;
+  - nodes of meters and relays no longer configured (left retained by an earlier run: the
+    test publishes them before the start) are cleared: empty retained payloads on each of
+    their topics, so the broker holds none of them; the configured nodes stay;
   - the Last Will: kill -9 of the mqtt worker -> $state = lost; the restart -> ready; a clean
     stop -> disconnected.
 
@@ -34,6 +37,20 @@ check = ck.check
 DEV = "homie/mp-homie"
 HOMIE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 DATATYPES = {"integer", "float", "boolean", "string", "enum", "color", "datetime", "duration"}
+# what an earlier run with a meter "old meter" and a relay "gone" left retained on the broker
+STALE = {
+    "old-meter/$name": "old meter", "old-meter/$type": "DSMR",
+    "old-meter/$properties": "power-net-w,gas-m3",
+    "old-meter/power-net-w": "812.5", "old-meter/power-net-w/$name": "Power net",
+    "old-meter/power-net-w/$datatype": "float", "old-meter/power-net-w/$unit": "W",
+    "old-meter/power-net-w/$settable": "false", "old-meter/power-net-w/$retained": "true",
+    "old-meter/gas-m3": "1.25", "old-meter/gas-m3/$datatype": "float",
+    "relay-gone/$name": "Relay gone", "relay-gone/$type": "relay (sim output)",
+    "relay-gone/$properties": "state,override", "relay-gone/state": "true",
+    "relay-gone/state/$datatype": "boolean", "relay-gone/state/$settable": "true",
+    "relay-gone/override/$format": "auto,on,off",
+}
+STALE_NODES = ("old-meter/", "relay-gone/")
 
 
 def body(port):
@@ -106,7 +123,9 @@ def homie_tree(sub):
     """{topic below DEV/: payload} of the last message of each topic."""
     out = {}
     for m in sub.messages(DEV + "/"):
-        out[m.topic[len(DEV) + 1:]] = m.payload
+        t = m.topic[len(DEV) + 1:]
+        if not t.startswith(STALE_NODES):  # test_stale_nodes looks at those
+            out[t] = m.payload
     return out
 
 
@@ -155,6 +174,19 @@ def test_homie_device(sub):
     retained = mqtt_broker.retained(broker_port[0], DEV + "/#")
     check(retained.get(DEV + "/$state") == "ready" and len(retained) >= len(t) - 2,
           "Homie topics are retained (%d of %d)" % (len(retained), len(t)))
+
+
+def test_stale_nodes(p, sub):
+    check(sub.wait(lambda: all(sub.last(DEV + "/" + t) == "" for t in STALE), 30),
+          "every topic of the removed nodes cleared (an empty payload)",
+          [t for t in STALE if sub.last(DEV + "/" + t) != ""][:5])
+    check(p.wait_log(r"mqtt: info: clearing the Homie node %s/old-meter" % DEV, 5),
+          "the clearing of the removed meter's node logged")
+    retained = mqtt_broker.retained(broker_port[0], DEV + "/#")
+    left = [t for t in retained if t[len(DEV) + 1:].startswith(STALE_NODES)]
+    check(not left, "the broker holds nothing of the removed nodes", left[:5])
+    check(retained.get(DEV + "/home/$properties") and
+          retained.get(DEV + "/relay-boiler/$properties"), "the configured nodes stay retained")
 
 
 def test_homie_commands(p, sub):
@@ -210,6 +242,8 @@ def main():
         broker.start()
         broker_port[0] = broker.port
         sub = mqtt_broker.Client(broker.port, ["homie/#", "meterpipe/#"])
+        for t, v in STALE.items():
+            sub.publish(DEV + "/" + t, v, retain=True)
         p = mptest.Pipeline(body(broker.port), prefix="mpmq.homie.")
         p.start()
         check(p.wait_running(30) is not None, "pipeline with homie = true running")
@@ -220,12 +254,16 @@ def main():
         def homie_device():
             test_homie_device(sub)
 
+        def stale_nodes_cleared():
+            test_stale_nodes(p, sub)
+
         def homie_commands():
             test_homie_commands(p, sub)
 
         def homie_last_will():
             test_homie_will(p, sub)
-        ck.run(per_value_topics, homie_device, homie_commands, homie_last_will)
+        ck.run(per_value_topics, homie_device, stale_nodes_cleared, homie_commands,
+               homie_last_will)
         bad = [line for line in p.log() if "mqtt: error" in line]
         check(not bad, "no error lines from the mqtt worker", bad[:3])
     finally:

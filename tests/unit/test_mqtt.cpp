@@ -419,6 +419,43 @@ TEST_CASE("Homie set topics become relay commands; others are not ours") {
   CHECK(!dev.set_request("homie/other/relay-boiler/state/set", "true"));
 }
 
+TEST_CASE("Homie: a node no longer configured is cleared, topic by topic; ours stay") {
+  mp::mqtt::Outbox box(10000);
+  box.set_connected(true);
+  mp::mqtt::HomieDevice dev("mp", "mp", true, box);
+  dev.add_meter("home", "DSMR P1 meter");
+  dev.add_relay("boiler", "sim");
+  CHECK(dev.nodes_filter() == "homie/mp/+/$properties");
+  // configured nodes, empty payloads (our own clearing coming back), other levels: not stale
+  CHECK(dev.clear_stale_node("homie/mp/home/$properties", "power-w") == "");
+  CHECK(dev.clear_stale_node("homie/mp/relay-boiler/$properties", "state") == "");
+  CHECK(dev.clear_stale_node("homie/mp/old/$properties", "") == "");
+  CHECK(dev.clear_stale_node("homie/other/old/$properties", "x") == "");
+  CHECK(dev.clear_stale_node("homie/mp/Old_Meter/$properties", "x") == "");
+  CHECK(dev.clear_stale_node("homie/mp/$properties", "x") == "");
+  CHECK(drain(box, nullptr).empty());
+
+  CHECK(dev.clear_stale_node("homie/mp/old-meter/$properties", "power-w,gas-m3,,Bad/#") ==
+        "homie/mp/old-meter");
+  auto t = drain(box, nullptr);
+  for (const char* k :
+       {"homie/mp/old-meter/$name", "homie/mp/old-meter/$type", "homie/mp/old-meter/$properties",
+        "homie/mp/old-meter/power-w", "homie/mp/old-meter/power-w/$datatype",
+        "homie/mp/old-meter/power-w/$unit", "homie/mp/old-meter/gas-m3/$name",
+        "homie/mp/old-meter/gas-m3/$settable", "homie/mp/old-meter/gas-m3/$retained"}) {
+    CAPTURE(k);
+    REQUIRE(t.count(k));
+    CHECK(t[k] == "");
+  }
+  for (const auto& [topic, payload] : t) {
+    CAPTURE(topic);
+    CHECK(topic.rfind("homie/mp/old-meter/", 0) == 0);  // nothing of ours, no wildcard
+    CHECK(topic.find_first_of("#+") == std::string::npos);
+    CHECK(payload.empty());
+  }
+  CHECK(t.size() == 3 + 2 * 7);
+}
+
 TEST_CASE("Outbox: congested from half full (or away); a pop below half wakes the producer") {
   mp::mqtt::Outbox box(8);
   const int fd = eventfd(0, EFD_NONBLOCK);
