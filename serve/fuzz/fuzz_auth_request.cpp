@@ -7,7 +7,9 @@
 // HTTPS. TIME is the request time in seconds after start (sessions expire after 60 s idle).
 // Asserted: without a credential nothing but /static/ gets past the gate and no WebSocket
 // opens; relay control runs only with a session and its CSRF token, or a token; no answer
-// carries a session id, a token, or a stored hash.
+// carries a session id, a token, or a stored hash. (The harness's own searches for these
+// secrets teach them to the fuzzer, which then writes them into requests: a secret that is
+// in the input counts as given, and may be echoed.)
 #include <sodium.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -186,14 +188,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (flags & 2 && !h.csrf.empty()) in.headers["x-csrf-token"] = h.csrf;
   if (flags & 4) in.headers["authorization"] = "Bearer " + h.token;
-  const bool credential = session || (flags & 4);
-  h.control_allowed = (flags & 4) || (session && (flags & 2));
+  auto given = [&](const std::string& secret) {
+    return !secret.empty() && text.find(secret) != std::string::npos;
+  };
+  const bool token = (flags & 4) || given(h.token);
+  session = session || given(h.sid);
+  const bool credential = session || token;
+  h.control_allowed = token || (session && ((flags & 2) || given(h.csrf)));
 
   const auto r = h.gate->check(in, now);
   if (!credential && in.path.rfind("/static/", 0) != 0) require(r.has_value());
   if (r) {
     require(r->status >= 200 && r->status <= 599);
-    for (const std::string& s : {h.sid, h.token, h.token_hash, h.pw_hash}) require(!carries(*r, s));
+    for (const std::string& s : {h.sid, h.token, h.token_hash, h.pw_hash})
+      require(given(s) || !carries(*r, s));
   }
   HttpIn cred;
   const bool ws = h.gate->websocket_allowed(in, now, &cred);
