@@ -115,7 +115,11 @@ def test_ws_login_end():
         mptest.note("expiry close %.1f s after login (session_max_s %d)" % (waited, MAX_S))
         check(a.p.log_matching("websocket client .*: its login ended"), "the closes are logged",
               a.p.log()[-5:])
-        check(a.p.proc.poll() is None, "serve never went down")
+        st = mptest.status_json(cfg=a.cfg) or {}
+        serve = [w for w in st.get("workers", []) if w.get("name") == "serve"]
+        check(a.p.proc.poll() is None and serve and serve[0]["restarts"] == 0 and
+              not a.p.log_matching("AddressSanitizer|runtime error"),
+              "serve never went down (no restart, no sanitizer report)", (serve, st))
     finally:
         a.stop(ck.failed)
 
