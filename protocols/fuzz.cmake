@@ -9,3 +9,4 @@ foreach(src ${fuzz_srcs})
   target_link_options(${name} PRIVATE -fsanitize=fuzzer)
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
 endforeach()
+include(${CMAKE_SOURCE_DIR}/serve/fuzz.cmake)  # serve/fuzz/: the accounts parsers

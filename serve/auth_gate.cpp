@@ -167,7 +167,7 @@ std::string AuthGate::accounts_state() {
   }
 }
 
-AuthGate::Auth AuthGate::authenticate(const HttpIn& in, int64_t now_ns, Who& who) {
+AuthGate::Auth AuthGate::authenticate(const HttpIn& in, int64_t now_ns, Who& who, bool touch) {
   std::lock_guard<std::mutex> lk(mutex_);
   refresh_locked();
   if (accounts_ != Accounts::ok) return opt_.loopback ? Auth::anonymous : Auth::unavailable;
@@ -187,7 +187,7 @@ AuthGate::Auth AuthGate::authenticate(const HttpIn& in, int64_t now_ns, Who& who
   }
   const std::string id = cookie_value(in.header("cookie"), kSessionCookie);
   if (id.empty()) return Auth::missing;
-  const Session* s = sessions_.find(id, now_ns);
+  const Session* s = sessions_.find(id, now_ns, touch);
   if (!s) return Auth::missing;
   const User* u = users_.find(s->user);
   if (!u || !auth::equal_ct(s->pw_tag, auth::token_hash(u->password_hash))) {
@@ -263,10 +263,24 @@ std::optional<Response> AuthGate::check(const HttpIn& in, int64_t now_ns) {
   return login_required();
 }
 
-bool AuthGate::websocket_allowed(const HttpIn& in, int64_t now_ns) {
+bool AuthGate::websocket_allowed(const HttpIn& in, int64_t now_ns, HttpIn* cred) {
   Who who;
   const Auth a = authenticate(in, now_ns, who);
-  return (a == Auth::anonymous || a == Auth::user) && same_origin(in);
+  if (!(a == Auth::anonymous || a == Auth::user) || !same_origin(in)) return false;
+  if (cred) {
+    *cred = HttpIn{};
+    const std::string authz = in.header("authorization");
+    if (!authz.empty()) cred->headers["authorization"] = authz;
+    if (!who.session_id.empty())
+      cred->headers["cookie"] = std::string(kSessionCookie) + "=" + who.session_id;
+  }
+  return true;
+}
+
+bool AuthGate::websocket_still_allowed(const HttpIn& cred, int64_t now_ns) {
+  Who who;
+  const Auth a = authenticate(cred, now_ns, who, false);
+  return a == Auth::anonymous || a == Auth::user;
 }
 
 Response AuthGate::login_page(const HttpIn& in, int status, const std::string& message) {
@@ -383,9 +397,12 @@ Response AuthGate::logout(const HttpIn& in, int64_t now_ns) {
   if (a == Auth::user && !who.session_id.empty()) {
     if (!same_origin(in) || !csrf_ok(in, who, is_form(in) ? form_field(in.body, "csrf") : ""))
       return json_error(403, "CSRF token missing or wrong");
-    std::lock_guard<std::mutex> lk(mutex_);
-    sessions_.remove(who.session_id);
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      sessions_.remove(who.session_id);
+    }
     log::info("logout: user %s from %s", who.user.c_str(), in.remote_addr.c_str());
+    if (session_end_) session_end_();
   }
   r.headers.push_back(
       {"Set-Cookie", std::string(kSessionCookie) + "=; Path=/; Max-Age=0" + cookie_flags(in)});

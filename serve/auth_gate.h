@@ -61,8 +61,17 @@ class AuthGate {
   // The answer when the gate answers or refuses the request itself; nullopt when it may go
   // on to the router.
   std::optional<Response> check(const HttpIn& in, int64_t now_ns);
-  // May this WebSocket upgrade (to /ws) go ahead?
-  bool websocket_allowed(const HttpIn& in, int64_t now_ns);
+  // May this WebSocket upgrade (to /ws) go ahead? When it may, `cred` (if given) gets what
+  // it came with, for websocket_still_allowed.
+  bool websocket_allowed(const HttpIn& in, int64_t now_ns, HttpIn* cred = nullptr);
+  // May a WebSocket opened with `cred` stay open? No once its session ended (logout, idle or
+  // absolute expiry, a new password, a deleted user), its token was deleted, or accounts
+  // came up under an anonymous one. Re-reads a changed users file; not activity for the idle
+  // expiry (docs/ARCHITECTURE.md, "Accounts").
+  bool websocket_still_allowed(const HttpIn& cred, int64_t now_ns);
+  // Called (outside the gate's lock) after a logout ended a session, so that WebSockets
+  // opened with it are closed at once; set before requests come.
+  void on_session_end(std::function<void()> f) { session_end_ = std::move(f); }
   // Re-reads the users file when it changed (stat on each call: cheap); logs a problem once.
   void refresh();
 
@@ -82,7 +91,7 @@ class AuthGate {
   enum class Auth { anonymous, user, missing, bad_token, unavailable };
 
   void refresh_locked();
-  Auth authenticate(const HttpIn& in, int64_t now_ns, Who& who);
+  Auth authenticate(const HttpIn& in, int64_t now_ns, Who& who, bool touch = true);
   bool same_origin(const HttpIn& in) const;
   bool csrf_ok(const HttpIn& in, const Who& who, const std::string& form_field) const;
   Response login_page(const HttpIn& in, int status, const std::string& message);
@@ -95,6 +104,7 @@ class AuthGate {
   Options opt_;
   const std::vector<Asset>* assets_;
   Control control_;
+  std::function<void()> session_end_;
   std::mutex mutex_;  // everything below
   Accounts accounts_ = Accounts::none;
   std::string broken_why_;

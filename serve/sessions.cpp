@@ -34,7 +34,7 @@ std::string SessionStore::create(const std::string& user, const std::string& pw_
   return id;
 }
 
-const Session* SessionStore::find(const std::string& id, int64_t now_ns) {
+const Session* SessionStore::find(const std::string& id, int64_t now_ns, bool touch) {
   if (id.size() != 64) return nullptr;
   auto it = sessions_.find(auth::token_hash(id));
   if (it == sessions_.end()) return nullptr;
@@ -42,7 +42,7 @@ const Session* SessionStore::find(const std::string& id, int64_t now_ns) {
     sessions_.erase(it);
     return nullptr;
   }
-  it->second.last_seen_ns = now_ns;
+  if (touch) it->second.last_seen_ns = now_ns;
   return &it->second;
 }
 

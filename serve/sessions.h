@@ -29,9 +29,9 @@ class SessionStore {
 
   // A new session; returns its id (the cookie value, 64 hex digits).
   std::string create(const std::string& user, const std::string& pw_tag, int64_t now_ns);
-  // The live session of `id` (its last_seen moved to now), or nullptr when unknown or expired
-  // (an expired one is removed).
-  const Session* find(const std::string& id, int64_t now_ns);
+  // The live session of `id` (with `touch` its last_seen moved to now), or nullptr when
+  // unknown or expired (an expired one is removed).
+  const Session* find(const std::string& id, int64_t now_ns, bool touch = true);
   void remove(const std::string& id);
   // Seconds until the session of `id` expires (idle or absolute, whichever is first); 0 when
   // unknown.

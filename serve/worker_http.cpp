@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -24,11 +25,13 @@ struct HttpServer::Client {
   mg_connection* conn = nullptr;
   int fd = -1;  // its TCP socket, for shutdown() when dropped (-1 = not found)
   std::string peer;
+  HttpIn cred;  // what the gate let it in with (serve/auth_gate.h); set before it is listed
   std::mutex mutex;
   std::condition_variable cv;
   std::deque<std::shared_ptr<const std::string>> queue;
   bool closing = false;
-  int64_t busy_since = 0;  // mono ns the current write started (0 = not writing)
+  bool login_ended = false;  // its login ended: the writer sends a close frame and ends
+  int64_t busy_since = 0;    // mono ns the current write started (0 = not writing)
   std::thread thread;
 };
 
@@ -123,6 +126,11 @@ HttpServer::HttpServer(std::string listen, Shared& shared, Options opt)
     : listen_(std::move(listen)), shared_(shared), opt_(opt) {}
 
 HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::set_gate(AuthGate* gate) {
+  gate_ = gate;
+  if (gate_) gate_->on_session_end([this] { end_lapsed_clients(); });
+}
 
 int HttpServer::on_log(const mg_connection*, const char* message) {
   std::lock_guard<std::mutex> lk(g_log_mutex);
@@ -289,6 +297,12 @@ void HttpServer::on_ws_ready(mg_connection* conn, void* self_v) {
   auto c = std::make_shared<Client>();
   c->conn = conn;
   c->conn_c = conn;
+  HttpIn in;
+  int bad = 400;
+  // the same answer as in on_ws_connect a moment ago; a logout in between is caught by the
+  // next end_lapsed_clients
+  if (self->gate_ && read_http_in(conn, false, in, bad))
+    self->gate_->websocket_allowed(in, clock::mono_ns(), &c->cred);
   const mg_request_info* ri = mg_get_request_info(conn);
   if (ri) {
     c->fd = find_socket(ri);
@@ -343,11 +357,61 @@ void HttpServer::drop(Client& c) {
   ++dropped_;
 }
 
+void HttpServer::end_lapsed_clients() {
+  if (!gate_) return;
+  std::vector<std::shared_ptr<Client>> all;
+  {
+    std::lock_guard<std::mutex> lk(clients_mutex_);
+    for (auto& [conn, c] : clients_) all.push_back(c);
+  }
+  const int64_t now = clock::mono_ns();
+  for (auto& c : all) {
+    {
+      std::lock_guard<std::mutex> cl(c->mutex);
+      if (c->closing) continue;
+      if (c->login_ended) {  // its close frame is on the way; cut off one stuck in writing it
+        if (c->busy_since && now - c->busy_since > kCloseGraceNs) drop(*c);
+        continue;
+      }
+    }
+    if (gate_->websocket_still_allowed(c->cred, now)) continue;
+    std::lock_guard<std::mutex> cl(c->mutex);
+    if (c->closing || c->login_ended) continue;
+    c->login_ended = true;
+    c->queue.clear();
+    c->cv.notify_all();
+    log::info("websocket client %s: its login ended, closing it", c->peer.c_str());
+  }
+}
+
+void HttpServer::send_close(Client& c, std::unique_lock<std::mutex>& lk) {
+  static const char reason[] = "login ended: log in again";
+  char frame[2 + sizeof reason - 1];
+  frame[0] = char(kLoginEnded >> 8);
+  frame[1] = char(kLoginEnded & 0xff);
+  std::memcpy(frame + 2, reason, sizeof reason - 1);
+  c.busy_since = clock::mono_ns();
+  lk.unlock();
+  mg_websocket_write(c.conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, frame, sizeof frame);
+  lk.lock();
+  c.busy_since = 0;
+  // the client answers with its close frame and civetweb ends the connection
+  // (on_ws_close); one that does not answer is cut off
+  if (!c.cv.wait_for(lk, std::chrono::nanoseconds(kCloseGraceNs), [&] { return c.closing; })) {
+    c.closing = true;
+    if (c.fd >= 0) ::shutdown(c.fd, SHUT_RDWR);
+  }
+}
+
 void HttpServer::writer(std::shared_ptr<Client> c) {
   std::unique_lock<std::mutex> lk(c->mutex);
   while (true) {
-    c->cv.wait(lk, [&] { return c->closing || !c->queue.empty(); });
+    c->cv.wait(lk, [&] { return c->closing || c->login_ended || !c->queue.empty(); });
     if (c->closing) break;
+    if (c->login_ended) {
+      send_close(*c, lk);
+      break;
+    }
     auto msg = std::move(c->queue.front());
     c->queue.pop_front();
     c->busy_since = clock::mono_ns();
@@ -372,7 +436,7 @@ void HttpServer::broadcast(std::string msg) {
   std::lock_guard<std::mutex> lk(clients_mutex_);
   for (auto& [conn, c] : clients_) {
     std::lock_guard<std::mutex> cl(c->mutex);
-    if (c->closing) continue;
+    if (c->closing || c->login_ended) continue;
     const bool stalled = c->busy_since && now - c->busy_since > opt_.max_stall_ns;
     if (c->queue.size() >= opt_.max_queue || stalled) {
       log::warn("websocket client %s does not keep up (%zu queued%s): disconnecting",

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "serve/api.h"
 #include "serve/auth_gate.h"
@@ -51,12 +52,18 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   // Every request and WebSocket upgrade passes `gate` first (set before start()).
-  void set_gate(AuthGate* gate) { gate_ = gate; }
+  void set_gate(AuthGate* gate);
   // Starts listening; false with a reason (port in use, bad address).
   bool start(std::string& error);
   void stop();
   // Queues `msg` for every WebSocket client; never blocks.
   void broadcast(std::string msg);
+  // Closes every WebSocket client whose login ended (logout, expiry, a new password, a
+  // deleted user or token): a close frame kLoginEnded, then the socket within
+  // kCloseGraceNs. Called by the serve loop about every second and by the gate at logout.
+  void end_lapsed_clients();
+  static constexpr int kLoginEnded = 4001;  // the page asks to log in again
+  static constexpr int64_t kCloseGraceNs = 3000000000;
 
   size_t clients() const;
   uint64_t dropped() const { return dropped_.load(); }
@@ -74,7 +81,8 @@ class HttpServer {
   static int on_log(const mg_connection* conn, const char* message);
   static int on_init_ssl(void* ssl_ctx, void* self);
   void writer(std::shared_ptr<Client> c);
-  void drop(Client& c);  // with c.mutex held
+  void send_close(Client& c, std::unique_lock<std::mutex>& lk);  // lk holds c.mutex
+  void drop(Client& c);                                          // with c.mutex held
   ServeInfo info_locked() const;
 
   std::string listen_;

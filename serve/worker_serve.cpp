@@ -113,6 +113,7 @@ int ServeWorker::run() {
     }
     update_bus_counters(sub);
     report();
+    end_lapsed_websockets_when_due();
     trim_memory_when_due();
     w_.tick();
   }
@@ -164,6 +165,15 @@ void ServeWorker::report() {
   w_.set_counter("websocket_messages", http_.ws_messages());
   w_.set_counter("websocket_dropped", http_.dropped());
   w_.gauge("websocket_clients", double(http_.clients()));
+}
+
+void ServeWorker::end_lapsed_websockets_when_due() {
+  // sessions expire and users files change without a request: look once a second (the loop
+  // wakes at least every heartbeat, at most 1.75 s)
+  const int64_t now = clock::mono_ns();
+  if (now < next_ws_check_mono_) return;
+  http_.end_lapsed_clients();
+  next_ws_check_mono_ = now + 1000000000LL;
 }
 
 void ServeWorker::trim_memory_when_due() {

@@ -22,6 +22,7 @@ class ServeWorker {
   void dispatch(const bus::Message& m);
   void update_bus_counters(const bus::Subscriber& sub);
   void report();
+  void end_lapsed_websockets_when_due();
   void trim_memory_when_due();
 
   Worker& w_;
@@ -30,6 +31,7 @@ class ServeWorker {
   std::unique_ptr<AuthGate> gate_;  // accounts, sessions, relay control (serve/auth_gate.h)
   uint64_t received_ = 0, readings_ = 0, relay_events_ = 0;
   int64_t next_trim_mono_ = 0;
+  int64_t next_ws_check_mono_ = 0;
 };
 
 // Call first in main(): malloc settings that keep serve's resident size in its budget.

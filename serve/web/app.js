@@ -7,7 +7,7 @@
   const HOUR_MS = 3600e3, DAY_MS = 86400e3;
   const st = {
     meter: null, last: {}, relays: new Map(), hour: [], day: [], range: "hour",
-    dirty: true, ws: null, lastMsg: 0, session: null,
+    dirty: true, ws: null, lastMsg: 0, session: null, ended: false,
   };
   const $ = (id) => document.getElementById(id);
 
@@ -313,7 +313,15 @@
     try { ws = new WebSocket(url); } catch (e) { setTimeout(connect, 3000); return; }
     st.ws = ws;
     ws.onopen = () => { $("conn").textContent = "live"; $("conn").className = "conn on"; };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
+      if (ev.code === 4001) {  // the login ended (logout, expiry, new password): no reconnect
+        st.ended = true;  // and no more polling: the page stays, saying so
+        const c = $("conn");
+        c.textContent = "";
+        c.append("logged out: ", el("a", { href: "/login" }, "log in again"));
+        c.className = "conn off ended";
+        return;
+      }
       $("conn").textContent = "reconnecting…"; $("conn").className = "conn off";
       setTimeout(() => { connect(); refresh(); }, 2000);
     };
@@ -364,6 +372,7 @@
     await loadHistory();
   }
   async function loadStatus() {
+    if (st.ended) return;
     try { renderStatus(await get("/api/status")); } catch (e) { console.warn(e); }
   }
 

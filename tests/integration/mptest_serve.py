@@ -92,16 +92,17 @@ class Http:
 class WsClient:
     """Minimal RFC 6455 client: handshake, unmasked server frames in, masked close out."""
 
-    def __init__(self, port, rcvbuf=None):
+    def __init__(self, port, rcvbuf=None, headers=None):
         self.sock = socket.socket()
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(5)
         self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
         self.sock.sendall(("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
                            "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                           "Sec-WebSocket-Version: 13\r\n\r\n" % (port, key)).encode())
+                           "Sec-WebSocket-Version: 13\r\n%s\r\n" % (port, key, extra)).encode())
         buf = b""
         while b"\r\n\r\n" not in buf:
             d = self.sock.recv(4096)
@@ -159,6 +160,35 @@ class WsClient:
                 self.closed = True
                 break
         return out
+
+    def send(self, opcode, payload=b""):
+        """One masked frame (payload under 126 bytes) to the server."""
+        mask = os.urandom(4)
+        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask +
+                          bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def wait_close(self, timeout):
+        """Reads (answering pings) until the server's close frame: its (code, reason); None
+        when the socket closed without one, or nothing came within `timeout` s (then
+        self.closed is False)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            f = self.recv(end - time.monotonic())
+            if f is None:
+                if self.closed:
+                    return None
+                continue
+            if f[0] == 9:
+                self.send(10, f[1])
+            elif f[0] == 8:
+                self.closed = True
+                code = struct.unpack(">H", f[1][:2])[0] if len(f[1]) >= 2 else None
+                try:
+                    self.send(8, f[1][:2])  # the closing handshake's answer
+                except OSError:
+                    pass
+                return code, f[1][2:].decode(errors="replace")
+        return None
 
     def close(self):
         try:

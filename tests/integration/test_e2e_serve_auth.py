@@ -11,7 +11,6 @@ import os
 import pty
 import re
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -28,18 +27,8 @@ OLGA, VIC = USERS["olga"][1], USERS["vic"][1]
 
 
 def ws_with_cookie(port, cookie):
-    """A WebSocket client on /ws sending `cookie` (WsClient has no header option)."""
-    orig = socket.socket.sendall
-
-    def sendall(sock, data, *a):
-        if data.startswith(b"GET /ws "):
-            data = data.replace(b"\r\n\r\n", b"\r\nCookie: %s\r\n\r\n" % cookie.encode(), 1)
-        return orig(sock, data, *a)
-    socket.socket.sendall = sendall
-    try:
-        return WsClient(port)
-    finally:
-        socket.socket.sendall = orig
+    """A WebSocket client on /ws sending `cookie`."""
+    return WsClient(port, headers={"Cookie": cookie})
 
 
 def add_on_terminal(users_file, name, password):

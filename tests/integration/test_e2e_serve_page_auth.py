@@ -2,7 +2,8 @@
 """The live page with accounts in headless Chromium (issue 20), driven over the DevTools
 protocol: the operator logs in through the form, switches the sim relay on for 10 minutes
 with the page's controls; a second open page shows the new state and the override's expiry
-(pushed over the WebSocket); the operator logs out; a viewer sees no controls and the API
+(pushed over the WebSocket); the operator logs out and the second page, its WebSocket closed
+by serve, says to log in again; a viewer sees no controls and the API
 answers 403 to the viewer's switch.
 """
 import os
@@ -70,6 +71,10 @@ def test_page():
         check("boiler" in st and "s left)" in st, "`meterpipe status` shows the override", st)
         p1.eval("document.querySelector('#logout button').click(); true")
         check(p1.wait("location.pathname === '/login'"), "log out lands on /login")
+        ended = p2.wait("(function(){const c = document.getElementById('conn');"
+                        "return c && c.classList.contains('ended') && c.textContent;})()")
+        check(ended and "log in again" in ended, "the other page's WebSocket is closed at once "
+              "and it says to log in again", ended)
         code = p2.eval("fetch('/api/last').then(r => r.status)")
         check(code == 401, "the session is over for the other page too", code)
         who = log_in(p1, base, "vic")

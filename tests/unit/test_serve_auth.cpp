@@ -348,6 +348,13 @@ TEST_CASE("gate: login, roles, CSRF, tokens, logout, expiry") {
   get.headers["cookie"] = "meterpipe_session=" + sid;
   CHECK_FALSE(g.check(get, t));
   CHECK(g.websocket_allowed(get, t));
+  // a WebSocket keeps what it came with, to be closed when that login ends
+  int ended = 0;
+  g.on_session_end([&] { ++ended; });
+  HttpIn ws_cred;
+  REQUIRE(g.websocket_allowed(get, t, &ws_cred));
+  CHECK(ws_cred.header("cookie") == "meterpipe_session=" + sid);
+  CHECK(g.websocket_still_allowed(ws_cred, t + kS));
   const std::string csrf = csrf_of(g, sid, t);
   CHECK(csrf.size() == 64);
 
@@ -382,8 +389,15 @@ TEST_CASE("gate: login, roles, CSRF, tokens, logout, expiry") {
   tpost.headers["authorization"] = "Bearer " + token;
   CHECK(g.check(tpost, t)->status == 200);
   CHECK(switched.back() == "olga relay boiler auto");
+  HttpIn tws = request("GET", "/ws"), tws_cred;
+  tws.headers["authorization"] = "Bearer " + token;
+  CHECK(g.websocket_allowed(tws, t, &tws_cred));
+  CHECK(g.websocket_still_allowed(tws_cred, t + 7200 * kS));  // tokens do not expire
   tpost.headers["authorization"] = "Bearer " + auth::new_token();
   CHECK(g.check(tpost, t)->status == 401);
+  HttpIn bad_ws = tpost;
+  bad_ws.headers["authorization"] = "Bearer " + auth::new_token();
+  CHECK_FALSE(g.websocket_allowed(bad_ws, t, &tws_cred));
 
   // logout: CSRF needed; then the session is gone
   HttpIn out = request("POST", "/logout", "csrf=" + csrf);
@@ -396,12 +410,19 @@ TEST_CASE("gate: login, roles, CSRF, tokens, logout, expiry") {
   CHECK(bye.status == 303);
   CHECK(header(bye, "Set-Cookie").find("Max-Age=0") != std::string::npos);
   CHECK(g.check(get, t)->status == 401);
+  CHECK(ended == 1);  // the server closes the session's WebSockets at once
+  CHECK_FALSE(g.websocket_still_allowed(ws_cred, t));
 
   // idle expiry of the viewer's session
   HttpIn vget = request("GET", "/api/last");
   vget.headers["cookie"] = "meterpipe_session=" + vsid;
+  HttpIn vws_cred;
+  REQUIRE(g.websocket_allowed(vget, t, &vws_cred));
   CHECK_FALSE(g.check(vget, t + 599 * kS));
+  // an open WebSocket is no activity: asking about it does not keep the session alive
+  CHECK(g.websocket_still_allowed(vws_cred, t + 1000 * kS));
   CHECK(g.check(vget, t + 1199 * kS)->status == 401);
+  CHECK_FALSE(g.websocket_still_allowed(vws_cred, t + 1199 * kS));
 
   // over HTTPS the cookie is Secure
   HttpIn hs = request("GET", "/login");
@@ -421,11 +442,14 @@ TEST_CASE("gate: a changed password or a deleted user ends sessions; the file is
   HttpIn get = request("GET", "/api/status");
   get.headers["cookie"] = "meterpipe_session=" + cookie_of(in, "meterpipe_session");
   CHECK_FALSE(g.check(get, t));
+  HttpIn cred;
+  REQUIRE(g.websocket_allowed(get, t, &cred));
   std::string err;
   auto u = load_users_file(file, err);
   REQUIRE(u);
   u->find("vic")->password_hash = op_hash();
   REQUIRE(save_users_file(file, *u, err));
+  CHECK_FALSE(g.websocket_still_allowed(cred, t));  // found without a request
   CHECK(g.check(get, t)->status == 401);
 }
 
@@ -436,7 +460,9 @@ TEST_CASE("gate: no accounts or a broken users file") {
   CHECK(open.accounts_state() == "none");
   CHECK_FALSE(open.check(request("GET", "/api/last"), 0));
   CHECK_FALSE(open.check(request("GET", "/"), 0));
-  CHECK(open.websocket_allowed(request("GET", "/ws"), 0));
+  HttpIn anon;
+  CHECK(open.websocket_allowed(request("GET", "/ws"), 0, &anon));
+  CHECK(open.websocket_still_allowed(anon, 1000 * kS));
   Response r = *open.check(request("POST", "/api/relays/boiler", "{\"mode\":\"on\"}"), 0);
   CHECK(r.status == 403);
   CHECK(r.body.find("meterpipe user add") != std::string::npos);
