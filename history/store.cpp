@@ -376,13 +376,18 @@ std::optional<MinuteRow> Store::minute(int64_t meter, int64_t t) {
 }
 
 std::vector<MinuteRow> Store::minutes(int64_t meter, int64_t from, int64_t to) {
+  std::vector<MinuteRow> out;
+  for_each_minute(meter, from, to, [&](const MinuteRow& r) { out.push_back(r); });
+  return out;
+}
+
+void Store::for_each_minute(int64_t meter, int64_t from, int64_t to,
+                            const std::function<void(const MinuteRow&)>& fn) {
   static const std::string sql =
       "SELECT " + kMinuteCols + " FROM minutes WHERE meter = ? AND t >= ? AND t < ? ORDER BY t";
   auto& q = stmt(kMinutesRange, sql.c_str());
   q.bind(1, meter).bind(2, from).bind(3, to);
-  std::vector<MinuteRow> out;
-  while (q.step()) out.push_back(read_minute(q));
-  return out;
+  while (q.step()) fn(read_minute(q));
 }
 
 namespace {

@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -78,6 +79,9 @@ class Store {
   std::optional<int64_t> last_minute_t(int64_t meter);
   std::optional<MinuteRow> minute(int64_t meter, int64_t t);
   std::vector<MinuteRow> minutes(int64_t meter, int64_t from, int64_t to);  // t in [from, to)
+  // The same rows one by one, in time order, without keeping them.
+  void for_each_minute(int64_t meter, int64_t from, int64_t to,
+                       const std::function<void(const MinuteRow&)>& fn);
   // Up to `limit` rows before `t`, newest first; the first row at or after `t`.
   std::vector<Point> points_before(int64_t meter, int64_t t, int limit);
   std::optional<Point> point_from(int64_t meter, int64_t t);
