@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -157,9 +158,20 @@ def bench_api(bench_dir, bin_dir, before_dir, runs):
                          4000 + i, 5000 + i, 3000, 2000, 1500, 3200, 1672527600 + i * 86400))
         con.commit()
         con.close()
-        variants = [("this build", bin_dir)] + ([("before", before_dir)] if before_dir else [])
-        for name, d in variants:
-            p, base = start_serve(db, d)
+        variants = [("this build", bin_dir, db)]
+        if before_dir:  # its own copy, as the schema 1 an older build reads (same rows)
+            old_db = os.path.join(tmp, "history-v1.sqlite")
+            con = sqlite3.connect(db)
+            con.execute("VACUUM INTO ?", (old_db,))
+            con.close()
+            con = sqlite3.connect(old_db)
+            con.execute("DROP TABLE IF EXISTS taken")
+            con.execute("PRAGMA user_version=1")
+            con.commit()
+            con.close()
+            variants.append(("before", before_dir, old_db))
+        for name, d, file in variants:
+            p, base = start_serve(file, d)
             serves.append((name, p, base, serve_pid(p)))
         cases = [
             ("31 days of minutes", "/api/history/home?from=2026-01-01&to=2026-01-31"
@@ -192,10 +204,16 @@ def bench_api(bench_dir, bin_dir, before_dir, runs):
                 for name, p, base, pid in serves:
                     c0 = proc_cpu(pid)
                     t = time.perf_counter()
-                    body[name] = urllib.request.urlopen(base + url).read()
+                    try:
+                        body[name] = urllib.request.urlopen(base + url).read()
+                    except urllib.error.HTTPError as e:
+                        raise SystemExit("api: %s: %s: %s" % (name, e, e.read()[:300]))
                     wall[name].append(time.perf_counter() - t)
                     cpu[name] += (proc_cpu(pid) - c0) / runs
             ts, cs = statistics.median(wall["sqlite3"]), cpu["sqlite3"]
+            if len(body) > 1:
+                print("%s: the serves' bodies are %s" % (what, "the same" if len(
+                    set(body.values())) == 1 else "DIFFERENT"))
             for name, _, _, _ in serves:
                 ta = statistics.median(wall[name])
                 print("%-20s %-11s %10.1f %10.1f %7.2f %12.1f %12.1f %7.2f %8d %9d"

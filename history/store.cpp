@@ -104,8 +104,14 @@ const std::string kSchemaV1 =
     "CREATE TABLE bus_positions(publisher TEXT NOT NULL, topic TEXT NOT NULL,"
     " instance INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(publisher, topic));";
 
+// Version 2: the newest reading taken per meter, so that a reading met again (acquire's
+// journal after a crash, the bus) is known as taken.
+const std::string kSchemaV2 =
+    "CREATE TABLE taken(meter INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL,"
+    " receive_ns INTEGER NOT NULL);";
+
 const std::vector<std::string>& migrations() {
-  static const std::vector<std::string> m = {kSchemaV1};  // [i]: version i -> i + 1
+  static const std::vector<std::string> m = {kSchemaV1, kSchemaV2};  // [i]: version i -> i + 1
   return m;
 }
 
@@ -128,6 +134,8 @@ enum StmtId {
   kImportEnds,
   kDaysRange,
   kRelayRange,
+  kTakenPut,
+  kTakenGet,
   kStmtCount
 };
 
@@ -335,6 +343,19 @@ void Store::put_position(const Position& p) {
                  " VALUES (?, ?, ?, ?)");
   q.bind(1, p.publisher).bind(2, p.topic).bind(3, int64_t(p.instance)).bind(4, int64_t(p.seq));
   q.run();
+}
+
+void Store::put_taken(int64_t meter, const Taken& t) {
+  auto& q =
+      stmt(kTakenPut, "INSERT OR REPLACE INTO taken(meter, time_ns, receive_ns) VALUES (?, ?, ?)");
+  q.bind(1, meter).bind(2, t.time_ns).bind(3, t.receive_ns).run();
+}
+
+std::optional<Taken> Store::taken(int64_t meter) {
+  auto& q = stmt(kTakenGet, "SELECT time_ns, receive_ns FROM taken WHERE meter = ?");
+  q.bind(1, meter);
+  if (!q.step()) return std::nullopt;
+  return Taken{q.i64(0), q.i64(1)};
 }
 
 int64_t Store::delete_before(int64_t t) {

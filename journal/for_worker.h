@@ -27,10 +27,11 @@ inline WriterOptions options_for(const config::Config& cfg, const std::string& w
   return o;
 }
 
-// An open writer, or nullptr when no durable consumer is configured or the directory cannot
-// be used (logged: the worker runs on, without the durability promise).
+// An open writer, or nullptr when no durable consumer is configured (upload; history reads
+// acquire's after a crash) or the directory cannot be used (logged: the worker runs on,
+// without the durability promise).
 inline std::unique_ptr<Writer> open_for(const config::Config& cfg, const std::string& worker) {
-  if (!cfg.upload.enabled) return nullptr;
+  if (!cfg.upload.enabled && !(worker == "acquire" && cfg.history.enabled)) return nullptr;
   auto w = std::make_unique<Writer>();
   std::string err;
   if (!w->open(options_for(cfg, worker), err)) {
