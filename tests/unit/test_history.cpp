@@ -282,6 +282,38 @@ TEST_CASE("store: minutes are rewritten not doubled; days from counters across a
   CHECK(s->integrity_check() == "ok");
 }
 
+TEST_CASE("store: schema 1 migrates to 2 (the newest reading taken per meter), rows kept") {
+  mp::test::TempDir dir("mphist");
+  std::string err;
+  {  // a schema 1 file: today's without the `taken` table
+    auto s = Store::open(dir.at("v1.sqlite"), false, err);
+    REQUIRE(s);
+    s->begin();
+    s->put_minute(s->meter_id("home"), row_at(1'800'000'000, 5'000, 7'000, 100));
+    s->commit();
+  }
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(dir.at("v1.sqlite").c_str(), &db) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "DROP TABLE taken; PRAGMA user_version=1", nullptr, nullptr, nullptr) ==
+          SQLITE_OK);
+  sqlite3_close(db);
+  CHECK_FALSE(Store::open(dir.at("v1.sqlite"), true, err));  // readers wait for the worker
+  CHECK(err.find("schema 1 is older") != std::string::npos);
+  auto s = Store::open(dir.at("v1.sqlite"), false, err);
+  REQUIRE(s);
+  const int64_t m = *s->find_meter("home");
+  CHECK(s->minute(m, 1'800'000'000));
+  CHECK_FALSE(s->taken(m));
+  s->begin();
+  s->put_taken(m, Taken{1'800'000'059'000'000'000, 1'800'000'059'100'000'000});
+  s->commit();
+  REQUIRE(s->taken(m));
+  CHECK(s->taken(m)->receive_ns == 1'800'000'059'100'000'000);
+  CHECK(Taken{1, 5} < Taken{2, 0});  // time first, then when it was received
+  CHECK(Taken{2, 0} < Taken{2, 1});
+  CHECK(Store::open(dir.at("v1.sqlite"), true, err));
+}
+
 TEST_CASE("store: a file that is not a usable history gives a clear error and stays as it is") {
   mp::test::TempDir dir("mphist");
   std::string err;
