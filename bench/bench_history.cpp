@@ -11,11 +11,14 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <vector>
 
+#include "history/export.h"
 #include "history/rollup.h"
 #include "history/store.h"
 #include "protocols/dsmr/dsmr.h"
@@ -92,11 +95,50 @@ int cmd_size(const std::string& dir, int days, int period_s) {
   return 0;
 }
 
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int cmd_query(char** a, int runs) {
+  setenv("TZ", "Europe/Amsterdam", 1);
+  mp::history::Resolution res;
+  if (!mp::history::parse_resolution(a[5], res)) return 2;
+  std::vector<double> total, query, json;
+  size_t bytes = 0, rows = 0;
+  for (int i = 0; i < runs; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string err;
+    auto s = mp::history::Store::open(a[1], true, err);
+    mp::history::Table t;
+    if (!s || !mp::history::query(*s, a[2], a[3], a[4], res, {}, t, err)) {
+      std::fprintf(stderr, "%s\n", err.c_str());
+      return 1;
+    }
+    query.push_back(ms_since(t0));
+    const auto t1 = std::chrono::steady_clock::now();
+    bytes = mp::history::to_json(t).size();
+    json.push_back(ms_since(t1));
+    total.push_back(ms_since(t0));
+    rows = t.size();
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::printf("%zu rows, %zu bytes of JSON: %.1f ms (open + query %.1f, JSON %.1f), median of %d\n",
+              rows, bytes, median(total), median(query), median(json), runs);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc >= 3 && std::string(argv[1]) == "size")
     return cmd_size(argv[2], argc > 3 ? std::atoi(argv[3]) : 30, argc > 4 ? std::atoi(argv[4]) : 1);
-  std::fprintf(stderr, "usage: bench_history size DIR [DAYS] [PERIOD_S]\n");
+  if (argc >= 7 && std::string(argv[1]) == "query")
+    return cmd_query(argv + 1, argc > 7 ? std::atoi(argv[7]) : 5);
+  std::fprintf(stderr,
+               "usage: bench_history size DIR [DAYS] [PERIOD_S]\n"
+               "       bench_history query DB METER FROM TO RESOLUTION [RUNS]\n");
   return 2;
 }

@@ -12,11 +12,15 @@ io      `meterpipe run` on a simulated meter at 1 reading/s (real time) for --mi
 api     /api/history from meterpipe-serve (read-only on the same file) for 31 days of
         minutes and for 3 years of days, next to the same rows from the `sqlite3` shell
         (`sqlite3 -readonly -csv FILE SELECT ...`, a fresh process like each HTTP request's
-        fresh connection): median of 5 runs each, in one run of this script.
+        fresh connection): median of --runs (7) each, taken in turns, in one run of this
+        script; with --before-bin-dir DIR a second serve from another build (e.g. main's)
+        beside it, on the same file, in the same turns.
 
 usage: bench/bench_history.py [--minutes 10] [--days 60] [--skip io] [--bin-dir DIR]
+       [--before-bin-dir DIR] [--runs 7]
 """
 import argparse
+import collections
 import datetime
 import json
 import os
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -111,9 +116,34 @@ def median_time(fn, runs=5):
     return statistics.median(times)
 
 
-def bench_api(bench_dir):
+def start_serve(db, bin_dir):
+    """A pipeline with serve on `db`, its workers from `bin_dir`; (pipeline, base URL)."""
+    port = mptest.free_port()
+    p = mptest.Pipeline('[serve]\nenabled = true\nlisten = "127.0.0.1:%d"\n\n'
+                        '[history]\ndb_file = "%s"\n' % (port, db), prefix="mphs.")
+    mp_before, mptest.MP = mptest.MP, os.path.join(bin_dir, "meterpipe")
+    try:
+        p.start()
+        if p.wait_running(15) is None:
+            print("api: serve from %s did not start" % bin_dir)
+    finally:
+        mptest.MP = mp_before
+    p.mp = os.path.join(bin_dir, "meterpipe")
+    return p, "http://127.0.0.1:%d" % port
+
+
+def serve_pid(p):
+    mp_before, mptest.MP = mptest.MP, p.mp
+    try:
+        return (p.worker("serve") or {}).get("pid")
+    finally:
+        mptest.MP = mp_before
+
+
+def bench_api(bench_dir, bin_dir, before_dir, runs):
     tmp = tempfile.mkdtemp(prefix="mpha.")
     db = os.path.join(tmp, "history.sqlite")
+    serves = []
     try:
         subprocess.run([os.path.join(bench_dir, "bench_history"), "size", tmp, "33", "10"],
                        capture_output=True, check=True)
@@ -128,54 +158,72 @@ def bench_api(bench_dir):
                          4000 + i, 5000 + i, 3000, 2000, 1500, 3200, 1672527600 + i * 86400))
         con.commit()
         con.close()
-        port = mptest.free_port()
-        p = mptest.Pipeline('[serve]\nenabled = true\nlisten = "127.0.0.1:%d"\n\n'
-                            '[history]\ndb_file = "%s"\n' % (port, db), prefix="mphs.")
-        try:
-            p.start()
-            if p.wait_running(15) is None:
-                print("api: serve did not start")
-                return
-            base = "http://127.0.0.1:%d" % port
-            cases = [
-                ("31 days of minutes", "/api/history/home?from=2026-01-01&to=2026-01-31"
-                 "&resolution=minute",
-                 "SELECT * FROM minutes WHERE meter = 1 AND t >= 1767222000 AND t < 1769900400"
-                 " ORDER BY t"),
-                ("3 years of days", "/api/history/years?from=2023-01-01&to=2025-12-31"
-                 "&resolution=day",
-                 "SELECT * FROM days WHERE meter = 2 AND day >= '2023-01-01' AND day < "
-                 "'2026-01-01' ORDER BY day"),
-            ]
-            serve_pid = (p.worker("serve") or {}).get("pid")
-            print("%-20s %10s %10s %7s %12s %12s %7s %8s" % (
-                "query", "api ms", "sqlite3 ms", "ratio", "api cpu ms", "sqlite3 cpu", "ratio",
-                "rows"))
-            for what, url, sql in cases:
-                body = urllib.request.urlopen(base + url).read()
-                rows = len(json.loads(body)["rows"])
-
-                def api():
-                    urllib.request.urlopen(base + url).read()
-
-                def shell():
-                    subprocess.run(["sqlite3", "-readonly", "-csv", db, sql],
-                                   stdout=subprocess.DEVNULL, check=True)
-                c0 = proc_cpu(serve_pid)
-                ta = median_time(api)
-                ca = (proc_cpu(serve_pid) - c0) / 5
+        variants = [("this build", bin_dir, db)]
+        if before_dir:  # its own copy, as the schema 1 an older build reads (same rows)
+            old_db = os.path.join(tmp, "history-v1.sqlite")
+            con = sqlite3.connect(db)
+            con.execute("VACUUM INTO ?", (old_db,))
+            con.close()
+            con = sqlite3.connect(old_db)
+            con.execute("DROP TABLE IF EXISTS taken")
+            con.execute("PRAGMA user_version=1")
+            con.commit()
+            con.close()
+            variants.append(("before", before_dir, old_db))
+        for name, d, file in variants:
+            p, base = start_serve(file, d)
+            serves.append((name, p, base, serve_pid(p)))
+        cases = [
+            ("31 days of minutes", "/api/history/home?from=2026-01-01&to=2026-01-31"
+             "&resolution=minute",
+             "SELECT * FROM minutes WHERE meter = 1 AND t >= 1767222000 AND t < 1769900400"
+             " ORDER BY t"),
+            ("3 years of days", "/api/history/years?from=2023-01-01&to=2025-12-31"
+             "&resolution=day",
+             "SELECT * FROM days WHERE meter = 2 AND day >= '2023-01-01' AND day < "
+             "'2026-01-01' ORDER BY day"),
+        ]
+        print("%-20s %-11s %10s %10s %7s %12s %12s %7s %8s %9s" % (
+            "query", "serve", "api ms", "sqlite3 ms", "ratio", "api cpu ms", "sqlite3 cpu",
+            "ratio", "rows", "bytes"))
+        for what, url, sql in cases:
+            def shell():
+                subprocess.run(["sqlite3", "-readonly", "-csv", db, sql],
+                               stdout=subprocess.DEVNULL, check=True)
+            # in turns (shell, then each serve), so that the machine's load falls on all alike
+            wall = collections.defaultdict(list)
+            cpu = collections.defaultdict(float)
+            body = {}
+            for _ in range(runs):
                 r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                ts = median_time(shell)
+                t = time.perf_counter()
+                shell()
+                wall["sqlite3"].append(time.perf_counter() - t)
                 r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cs = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / 5
-                print("%-20s %10.1f %10.1f %7.2f %12.1f %12.1f %7.2f %8d"
-                      % (what, ta * 1e3, ts * 1e3, ta / ts, ca * 1e3, cs * 1e3, ca / cs, rows))
-            print("(wall: median of 5 on this machine as it is; cpu: the serve worker's own CPU"
-                  " time per request (it is pinned off the real-time CPU), the sqlite3 shell"
-                  " process's)")
-        finally:
-            p.stop()
+                cpu["sqlite3"] += (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / runs
+                for name, p, base, pid in serves:
+                    c0 = proc_cpu(pid)
+                    t = time.perf_counter()
+                    try:
+                        body[name] = urllib.request.urlopen(base + url).read()
+                    except urllib.error.HTTPError as e:
+                        raise SystemExit("api: %s: %s: %s" % (name, e, e.read()[:300]))
+                    wall[name].append(time.perf_counter() - t)
+                    cpu[name] += (proc_cpu(pid) - c0) / runs
+            ts, cs = statistics.median(wall["sqlite3"]), cpu["sqlite3"]
+            if len(body) > 1:
+                print("%s: the serves' bodies are %s" % (what, "the same" if len(
+                    set(body.values())) == 1 else "DIFFERENT"))
+            for name, _, _, _ in serves:
+                ta = statistics.median(wall[name])
+                print("%-20s %-11s %10.1f %10.1f %7.2f %12.1f %12.1f %7.2f %8d %9d"
+                      % (what, name, ta * 1e3, ts * 1e3, ta / ts, cpu[name] * 1e3, cs * 1e3,
+                         cpu[name] / cs, len(json.loads(body[name])["rows"]), len(body[name])))
+        print("(wall: median of %d in turns on this machine as it is; cpu: the serve worker's own"
+              " CPU time per request, the sqlite3 shell process's)" % runs)
     finally:
+        for _, p, _, _ in serves:
+            p.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -185,12 +233,14 @@ def main():
     ap.add_argument("--days", type=int, default=60, help="size: simulated days")
     ap.add_argument("--skip", action="append", default=[], help="size, io or api")
     ap.add_argument("--bin-dir", default=mptest.BIN_DIR)
+    ap.add_argument("--before-bin-dir", help="api: a second meterpipe build to compare with")
+    ap.add_argument("--runs", type=int, default=7, help="api: requests per figure")
     a = ap.parse_args()
     bench_dir = os.path.join(os.path.dirname(a.bin_dir), "bench")
     if "size" not in a.skip:
         bench_size(bench_dir, a.days)
     if "api" not in a.skip:
-        bench_api(bench_dir)
+        bench_api(bench_dir, a.bin_dir, a.before_bin_dir, a.runs)
     if "io" not in a.skip:
         bench_io(a.minutes)
     return 0

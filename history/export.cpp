@@ -47,30 +47,64 @@ enum Col : int {
 };
 using Values = std::array<std::optional<double>, kColumnCount>;
 
-std::string local_time_text(int64_t t, bool with_time) {
-  const time_t tt = time_t(t);
-  std::tm tm{};
-  localtime_r(&tt, &tm);
-  char buf[48];
-  if (!with_time) {
-    std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-    return buf;
+// Local times of minute starts for a table of many rows: localtime_r once per UTC quarter
+// hour (every zone's offset is a whole number of quarter hours and changes at one), the rest
+// by arithmetic. localtime_r, strftime and snprintf per row were a third of a month's export.
+class LocalClock {
+ public:
+  // "YYYY-MM-DDTHH:MM+hh:mm" of `t` (a minute start) appended to `out`.
+  void append_text(int64_t t, std::string& out) {
+    const int minute = quarter(t).tm_min + int((t - quarter_) / 60);
+    if (minute > 59) {  // (an offset that is not whole quarters: none since 1970)
+      std::tm tm{};
+      const time_t tt = time_t(t);
+      localtime_r(&tt, &tm);
+      append(tm, tm.tm_min, out);
+      return;
+    }
+    append(tm_, minute, out);
   }
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M", &tm);
-  const long off = tm.tm_gmtoff / 60;
-  char zone[40];
-  std::snprintf(zone, sizeof zone, "%c%02ld:%02ld", off < 0 ? '-' : '+', std::labs(off) / 60,
-                std::labs(off) % 60);
-  return std::string(buf) + zone;
-}
+  // The start of the local hour that holds `t`.
+  int64_t hour_start(int64_t t) {
+    const int64_t local = t + quarter(t).tm_gmtoff;
+    return t - (((local % 3600) + 3600) % 3600);
+  }
 
-int64_t local_hour_start(int64_t t) {
-  const time_t tt = time_t(t);
-  std::tm tm{};
-  localtime_r(&tt, &tm);
-  const int64_t local = t + tm.tm_gmtoff;
-  return t - (((local % 3600) + 3600) % 3600);
-}
+ private:
+  const std::tm& quarter(int64_t t) {
+    const int64_t q = t - (((t % 900) + 900) % 900);
+    if (q != quarter_) {
+      const time_t tt = time_t(q);
+      localtime_r(&tt, &tm_);
+      quarter_ = q;
+    }
+    return tm_;
+  }
+  static void digits(char* p, int v, int n) {
+    for (int i = n - 1; i >= 0; --i, v /= 10) p[i] = char('0' + v % 10);
+  }
+  static void append(const std::tm& tm, int minute, std::string& out) {
+    char b[22];  // YYYY-MM-DDTHH:MM+hh:mm
+    digits(b, tm.tm_year + 1900, 4);
+    b[4] = '-';
+    digits(b + 5, tm.tm_mon + 1, 2);
+    b[7] = '-';
+    digits(b + 8, tm.tm_mday, 2);
+    b[10] = 'T';
+    digits(b + 11, tm.tm_hour, 2);
+    b[13] = ':';
+    digits(b + 14, minute, 2);
+    const long off = tm.tm_gmtoff / 60;
+    b[16] = off < 0 ? '-' : '+';
+    digits(b + 17, int(std::labs(off) / 60), 2);
+    b[19] = ':';
+    digits(b + 20, int(std::labs(off) % 60), 2);
+    out.append(b, sizeof b);
+  }
+
+  int64_t quarter_ = INT64_MIN;
+  std::tm tm_{};
+};
 
 // Energy etc. of a period: the last end counter in it minus the last one before it.
 struct CounterRun {
@@ -125,30 +159,47 @@ struct PowerRun {
   }
 };
 
-void minute_rows(Store& s, int64_t meter, int64_t t0, int64_t t1, bool hourly,
-                 std::vector<std::pair<std::string, Values>>& out) {
+// Rows go into the table as they are made, with a mark per column that had a value.
+struct Rows {
+  Table& table;
+  std::array<bool, kColumnCount> used{};
+  void add(std::string_view time, const Values& v) {
+    double cells[kColumnCount];
+    for (int c = 0; c < kColumnCount; ++c) {
+      cells[c] = v[c] ? *v[c] : std::nan("");
+      used[size_t(c)] = used[size_t(c)] || v[c];
+    }
+    table.add_row(time, cells);
+  }
+};
+
+void minute_rows(Store& s, int64_t meter, int64_t t0, int64_t t1, bool hourly, Rows& out) {
   CounterRun counters;
   for (const Point& p : s.points_before(meter, t0, 1)) counters.last = p.c;  // before the first
   counters.prev = counters.last;
   PowerRun power;
+  LocalClock clock;
+  std::string text;
   int64_t key = INT64_MIN;
   auto close = [&]() {
     if (key == INT64_MIN) return;
     Values v;
     power.close(v);
     counters.close(v);
-    out.emplace_back(local_time_text(key, true), std::move(v));
+    text.clear();
+    clock.append_text(key, text);
+    out.add(text, v);
     power = PowerRun{};
   };
-  for (const auto& r : s.minutes(meter, t0, t1)) {
-    const int64_t k = hourly ? local_hour_start(r.t) : r.t;
+  s.for_each_minute(meter, t0, t1, [&](const MinuteRow& r) {
+    const int64_t k = hourly ? clock.hour_start(r.t) : r.t;
     if (k != key) {
       close();
       key = k;
     }
     power.take(r);
     counters.take(r);
-  }
+  });
   close();
 }
 
@@ -162,16 +213,16 @@ Values day_values(const DayRow& d) {
 }
 
 void day_rows(const std::vector<DayRow>& days, const std::vector<config::Tariff>& tariffs,
-              std::vector<std::pair<std::string, Values>>& out) {
+              Rows& out) {
   for (const auto& d : days) {
     Values v = day_values(d);
     v[kCost] = day_cost(tariffs, d);
-    out.emplace_back(d.day.date, std::move(v));
+    out.add(d.day.date, v);
   }
 }
 
 void month_rows(const std::vector<DayRow>& days, const std::vector<config::Tariff>& tariffs,
-                std::vector<std::pair<std::string, Values>>& out) {
+                Rows& out) {
   std::map<std::string, std::vector<const DayRow*>> by_month;
   for (const auto& d : days) by_month[month_of(d.day.date)].push_back(&d);
   for (const auto& [month, list] : by_month) {
@@ -194,21 +245,31 @@ void month_rows(const std::vector<DayRow>& days, const std::vector<config::Tarif
     if (peak >= 0) v[kDemand] = double(peak);
     v[kEstimated] = estimated ? 1 : 0;
     if (any_cost) v[kCost] = cost + (peak > 0 ? capacity_cost(tariffs, dates, peak) : 0.0);
-    out.emplace_back(month, std::move(v));
+    out.add(month, v);
   }
 }
 
-// A value with `decimals` digits (0..4; "-0.000" as "0.000"); null (JSON) or nothing (CSV) for
-// none. Integer arithmetic: printf's %f was half of an export's time.
-void append_cell(std::string& o, const std::optional<double>& v, int decimals, bool json) {
+// `sep` (',' or none), then a value with `decimals` digits (0..4; "-0.000" as "0.000"); null
+// (JSON) or nothing (CSV) for none. Integer arithmetic into a small buffer, one append: printf's
+// %f was half of an export's time, many small appends most of the rest.
+void append_cell(std::string& o, char sep, const std::optional<double>& v, int decimals,
+                 bool json) {
+  char b[48];
+  char* p = b;
+  if (sep) *p++ = sep;
   if (!v || !std::isfinite(*v)) {
-    if (json) o += "null";
+    if (json) {
+      std::memcpy(p, "null", 4);
+      p += 4;
+    }
+    o.append(b, size_t(p - b));
     return;
   }
   static constexpr double kPow[] = {1, 10, 100, 1000, 10000};
   decimals = std::clamp(decimals, 0, 4);
   const double scaled = std::round(*v * kPow[decimals]);
   if (!(std::fabs(scaled) < 9e15)) {
+    o.append(b, size_t(p - b));
     char buf[400];
     const int n = std::snprintf(buf, sizeof buf, "%.*f", decimals, *v);
     if (n > 0) o.append(buf, size_t(std::min(n, int(sizeof buf) - 1)));
@@ -216,29 +277,34 @@ void append_cell(std::string& o, const std::optional<double>& v, int decimals, b
   }
   int64_t n = int64_t(scaled);
   if (n < 0) {
-    o += '-';
+    *p++ = '-';
     n = -n;
   }
   char digits[24];
   const auto res = std::to_chars(digits, digits + sizeof digits, n);
   const int len = int(res.ptr - digits);
   if (decimals == 0) {
-    o.append(digits, size_t(len));
-    return;
-  }
-  if (len <= decimals) {
-    o += "0.";
-    o.append(size_t(decimals - len), '0');
-    o.append(digits, size_t(len));
+    std::memcpy(p, digits, size_t(len));
+    p += len;
+  } else if (len <= decimals) {
+    *p++ = '0';
+    *p++ = '.';
+    std::memset(p, '0', size_t(decimals - len));
+    p += decimals - len;
+    std::memcpy(p, digits, size_t(len));
+    p += len;
   } else {
-    o.append(digits, size_t(len - decimals));
-    o += '.';
-    o.append(digits + len - decimals, size_t(decimals));
+    std::memcpy(p, digits, size_t(len - decimals));
+    p += len - decimals;
+    *p++ = '.';
+    std::memcpy(p, digits + len - decimals, size_t(decimals));
+    p += decimals;
   }
+  o.append(b, size_t(p - b));
 }
 
-std::string json_string(const std::string& s) {
-  std::string o = "\"";
+void append_json_string(std::string& o, std::string_view s) {
+  o += '"';
   for (unsigned char c : s) {
     if (c == '"' || c == '\\') {
       o += '\\';
@@ -251,14 +317,23 @@ std::string json_string(const std::string& s) {
       o += char(c);
     }
   }
-  return o + "\"";
+  o += '"';
 }
 
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
-  std::string o = "\"";
-  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return o + "\"";
+std::string json_string(const std::string& s) {
+  std::string o;
+  append_json_string(o, s);
+  return o;
+}
+
+void append_csv_field(std::string& o, std::string_view s) {
+  if (s.find_first_of(",\"\r\n") == std::string_view::npos) {
+    o += s;
+    return;
+  }
+  o += '"';
+  for (char c : s) o += c == '"' ? std::string_view("\"\"") : std::string_view(&c, 1);
+  o += '"';
 }
 
 }  // namespace
@@ -308,10 +383,13 @@ bool query(Store& s, const std::string& meter, const std::string& from, const st
   out.resolution = res;
   out.from = from;
   out.to = to;
-  std::vector<std::pair<std::string, Values>> rows;
+  Rows rows{out};
   if (res == Resolution::minute || res == Resolution::hour) {
+    const int64_t step = res == Resolution::minute ? 60 : 3600;
+    out.start(kColumnCount, size_t(std::clamp<int64_t>((d1->t1 - d0->t0) / step, 0, 1 << 20)));
     minute_rows(s, *id, d0->t0, d1->t1, res == Resolution::hour, rows);
   } else {
+    out.start(kColumnCount, 0);
     // a month starts at its first day, whatever `from` says
     const std::string first = res == Resolution::month ? month_of(from) + "-01" : from;
     const auto days = s.days(*id, first, local_day(d1->t1).date);
@@ -320,37 +398,29 @@ bool query(Store& s, const std::string& meter, const std::string& from, const st
     else
       month_rows(days, tariffs, rows);
   }
-  std::vector<int> used;
-  for (int c = 0; c < kColumnCount; ++c)
-    if (std::any_of(rows.begin(), rows.end(), [&](const auto& r) { return r.second[c]; }))
-      used.push_back(c);
+  std::vector<size_t> used;
+  for (size_t c = 0; c < kColumnCount; ++c)
+    if (rows.used[c]) used.push_back(c);
   out.columns.push_back({"time", 0});
-  for (int c : used) out.columns.push_back(all_columns()[size_t(c)]);
-  out.times.reserve(rows.size());
-  out.rows.reserve(rows.size());
-  for (auto& [time, values] : rows) {
-    out.times.push_back(std::move(time));
-    std::vector<std::optional<double>> row;
-    row.reserve(used.size());
-    for (int c : used) row.push_back(values[size_t(c)]);
-    out.rows.push_back(std::move(row));
-  }
-  if (std::find(used.begin(), used.end(), int(kCost)) != used.end() && !tariffs.empty())
-    out.currency = tariffs.back().currency;
+  for (size_t c : used) out.columns.push_back(all_columns()[c]);
+  const bool with_cost = rows.used[kCost];
+  out.pick(std::move(used));
+  if (with_cost && !tariffs.empty()) out.currency = tariffs.back().currency;
   return true;
 }
 
 std::string to_csv(const Table& t) {
   std::string o;
-  o.reserve(t.rows.size() * (24 + 10 * t.columns.size()) + 256);
-  for (size_t i = 0; i < t.columns.size(); ++i) o += (i ? "," : "") + csv_field(t.columns[i].name);
+  o.reserve(t.size() * (24 + 10 * t.columns.size()) + 256);
+  for (size_t i = 0; i < t.columns.size(); ++i) {
+    if (i) o += ',';
+    append_csv_field(o, t.columns[i].name);
+  }
   o += "\r\n";
-  for (size_t r = 0; r < t.rows.size(); ++r) {
-    o += csv_field(t.times[r]);
-    for (size_t i = 0; i < t.rows[r].size(); ++i) {
-      o += ',';
-      append_cell(o, t.rows[r][i], t.columns[i + 1].decimals, false);
-    }
+  for (size_t r = 0; r < t.size(); ++r) {
+    append_csv_field(o, t.time(r));
+    for (size_t i = 0; i + 1 < t.columns.size(); ++i)
+      append_cell(o, ',', t.value(r, i), t.columns[i + 1].decimals, false);
     o += "\r\n";
   }
   return o;
@@ -363,18 +433,30 @@ std::string to_json(const Table& t) {
                   ",\"columns\":[";
   for (size_t i = 0; i < t.columns.size(); ++i)
     o += (i ? "," : "") + json_string(t.columns[i].name);
-  o.reserve(o.size() + t.rows.size() * (32 + 10 * t.columns.size()) + 16);
+  o.reserve(o.size() + t.size() * (32 + 10 * t.columns.size()) + 16);
   o += "],\"rows\":[";
-  for (size_t r = 0; r < t.rows.size(); ++r) {
+  for (size_t r = 0; r < t.size(); ++r) {
     o += r ? ",[" : "[";
-    o += json_string(t.times[r]);
-    for (size_t i = 0; i < t.rows[r].size(); ++i) {
-      o += ',';
-      append_cell(o, t.rows[r][i], t.columns[i + 1].decimals, true);
-    }
+    append_json_string(o, t.time(r));
+    for (size_t i = 0; i + 1 < t.columns.size(); ++i)
+      append_cell(o, ',', t.value(r, i), t.columns[i + 1].decimals, true);
     o += ']';
   }
-  return o + "]}";
+  o += "]}";
+  return o;
+}
+
+void Table::start(size_t width, size_t rows_hint) {
+  width_ = width;
+  times_.reserve(rows_hint * 22);
+  time_end_.reserve(rows_hint);
+  cells_.reserve(rows_hint * width);
+}
+
+void Table::add_row(std::string_view time, const double* cells) {
+  times_.append(time);
+  time_end_.push_back(times_.size());
+  cells_.insert(cells_.end(), cells, cells + width_);
 }
 
 }  // namespace mp::history

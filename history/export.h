@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config/history_config.h"
@@ -23,14 +24,40 @@ struct Column {
   std::string name;
   int decimals = 0;
 };
-struct Table {
+// Rows are kept flat (one buffer of times, one of values): a month of minutes is 44 640 rows
+// and a vector per row was most of serve's time for it.
+class Table {
+ public:
   std::string meter;
   Resolution resolution = Resolution::day;
   std::string from, to;         // local dates, `to` included
   std::string currency;         // of the tariffs when a cost column is there
   std::vector<Column> columns;  // columns[0] is "time"
-  std::vector<std::string> times;
-  std::vector<std::vector<std::optional<double>>> rows;  // values of columns[1..]
+
+  size_t size() const { return time_end_.size(); }
+  std::string_view time(size_t row) const {
+    const size_t b = row ? time_end_[row - 1] : 0;
+    return std::string_view(times_).substr(b, time_end_[row] - b);
+  }
+  // The value of `row` in columns[c + 1]; nullopt for none.
+  std::optional<double> value(size_t row, size_t c) const {
+    const double v = cells_[row * width_ + picked_[c]];
+    if (v != v) return std::nullopt;  // NaN: none
+    return v;
+  }
+
+  // Building (history/export.cpp): rows of `width` cells (NaN for none), then the cells that
+  // make columns[1..] picked from them.
+  void start(size_t width, size_t rows_hint);
+  void add_row(std::string_view time, const double* cells);
+  void pick(std::vector<size_t> cells) { picked_ = std::move(cells); }
+
+ private:
+  std::string times_;
+  std::vector<size_t> time_end_;
+  size_t width_ = 0;
+  std::vector<double> cells_;
+  std::vector<size_t> picked_;
 };
 
 // The table of `meter` from local date `from` through `to` (both "YYYY-MM-DD", inclusive).

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <optional>
 #include <vector>
 
 #include "history/rollup.h"
@@ -46,12 +47,24 @@ bool parse_fields(std::string_view& s, std::map<std::string, double>& out) {
   return true;
 }
 
-int64_t to_ns(int64_t t) {
-  const int64_t a = t < 0 ? -t : t;
-  if (a < 100'000'000'000LL) return t * 1'000'000'000LL;  // seconds
-  if (a < 100'000'000'000'000LL) return t * 1'000'000LL;  // ms
-  if (a < 100'000'000'000'000'000LL) return t * 1'000LL;  // us
-  return t;
+// Readings are taken from 2000 to 2100 only: a timestamp outside is a damaged line (and the
+// days between two readings are all written, so one wild time would mean years of days).
+constexpr int64_t kFirstSecond = 946'684'800LL;   // 2000-01-01T00:00Z
+constexpr int64_t kLastSecond = 4'102'444'800LL;  // 2100-01-01T00:00Z
+
+// The timestamp in ns, its precision taken from its size; nullopt outside 2000..2100 (checked
+// before scaling: a wild value would overflow).
+std::optional<int64_t> to_ns(int64_t t) {
+  int64_t scale = 1;  // ns
+  if (t < 100'000'000'000LL)
+    scale = 1'000'000'000LL;  // seconds
+  else if (t < 100'000'000'000'000LL)
+    scale = 1'000'000LL;  // ms
+  else if (t < 100'000'000'000'000'000LL)
+    scale = 1'000LL;  // us
+  const int64_t per_s = 1'000'000'000LL / scale;
+  if (t < kFirstSecond * per_s || t >= kLastSecond * per_s) return std::nullopt;
+  return t * scale;
 }
 
 struct Key {
@@ -102,13 +115,20 @@ bool parse_lp_line(std::string_view line, LpPoint& out) {
   int64_t t = 0;
   auto [p, ec] = std::from_chars(line.data(), line.data() + line.size(), t);
   if (ec != std::errc() || p != line.data() + line.size()) return false;
-  out.time_ns = to_ns(t);
+  const auto ns = to_ns(t);
+  if (!ns) return false;
+  out.time_ns = *ns;
   return !out.measurement.empty();
 }
 
 bool import_lp_file(Store& s, const std::string& file, ImportStats& stats, std::string& error) {
   std::string text;
   if (!read_file(file, text, error)) return false;
+  import_lp_text(s, text, stats);
+  return true;
+}
+
+void import_lp_text(Store& s, std::string_view text, ImportStats& stats) {
   std::map<Key, Reading> readings;
   size_t pos = 0;
   while (pos < text.size()) {
@@ -168,7 +188,6 @@ bool import_lp_file(Store& s, const std::string& file, ImportStats& stats, std::
     s.rollback();
     throw;
   }
-  return true;
 }
 
 }  // namespace mp::history

@@ -21,7 +21,8 @@ struct LpPoint {
 };
 
 // One line of line protocol (no newline). False for a comment, an empty line or a line it
-// cannot read. The timestamp's precision is taken from its size (s, ms, us or ns).
+// cannot read. The timestamp's precision is taken from its size (s, ms, us or ns); a time
+// before 2000 or from 2100 on is a line it cannot read.
 bool parse_lp_line(std::string_view line, LpPoint& out);
 
 struct ImportStats {
@@ -31,5 +32,7 @@ struct ImportStats {
 // Reads FILE (.lp or .lp.gz) into the store: every `meter` tag becomes a meter. False with
 // `error` when the file cannot be read.
 bool import_lp_file(Store& s, const std::string& file, ImportStats& stats, std::string& error);
+// The same for the text of such a file, in one transaction (DbError when SQL fails).
+void import_lp_text(Store& s, std::string_view text, ImportStats& stats);
 
 }  // namespace mp::history

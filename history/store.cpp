@@ -104,8 +104,14 @@ const std::string kSchemaV1 =
     "CREATE TABLE bus_positions(publisher TEXT NOT NULL, topic TEXT NOT NULL,"
     " instance INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(publisher, topic));";
 
+// Version 2: the newest reading taken per meter, so that a reading met again (acquire's
+// journal after a crash, the bus) is known as taken.
+const std::string kSchemaV2 =
+    "CREATE TABLE taken(meter INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL,"
+    " receive_ns INTEGER NOT NULL);";
+
 const std::vector<std::string>& migrations() {
-  static const std::vector<std::string> m = {kSchemaV1};  // [i]: version i -> i + 1
+  static const std::vector<std::string> m = {kSchemaV1, kSchemaV2};  // [i]: version i -> i + 1
   return m;
 }
 
@@ -128,6 +134,8 @@ enum StmtId {
   kImportEnds,
   kDaysRange,
   kRelayRange,
+  kTakenPut,
+  kTakenGet,
   kStmtCount
 };
 
@@ -337,6 +345,19 @@ void Store::put_position(const Position& p) {
   q.run();
 }
 
+void Store::put_taken(int64_t meter, const Taken& t) {
+  auto& q =
+      stmt(kTakenPut, "INSERT OR REPLACE INTO taken(meter, time_ns, receive_ns) VALUES (?, ?, ?)");
+  q.bind(1, meter).bind(2, t.time_ns).bind(3, t.receive_ns).run();
+}
+
+std::optional<Taken> Store::taken(int64_t meter) {
+  auto& q = stmt(kTakenGet, "SELECT time_ns, receive_ns FROM taken WHERE meter = ?");
+  q.bind(1, meter);
+  if (!q.step()) return std::nullopt;
+  return Taken{q.i64(0), q.i64(1)};
+}
+
 int64_t Store::delete_before(int64_t t) {
   stmt(kDeleteMinutes, "DELETE FROM minutes WHERE t < ?").bind(1, t).run();
   const int64_t n = sqlite3_changes(db_);
@@ -376,13 +397,18 @@ std::optional<MinuteRow> Store::minute(int64_t meter, int64_t t) {
 }
 
 std::vector<MinuteRow> Store::minutes(int64_t meter, int64_t from, int64_t to) {
+  std::vector<MinuteRow> out;
+  for_each_minute(meter, from, to, [&](const MinuteRow& r) { out.push_back(r); });
+  return out;
+}
+
+void Store::for_each_minute(int64_t meter, int64_t from, int64_t to,
+                            const std::function<void(const MinuteRow&)>& fn) {
   static const std::string sql =
       "SELECT " + kMinuteCols + " FROM minutes WHERE meter = ? AND t >= ? AND t < ? ORDER BY t";
   auto& q = stmt(kMinutesRange, sql.c_str());
   q.bind(1, meter).bind(2, from).bind(3, to);
-  std::vector<MinuteRow> out;
-  while (q.step()) out.push_back(read_minute(q));
-  return out;
+  while (q.step()) fn(read_minute(q));
 }
 
 namespace {

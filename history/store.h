@@ -9,11 +9,13 @@
 //   days(meter, day, t0, t1, estimated, imp_t1 .. heat, peak_w, peak_t)
 //   relay_events(relay, t_ms, old_state, new_state, mode, reason, ok, error)
 //   bus_positions(publisher, topic, instance, seq)   what the committed rows include
+//   taken(meter, time_ns, receive_ns)   the newest reading the committed rows include (v2)
 #pragma once
 
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -46,9 +48,16 @@ struct Position {
   uint64_t instance = 0, seq = 0;
 };
 
+// A reading's place in a meter's order: its time (history/minutes.h reading_time_ns), then
+// when acquire received it (telegrams of one second share a meter time).
+struct Taken {
+  int64_t time_ns = INT64_MIN, receive_ns = INT64_MIN;
+  auto operator<=>(const Taken&) const = default;
+};
+
 class Store {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   // Opens (read_only: never creates or migrates) and checks the schema. nullptr with
   // `error` when the file is not a usable history database: the message names the file and
   // says what to do.
@@ -68,6 +77,7 @@ class Store {
   void put_day(int64_t meter, const DayRow& day);
   void put_relay_event(const RelayRecord& e);  // a second copy of one event is ignored
   void put_position(const Position& p);
+  void put_taken(int64_t meter, const Taken& t);
   // Deletes minutes and relay events before `t` (Unix seconds); returns the minutes deleted.
   int64_t delete_before(int64_t t);
 
@@ -75,9 +85,13 @@ class Store {
   std::optional<int64_t> find_meter(const std::string& name);
   std::vector<std::string> meter_names();
   std::vector<Position> positions();
+  std::optional<Taken> taken(int64_t meter);
   std::optional<int64_t> last_minute_t(int64_t meter);
   std::optional<MinuteRow> minute(int64_t meter, int64_t t);
   std::vector<MinuteRow> minutes(int64_t meter, int64_t from, int64_t to);  // t in [from, to)
+  // The same rows one by one, in time order, without keeping them.
+  void for_each_minute(int64_t meter, int64_t from, int64_t to,
+                       const std::function<void(const MinuteRow&)>& fn);
   // Up to `limit` rows before `t`, newest first; the first row at or after `t`.
   std::vector<Point> points_before(int64_t meter, int64_t t, int limit);
   std::optional<Point> point_from(int64_t meter, int64_t t);

@@ -34,7 +34,7 @@ bool fatal(const DbError& e) {
 
 }  // namespace
 
-HistoryWorker::HistoryWorker(Worker& w) : w_(w) {
+HistoryWorker::HistoryWorker(Worker& w) : w_(w), replay_(w.cfg()) {
   for (const auto& m : w.cfg().meters) meters_[m.name];
 }
 
@@ -53,7 +53,13 @@ bool HistoryWorker::open_store() {
       store_->begin();
       ms.id = store_->meter_id(name);
       store_->commit();
-      if (auto t = store_->last_minute_t(ms.id)) ms.last_closed_t = *t;
+      if (auto t = store_->last_minute_t(ms.id)) {
+        ms.last_closed_t = *t;
+        if (auto taken = store_->taken(ms.id))
+          ms.taken = *taken;
+        else if (auto row = store_->minute(ms.id, *t))  // (a database of schema 1: to the ms)
+          ms.taken = Taken{(row->last_ms + 1) * 1'000'000 - 1, INT64_MAX};
+      }
     }
   } catch (const DbError& e) {
     log::error("history: %s; running without history", e.what());
@@ -94,6 +100,7 @@ int HistoryWorker::run() {
     done_[{p.publisher, p.topic}] = p;
     ++restored;
   }
+  replay_journal();  // what a crash of everything took from the rings, from the disk
   // what came after the stored positions, now: a stop soon after this start keeps it too
   const size_t fetched = sub.catch_up();
   log::info(
@@ -138,21 +145,51 @@ void HistoryWorker::on_message(const bus::Message& m) {
   if (m.env.has_relay()) on_relay(m);
 }
 
+void HistoryWorker::replay_journal() {
+  uint64_t seen = 0;
+  const ReplayStats st = replay_.read_all([&](const Reading& r) {
+    auto it = meters_.find(r.meter);
+    if (it != meters_.end() && take_reading(it->second, r)) ++journal_readings_;
+    if (++seen % 512 == 0) w_.tick();  // a long journal (the first start) is no hang
+  });
+  if (st.records)
+    log::info(
+        "history: acquire's journal: %llu records, %llu readings, %llu of them newer than the "
+        "database (taken)",
+        (unsigned long long)st.records, (unsigned long long)st.readings,
+        (unsigned long long)journal_readings_);
+  // readings that were already taken are no duplicates of the bus
+  duplicates_ = 0;
+  w_.set_counter("journal_readings", journal_readings_);
+}
+
 void HistoryWorker::on_reading(const bus::Message& m) {
   auto it = meters_.find(m.env.reading().meter());
   if (it == meters_.end()) return;  // not a meter of this config
   MeterState& ms = it->second;
   Reading r;
   from_proto(m.env.reading(), r);
+  take_reading(ms, r);
+  ms.last = position_of(m);
+  // a topic without a stored position: commit one at once, so that a worker killed before
+  // its first regular commit is not left without a place to replay from
+  if (!done_.count({ms.last.publisher, ms.last.topic})) first_contact_ = true;
+}
+
+bool HistoryWorker::take_reading(MeterState& ms, const Reading& r) {
   const int64_t t_ns = reading_time_ns(r);
+  const Taken place{t_ns, r.receive_time_ns};
+  if (place <= ms.taken) {  // (from the journal and again from the bus)
+    ++duplicates_;
+    return false;
+  }
   const int64_t minute = (t_ns / 1'000'000'000 / 60) * 60 - (t_ns < 0 ? 60 : 0);
   ++readings_;
   if (ms.open && ms.open->t != minute) close_minute(ms);
   if (!ms.open) {
     if (minute < ms.last_closed_t) {  // a clock that went back: never rewrite a closed minute
       ++late_readings_;
-      ms.last = position_of(m);
-      return;
+      return false;
     }
     if (minute == ms.last_closed_t) {  // more readings of a closed minute: reopen it
       auto p = std::find_if(pending_.rbegin(), pending_.rend(), [&](const Pending& x) {
@@ -171,11 +208,9 @@ void HistoryWorker::on_reading(const bus::Message& m) {
     }
   }
   add_reading(*ms.open, r, t_ns);
-  ms.last = position_of(m);
-  // a topic without a stored position: commit one at once, so that a worker killed before
-  // its first regular commit is not left without a place to replay from
-  if (!done_.count({ms.last.publisher, ms.last.topic})) first_contact_ = true;
+  ms.taken = place;
   ms.last_rx_mono = clock::mono_ns();
+  return true;
 }
 
 void HistoryWorker::close_minute(MeterState& ms) {
@@ -212,6 +247,7 @@ void HistoryWorker::flush() {
   if (!store_) return;
   try {
     write_pending();
+    replay_.committed();
     first_contact_ = false;
     ++flushes_;
     pending_.clear();
@@ -254,6 +290,7 @@ void HistoryWorker::write_pending() {
   for (const auto& p : pending_) put(p.meter, p.row);
   for (auto& [name, ms] : meters_) {
     if (ms.open) put(ms.id, *ms.open);
+    if (ms.taken.time_ns != INT64_MIN) store_->put_taken(ms.id, ms.taken);
     if (!ms.last.topic.empty()) done_[{ms.last.publisher, ms.last.topic}] = ms.last;
   }
   for (const auto& e : pending_relays_) store_->put_relay_event(e);
@@ -292,6 +329,7 @@ void HistoryWorker::update_health() {
   w_.set_counter("transactions", flushes_);
   w_.set_counter("write_errors", write_errors_);
   w_.set_counter("minutes_deleted", deleted_minutes_);
+  w_.set_counter("duplicates", duplicates_);
   w_.gauge("pending_minutes", double(pending_.size()));
 }
 

@@ -282,6 +282,38 @@ TEST_CASE("store: minutes are rewritten not doubled; days from counters across a
   CHECK(s->integrity_check() == "ok");
 }
 
+TEST_CASE("store: schema 1 migrates to 2 (the newest reading taken per meter), rows kept") {
+  mp::test::TempDir dir("mphist");
+  std::string err;
+  {  // a schema 1 file: today's without the `taken` table
+    auto s = Store::open(dir.at("v1.sqlite"), false, err);
+    REQUIRE(s);
+    s->begin();
+    s->put_minute(s->meter_id("home"), row_at(1'800'000'000, 5'000, 7'000, 100));
+    s->commit();
+  }
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(dir.at("v1.sqlite").c_str(), &db) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "DROP TABLE taken; PRAGMA user_version=1", nullptr, nullptr, nullptr) ==
+          SQLITE_OK);
+  sqlite3_close(db);
+  CHECK_FALSE(Store::open(dir.at("v1.sqlite"), true, err));  // readers wait for the worker
+  CHECK(err.find("schema 1 is older") != std::string::npos);
+  auto s = Store::open(dir.at("v1.sqlite"), false, err);
+  REQUIRE(s);
+  const int64_t m = *s->find_meter("home");
+  CHECK(s->minute(m, 1'800'000'000));
+  CHECK_FALSE(s->taken(m));
+  s->begin();
+  s->put_taken(m, Taken{1'800'000'059'000'000'000, 1'800'000'059'100'000'000});
+  s->commit();
+  REQUIRE(s->taken(m));
+  CHECK(s->taken(m)->receive_ns == 1'800'000'059'100'000'000);
+  CHECK(Taken{1, 5} < Taken{2, 0});  // time first, then when it was received
+  CHECK(Taken{2, 0} < Taken{2, 1});
+  CHECK(Store::open(dir.at("v1.sqlite"), true, err));
+}
+
 TEST_CASE("store: a file that is not a usable history gives a clear error and stays as it is") {
   mp::test::TempDir dir("mphist");
   std::string err;
@@ -372,8 +404,8 @@ TEST_CASE("export: day and month tables with costs, CSV and JSON with the same c
       tariff("2026-07-01", 0.40, 0.35, 0.05, 1.50, 0.60, 0)};
   Table t;
   REQUIRE(query(*s, "home", "2026-06-29", "2026-07-02", Resolution::day, ts, t, err));
-  REQUIRE(t.rows.size() == 4);
-  CHECK(t.times[0] == "2026-06-29");
+  REQUIRE(t.size() == 4);
+  CHECK(t.time(0) == "2026-06-29");
   std::vector<std::string> names;
   for (const auto& c : t.columns) names.push_back(c.name);
   CHECK(names == std::vector<std::string>{"time", "energy_import_t1_kwh", "energy_import_t2_kwh",
@@ -381,11 +413,11 @@ TEST_CASE("export: day and month tables with costs, CSV and JSON with the same c
   // 1440 minutes x 2 Wh = 2.88 kWh (30 Wh a quarter: 120 W), 1.44 m3 a day; the price
   // changes on July 1st
   const size_t t1_col = 0, gas_col = 2, demand_col = 3, cost_col = 5;
-  CHECK(*t.rows[0][demand_col] == 120);
-  CHECK(*t.rows[0][t1_col] == doctest::Approx(2.88));
-  CHECK(*t.rows[0][gas_col] == doctest::Approx(1.44));
-  CHECK(*t.rows[1][cost_col] == doctest::Approx(2.88 * 0.30 + 1.44 * 1.20 + 0.50));
-  CHECK(*t.rows[2][cost_col] == doctest::Approx(2.88 * 0.40 + 1.44 * 1.50 + 0.60));
+  CHECK(*t.value(0, demand_col) == 120);
+  CHECK(*t.value(0, t1_col) == doctest::Approx(2.88));
+  CHECK(*t.value(0, gas_col) == doctest::Approx(1.44));
+  CHECK(*t.value(1, cost_col) == doctest::Approx(2.88 * 0.30 + 1.44 * 1.20 + 0.50));
+  CHECK(*t.value(2, cost_col) == doctest::Approx(2.88 * 0.40 + 1.44 * 1.50 + 0.60));
   const std::string csv = to_csv(t);
   CHECK(csv.rfind("time,energy_import_t1_kwh,energy_import_t2_kwh,gas_m3,demand_max_w,estimated,"
                   "cost\r\n",
@@ -398,17 +430,17 @@ TEST_CASE("export: day and month tables with costs, CSV and JSON with the same c
 
   Table months;
   REQUIRE(query(*s, "home", "2026-06-29", "2026-07-02", Resolution::month, ts, months, err));
-  REQUIRE(months.rows.size() == 2);
-  CHECK(months.times[0] == "2026-06");
-  CHECK(*months.rows[0][t1_col] == doctest::Approx(2 * 2.88));  // (the 28th has one row: 0)
+  REQUIRE(months.size() == 2);
+  CHECK(months.time(0) == "2026-06");
+  CHECK(*months.value(0, t1_col) == doctest::Approx(2 * 2.88));  // (the 28th has one row: 0)
   Table minutes;
   REQUIRE(query(*s, "home", "2026-06-30", "2026-06-30", Resolution::minute, ts, minutes, err));
-  CHECK(minutes.rows.size() == 1440);
-  CHECK(minutes.times[0] == "2026-06-30T00:00+02:00");
+  CHECK(minutes.size() == 1440);
+  CHECK(minutes.time(0) == "2026-06-30T00:00+02:00");
   Table hours;
   REQUIRE(query(*s, "home", "2026-06-30", "2026-06-30", Resolution::hour, ts, hours, err));
-  REQUIRE(hours.rows.size() == 24);
-  CHECK(hours.times[1] == "2026-06-30T01:00+02:00");
+  REQUIRE(hours.size() == 24);
+  CHECK(hours.time(1) == "2026-06-30T01:00+02:00");
   CHECK_FALSE(query(*s, "garage", "2026-06-30", "2026-06-30", Resolution::day, ts, t, err));
   CHECK(err.find("garage") != std::string::npos);
   CHECK_FALSE(query(*s, "home", "2026-06-31", "2026-06-30", Resolution::day, ts, t, err));
@@ -467,6 +499,13 @@ TEST_CASE("history import: line protocol lines, .lp and .lp.gz files") {
   CHECK_FALSE(parse_lp_line("# DML", p));
   CHECK_FALSE(parse_lp_line("electricity,meter=home power_net_w=1", p));
   CHECK_FALSE(parse_lp_line("electricity,meter=home power_net_w=1 12x", p));
+  // times before 2000 or from 2100 on are damaged lines (a wild one overflowed in ns)
+  CHECK_FALSE(parse_lp_line("electricity,meter=home power_net_w=1 17956476002", p));
+  CHECK_FALSE(parse_lp_line("electricity,meter=home power_net_w=1 -1700000000", p));
+  CHECK_FALSE(parse_lp_line("electricity,meter=home power_net_w=1 900000000", p));
+  CHECK_FALSE(parse_lp_line("electricity,meter=home power_net_w=1 9223372036854775807", p));
+  REQUIRE(parse_lp_line("electricity,meter=home power_net_w=1 4102444799999999999", p));
+  CHECK(p.time_ns == 4'102'444'799'999'999'999LL);
 
   AmsterdamTz tz;
   mp::test::TempDir dir("mphist");
