@@ -201,6 +201,7 @@ void Worker::tick() {
     h->set_worker(name_);
     h->set_pid(getpid());
     h->set_uptime_s(double(now - start_mono_) / 1e9);
+    h->set_send_mono_ns(now);
     for (const auto& [k, v] : counters_) (*h->mutable_counters())[k] = v;
     for (const auto& [k, v] : gauges_) (*h->mutable_gauges())[k] = v;
     for (const auto& [k, v] : info_) (*h->mutable_info())[k] = v;
