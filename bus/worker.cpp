@@ -101,7 +101,7 @@ int Worker::wait_ms() const {
   int64_t due;
   {
     std::lock_guard<std::mutex> l(mutex_);
-    due = changed_ ? std::min(next_health_mono_, next_idle_health_mono_) : next_idle_health_mono_;
+    due = changed_ || busy_ ? next_health_mono_ : next_idle_health_mono_;
   }
   const int64_t left = due - clock::mono_ns();
   if (left <= 0) return 0;
@@ -121,8 +121,9 @@ void Worker::sleep_until_due() {
 void Worker::mark_changed() {
   if (changed_) return;
   changed_ = true;
+  // while busy, the main loop wakes at the next heartbeat_period_ns point anyway
   const uint64_t one = 1;
-  if (changed_fd_ >= 0) (void)!::write(changed_fd_, &one, sizeof one);
+  if (!busy_ && changed_fd_ >= 0) (void)!::write(changed_fd_, &one, sizeof one);
 }
 
 void Worker::count(const std::string& c, uint64_t n) {
@@ -163,9 +164,18 @@ void Worker::progress(int slot) {
   if (slot >= 0 && size_t(slot) < slots_.size()) slots_[slot]->last = clock::mono_ns();
 }
 
+// A busy worker's heartbeat point (heartbeat_period_ns) that finds nothing new: no
+// heartbeat, the idle rhythm again. False then.
+bool Worker::due_with_news(int64_t now) {
+  std::lock_guard<std::mutex> l(mutex_);
+  if (changed_ || now >= next_idle_health_mono_) return true;
+  busy_ = false;
+  return false;
+}
+
 void Worker::tick() {
   const int64_t now = clock::mono_ns();
-  if (wait_ms() > 0) return;
+  if (wait_ms() > 0 || !due_with_news(now)) return;
   if (std::getenv("MP_SUPERVISED") && getppid() != parent_) {
     // the supervisor is gone (PR_SET_PDEATHSIG covers most cases; this covers the rest)
     log::warn("supervisor gone: stopping");
@@ -184,6 +194,7 @@ void Worker::tick() {
     std::lock_guard<std::mutex> l(mutex_);
     next_health_mono_ = (now / period + 1) * period;
     next_idle_health_mono_ = (now / idle + 1) * idle;
+    busy_ = changed_;
     changed_ = false;
     uint64_t n;
     if (changed_fd_ >= 0) (void)!::read(changed_fd_, &n, sizeof n);

@@ -70,6 +70,8 @@ class Worker {
   int64_t next_idle_health_mono_ = 0;  // due anyway (idle_heartbeat_period_ns grid)
   mutable std::mutex mutex_;
   bool changed_ = true;  // health content changed since the last heartbeat
+  bool busy_ = false;    // the last heartbeat had changes: the next is due on the short period
+  bool due_with_news(int64_t now);
   int changed_fd_ = -1;  // eventfd: readable once changed_ turned true (sleep_until_due)
   void mark_changed();   // with mutex_ held
   std::map<std::string, uint64_t> counters_;
