@@ -86,8 +86,9 @@ Worker::Worker(int argc, char** argv, const std::string& name) : name_(name) {
   start_mono_ = clock::mono_ns();
   next_health_mono_ = next_idle_health_mono_ = start_mono_;
   changed_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  // a thread shows progress at least twice per stall limit (watchdog_s / 2, tick())
-  wake::set_progress_period_ns(int64_t(cfg_.general.watchdog_s * 1e9 / 4));
+  // at most 1 s: the P1/SML stream reads end on it, not on the stop notice
+  wake::set_progress_period_ns(
+      std::min<int64_t>(1000000000LL, int64_t(cfg_.general.watchdog_s * 1e9 / 4)));
   parent_ = getppid();
 }
 
@@ -168,7 +169,7 @@ void Worker::progress(int slot) {
 // heartbeat, the idle rhythm again. False then.
 bool Worker::due_with_news(int64_t now) {
   std::lock_guard<std::mutex> l(mutex_);
-  if (changed_ || now >= next_idle_health_mono_) return true;
+  if (changed_ || now >= next_idle_health_mono_ || starting(now)) return true;
   busy_ = false;
   return false;
 }
@@ -194,7 +195,7 @@ void Worker::tick() {
     std::lock_guard<std::mutex> l(mutex_);
     next_health_mono_ = (now / period + 1) * period;
     next_idle_health_mono_ = (now / idle + 1) * idle;
-    busy_ = changed_;
+    busy_ = changed_ || starting(now);
     changed_ = false;
     uint64_t n;
     if (changed_fd_ >= 0) (void)!::read(changed_fd_, &n, sizeof n);

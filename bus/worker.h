@@ -3,8 +3,9 @@
 //
 // A worker's main loop waits at most `wait_ms()` for its own work and calls `tick()`; tick
 // publishes health/<worker> when due: within heartbeat_period_ns() (watchdog_s / 3, at most
-// 1.75 s) after its content changed, else every idle_heartbeat_period_ns() (watchdog_s / 2:
-// the supervisor's watchdog needs one per watchdog_s). A worker whose loop hangs stops
+// 1.75 s) after its content changed and in the first 10 s, else every
+// idle_heartbeat_period_ns() (watchdog_s / 2, at most 10 s: the supervisor's watchdog needs
+// one per watchdog_s). A worker whose loop hangs stops
 // heartbeating and the supervisor restarts it. Threads of a worker report progress with
 // `progress(slot)`; when one of them is stuck for longer than the watchdog, heartbeats stop too.
 #pragma once
@@ -43,7 +44,10 @@ class Worker {
   }
   // Nothing changed: general.watchdog_s / 2 (the supervisor kills after a whole watchdog_s
   // without one; serve shows a worker as down then too).
-  int64_t idle_heartbeat_period_ns() const { return int64_t(cfg_.general.watchdog_s * 1e9 / 2); }
+  // At most 10 s: a heartbeat lost now and then (a subscriber reconnecting) costs little.
+  int64_t idle_heartbeat_period_ns() const {
+    return std::min<int64_t>(10000000000LL, int64_t(cfg_.general.watchdog_s * 1e9 / 2));
+  }
   // Publishes health when due.
   void tick();
   // Sleeps until the heartbeat is due, the health content changed (from another thread:
@@ -72,6 +76,9 @@ class Worker {
   bool changed_ = true;  // health content changed since the last heartbeat
   bool busy_ = false;    // the last heartbeat had changes: the next is due on the short period
   bool due_with_news(int64_t now);
+  // The first 10 s: heartbeats on the short period (the first ones may reach subscribers
+  // that are still connecting: ZeroMQ drops them).
+  bool starting(int64_t now) const { return now - start_mono_ < 10000000000LL; }
   int changed_fd_ = -1;  // eventfd: readable once changed_ turned true (sleep_until_due)
   void mark_changed();   // with mutex_ held
   std::map<std::string, uint64_t> counters_;

@@ -23,6 +23,7 @@ check = ck.check
 
 BOUND_PER_S = 25
 WINDOW_S = 6
+STARTUP_S = 10  # Worker::starting (bus/worker.h)
 
 BODY = """
 [[meter]]
@@ -73,8 +74,11 @@ def test_idle_pipeline_sleeps():
         st = p.wait_running(15)
         if not check(st is not None, "every worker runs and heartbeats", p.log()[-5:]):
             return
-        # settle: start-up work (first heartbeats, connections, files) is over
-        time.sleep(3)
+        # settle: start-up work (connections, files, a worker's first 10 s of heartbeats on
+        # the short period: bus/worker.h) is over
+        settled = wait_for(lambda: (lambda st: st and all(
+            w["uptime_s"] >= STARTUP_S + 1 for w in st["workers"]))(p.status()), 40, 0.5)
+        check(settled, "every worker is past its start-up heartbeats", p.status())
         pids = [p.proc.pid] + [w["pid"] for w in p.status()["workers"] if w["pid"]]
         before = {pid: switches(pid) for pid in pids}
         t0 = time.monotonic()
