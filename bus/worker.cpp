@@ -1,7 +1,9 @@
 #include "bus/worker.h"
 
 #include <malloc.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -82,37 +84,72 @@ Worker::Worker(int argc, char** argv, const std::string& name) : name_(name) {
     std::exit(1);
   }
   start_mono_ = clock::mono_ns();
-  next_health_mono_ = start_mono_;
+  next_health_mono_ = next_idle_health_mono_ = start_mono_;
+  changed_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  // at most 1 s: the P1/SML stream reads end on it, not on the stop notice
   wake::set_progress_period_ns(
       std::min<int64_t>(1000000000LL, int64_t(cfg_.general.watchdog_s * 1e9 / 4)));
   parent_ = getppid();
 }
 
-Worker::~Worker() = default;
+Worker::~Worker() {
+  if (changed_fd_ >= 0) ::close(changed_fd_);
+}
 
 bool Worker::running() const { return !g_stop.load(); }
 
 int Worker::wait_ms() const {
-  int64_t left = next_health_mono_ - clock::mono_ns();
+  int64_t due;
+  {
+    std::lock_guard<std::mutex> l(mutex_);
+    due = changed_ || busy_ ? next_health_mono_ : next_idle_health_mono_;
+  }
+  const int64_t left = due - clock::mono_ns();
   if (left <= 0) return 0;
   return int(left / 1000000 + 1);
 }
 
+void Worker::sleep_until_due() {
+  pollfd p[2] = {{wake::stop_fd(), POLLIN, 0}, {changed_fd_, POLLIN, 0}};
+  const int ms = wait_ms();
+  if (ms > 0 && ::poll(p, 2, ms) > 0 && p[1].revents) {
+    uint64_t n;
+    (void)!::read(changed_fd_, &n, sizeof n);
+    if (const int again = wait_ms(); again > 0) (void)::poll(p, 1, again);  // until due
+  }
+}
+
+void Worker::mark_changed() {
+  if (changed_) return;
+  changed_ = true;
+  // while busy, the main loop wakes at the next heartbeat_period_ns point anyway
+  const uint64_t one = 1;
+  if (!busy_ && changed_fd_ >= 0) (void)!::write(changed_fd_, &one, sizeof one);
+}
+
 void Worker::count(const std::string& c, uint64_t n) {
   std::lock_guard<std::mutex> l(mutex_);
-  counters_[c] += n;
+  auto [it, added] = counters_.try_emplace(c, 0);
+  it->second += n;
+  if (added || n) mark_changed();
 }
 void Worker::set_counter(const std::string& c, uint64_t v) {
   std::lock_guard<std::mutex> l(mutex_);
-  counters_[c] = v;
+  auto [it, added] = counters_.try_emplace(c, v);
+  if (added || it->second != v) mark_changed();
+  it->second = v;
 }
 void Worker::gauge(const std::string& n, double v) {
   std::lock_guard<std::mutex> l(mutex_);
-  gauges_[n] = v;
+  auto [it, added] = gauges_.try_emplace(n, v);
+  if (added || it->second != v) mark_changed();
+  it->second = v;
 }
 void Worker::info(const std::string& k, const std::string& v) {
   std::lock_guard<std::mutex> l(mutex_);
-  info_[k] = v;
+  auto [it, added] = info_.try_emplace(k, v);
+  if (added || it->second != v) mark_changed();
+  it->second = v;
 }
 
 int Worker::add_thread(const std::string& what) {
@@ -128,9 +165,18 @@ void Worker::progress(int slot) {
   if (slot >= 0 && size_t(slot) < slots_.size()) slots_[slot]->last = clock::mono_ns();
 }
 
+// A busy worker's heartbeat point (heartbeat_period_ns) that finds nothing new: no
+// heartbeat, the idle rhythm again. False then.
+bool Worker::due_with_news(int64_t now) {
+  std::lock_guard<std::mutex> l(mutex_);
+  if (changed_ || now >= next_idle_health_mono_ || starting(now)) return true;
+  busy_ = false;
+  return false;
+}
+
 void Worker::tick() {
   const int64_t now = clock::mono_ns();
-  if (now < next_health_mono_) return;
+  if (wait_ms() > 0 || !due_with_news(now)) return;
   if (std::getenv("MP_SUPERVISED") && getppid() != parent_) {
     // the supervisor is gone (PR_SET_PDEATHSIG covers most cases; this covers the rest)
     log::warn("supervisor gone: stopping");
@@ -138,16 +184,21 @@ void Worker::tick() {
     wake::request_stop();
     return;
   }
-  // No more often than the watchdog and serve need: each one wakes every subscriber. On a
-  // grid of the (machine-wide) monotonic clock, so the workers' heartbeats leave together
+  // No more often than the watchdog and serve need: each one wakes every subscriber. On
+  // grids of the (machine-wide) monotonic clock, so the workers' heartbeats leave together
   // and the supervisor and serve take them in one wake-up instead of one each
   // (docs/ARCHITECTURE.md, "Threading").
-  const int64_t period = heartbeat_period_ns();
-  next_health_mono_ = (now / period + 1) * period;
+  const int64_t period = heartbeat_period_ns(), idle = idle_heartbeat_period_ns();
   meterpipe::Envelope env;
   auto* h = env.mutable_health();
   {
     std::lock_guard<std::mutex> l(mutex_);
+    next_health_mono_ = (now / period + 1) * period;
+    next_idle_health_mono_ = (now / idle + 1) * idle;
+    busy_ = changed_ || starting(now);
+    changed_ = false;
+    uint64_t n;
+    if (changed_fd_ >= 0) (void)!::read(changed_fd_, &n, sizeof n);
     // A stuck worker thread must make the whole worker look hung to the supervisor.
     const int64_t limit = int64_t(cfg_.general.watchdog_s * 1e9) / 2;
     for (const auto& s : slots_) {
@@ -162,6 +213,7 @@ void Worker::tick() {
     h->set_worker(name_);
     h->set_pid(getpid());
     h->set_uptime_s(double(now - start_mono_) / 1e9);
+    h->set_send_mono_ns(now);
     for (const auto& [k, v] : counters_) (*h->mutable_counters())[k] = v;
     for (const auto& [k, v] : gauges_) (*h->mutable_gauges())[k] = v;
     for (const auto& [k, v] : info_) (*h->mutable_info())[k] = v;

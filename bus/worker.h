@@ -2,10 +2,12 @@
 // its bus publisher, signal handling and the health heartbeat the supervisor watches.
 //
 // A worker's main loop waits at most `wait_ms()` for its own work and calls `tick()`; tick
-// publishes health/<worker> three times per general.watchdog_s, at most every 1.75 s
-// (heartbeat_period_ns()). A worker whose loop hangs stops heartbeating and
-// the supervisor restarts it. Threads of a worker report progress with `progress(slot)`;
-// when one of them is stuck for longer than the watchdog, heartbeats stop too.
+// publishes health/<worker> when due: within heartbeat_period_ns() (watchdog_s / 3, at most
+// 1.75 s) after its content changed and in the first 10 s, else every
+// idle_heartbeat_period_ns() (watchdog_s / 2, at most 10 s: the supervisor's watchdog needs
+// one per watchdog_s). A worker whose loop hangs stops
+// heartbeating and the supervisor restarts it. Threads of a worker report progress with
+// `progress(slot)`; when one of them is stuck for longer than the watchdog, heartbeats stop too.
 #pragma once
 
 #include <algorithm>
@@ -33,15 +35,25 @@ class Worker {
   const std::string& name() const { return name_; }
 
   bool running() const;
-  // Milliseconds until the next heartbeat is due (0..heartbeat period).
+  // Milliseconds until the next heartbeat is due (0..idle heartbeat period).
   int wait_ms() const;
-  // general.watchdog_s / 3 (the supervisor kills after a whole watchdog_s without one), at
-  // most 1.75 s (serve shows a worker as down after 3.5 s without one: kHealthStaleS).
+  // After a change of the health content: general.watchdog_s / 3, at most 1.75 s (counters
+  // reach `meterpipe status` and serve that soon).
   int64_t heartbeat_period_ns() const {
     return std::min<int64_t>(1750000000LL, int64_t(cfg_.general.watchdog_s * 1e9 / 3));
   }
+  // Nothing changed: general.watchdog_s / 2 (the supervisor kills after a whole watchdog_s
+  // without one; serve shows a worker as down then too).
+  // At most 10 s: a heartbeat lost now and then (a subscriber reconnecting) costs little.
+  int64_t idle_heartbeat_period_ns() const {
+    return std::min<int64_t>(10000000000LL, int64_t(cfg_.general.watchdog_s * 1e9 / 2));
+  }
   // Publishes health when due.
   void tick();
+  // Sleeps until the heartbeat is due, the health content changed (from another thread:
+  // the next heartbeat is then due sooner) or a stop was requested. For main loops that
+  // have nothing else to wait for.
+  void sleep_until_due();
 
   // Health content, thread-safe.
   void count(const std::string& counter, uint64_t n = 1);
@@ -58,8 +70,17 @@ class Worker {
   config::Config cfg_;
   std::unique_ptr<bus::Publisher> pub_;
   int64_t start_mono_;
-  int64_t next_health_mono_ = 0;
+  int64_t next_health_mono_ = 0;       // due after a change (heartbeat_period_ns grid)
+  int64_t next_idle_health_mono_ = 0;  // due anyway (idle_heartbeat_period_ns grid)
   mutable std::mutex mutex_;
+  bool changed_ = true;  // health content changed since the last heartbeat
+  bool busy_ = false;    // the last heartbeat had changes: the next is due on the short period
+  bool due_with_news(int64_t now);
+  // The first 10 s: heartbeats on the short period (the first ones may reach subscribers
+  // that are still connecting: ZeroMQ drops them).
+  bool starting(int64_t now) const { return now - start_mono_ < 10000000000LL; }
+  int changed_fd_ = -1;  // eventfd: readable once changed_ turned true (sleep_until_due)
+  void mark_changed();   // with mutex_ held
   std::map<std::string, uint64_t> counters_;
   std::map<std::string, double> gauges_;
   std::map<std::string, std::string> info_;

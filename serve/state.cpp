@@ -470,7 +470,7 @@ std::string State::status_json(const ServeInfo& self, int64_t now_wall, int64_t 
     append_key(s, first, name);
     const double age = w.have ? double(now_mono - w.last_mono_ns) / 1e9 : -1;
     s += "{\"up\":";
-    s += (w.have && age < kHealthStaleS) ? "true" : "false";
+    s += (w.have && age < health_stale_s_) ? "true" : "false";
     s += ",\"pid\":" + std::to_string(w.have ? w.health.pid() : 0) + ",\"uptime_s\":";
     if (w.have)
       append_number(s, w.health.uptime_s() + age);
@@ -604,7 +604,7 @@ std::string State::metrics_text(const ServeInfo& self, int64_t now_wall, int64_t
   for (const auto& [name, w] : workers_) {
     const double age = w.have ? double(now_mono - w.last_mono_ns) / 1e9 : -1;
     p.add("meterpipe_worker_up", "1 when the worker's heartbeat is fresh.", MetricType::gauge,
-          {{"worker", name}}, (w.have && age < kHealthStaleS) ? 1 : 0);
+          {{"worker", name}}, (w.have && age < health_stale_s_) ? 1 : 0);
     if (!w.have) continue;
     p.add("meterpipe_worker_heartbeat_age_seconds", "Age of the worker's last heartbeat.",
           MetricType::gauge, {{"worker", name}}, age);

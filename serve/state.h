@@ -149,8 +149,9 @@ class State {
   std::string reading_event_json(const meterpipe::Envelope& env) const;
   static std::string relay_event_json(const meterpipe::Envelope& env);
 
-  // Heartbeat older than this counts as down.
-  static constexpr double kHealthStaleS = 3.5;
+  // A heartbeat older than this counts as down: general.watchdog_s, after which the
+  // supervisor kills the worker too (a quiet worker heartbeats every watchdog_s / 2).
+  void set_health_stale_s(double s) { health_stale_s_ = s; }
 
  private:
   MeterState* meter_for(const std::string& name);
@@ -160,6 +161,7 @@ class State {
   std::map<std::string, MeterState> meters_;
   std::map<std::string, RelayState> relays_;
   std::map<std::string, WorkerState> workers_;
+  double health_stale_s_ = 5;
 };
 
 }  // namespace mp::serve

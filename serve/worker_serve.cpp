@@ -60,7 +60,9 @@ State initial_state(const config::Config& cfg) {
   std::vector<std::pair<std::string, std::string>> relays;
   for (const auto& m : cfg.meters) meters.push_back(m.name);
   for (const auto& r : cfg.relays) relays.push_back({r.name, r.meter});
-  return State(meters, relays, shown_workers(cfg));
+  State s(meters, relays, shown_workers(cfg));
+  s.set_health_stale_s(cfg.general.watchdog_s);
+  return s;
 }
 
 }  // namespace

@@ -182,6 +182,7 @@ class Supervisor {
   bool open_bus();
   bool wait_and_dispatch(bus::Poller& poller);  // false once a stop signal came
   int64_t next_deadline_mono() const;
+  bool awaiting_first_heartbeat() const;
   void watch_children(bool stopping);
   std::vector<notify::WorkerView> worker_views() const;
 
@@ -343,7 +344,10 @@ void Supervisor::handle_health(const bus::Message& m) {
   const auto& h = m.env.health();
   for (auto& c : children_) {
     if (c.name == h.worker() && c.pid == h.pid()) {
-      c.last_health_mono = clock::mono_ns();
+      // taken late in steady state (run()): its age counts from when it was sent
+      const int64_t now = clock::mono_ns();
+      c.last_health_mono =
+          h.send_mono_ns() > 0 ? std::clamp<int64_t>(h.send_mono_ns(), c.started_mono, now) : now;
       c.health = h;
     }
   }
@@ -591,9 +595,17 @@ int64_t Supervisor::next_deadline_mono() const {
     if (c.state == State::backoff) next = std::min(next, c.restart_at_mono);
     if (c.state != State::running || c.pid <= 0) continue;
     const int64_t since = c.last_health_mono ? c.last_health_mono : c.started_mono + 2000000000LL;
-    next = std::min(next, since + watchdog_ns + 1);
+    // a little late, so that the workers' heartbeats of one round are taken in one wake-up
+    const int64_t slack = std::min<int64_t>(250000000LL, watchdog_ns / 10);
+    next = std::min(next, since + watchdog_ns + slack);
   }
   return next;
+}
+
+bool Supervisor::awaiting_first_heartbeat() const {
+  for (const auto& c : children_)
+    if (c.state == State::running && c.pid > 0 && c.last_health_mono == 0) return true;
+  return false;
 }
 
 // Restarts what is due after its backoff, kills what stopped heartbeating.
@@ -623,12 +635,16 @@ int Supervisor::run() {
   log::info("meterpipe supervisor (pid %d): config %s, run_dir %s, workers: %zu", int(getpid()),
             opt_.config_file.c_str(), cfg_.general.run_dir.c_str(), children_.size());
   for (auto& c : children_) spawn(c);
-  bus::Poller poller;
-  poller.add(*health_);
-  poller.add(*ctl_);
+  // Heartbeats wake the supervisor only while a worker's first one is awaited; afterwards
+  // they wait in the socket until a watchdog deadline or a request (wait_and_dispatch takes
+  // them first) and count from when they were sent (docs/ARCHITECTURE.md, "Threading").
+  bus::Poller with_health, quiet;
+  with_health.add(*health_);
+  with_health.add(*ctl_);
+  quiet.add(*ctl_);
   bool stopping = false;
   while (!stopping) {
-    stopping = !wait_and_dispatch(poller);
+    stopping = !wait_and_dispatch(awaiting_first_heartbeat() ? with_health : quiet);
     watch_children(stopping);
     notify_.tick(worker_views(), clock::mono_ns());
   }

@@ -123,7 +123,7 @@ int UploadWorker::run() {
   Uploader up(*feed_, *target_, uploader_options());
   std::thread loop([&up] { up.run(); });
   while (w_.running()) {
-    wake::sleep_until(clock::mono_ns() + int64_t(w_.wait_ms()) * 1000000);  // the heartbeat
+    w_.sleep_until_due();  // the heartbeat
     report(up);
     w_.tick();
   }

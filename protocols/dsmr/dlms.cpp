@@ -1,10 +1,10 @@
 #include "protocols/dsmr/dlms.h"
 
-#include <openssl/evp.h>
-
 #include <cstdio>
 #include <cstring>
 #include <memory>
+
+#include "protocols/dsmr/lazy_crypto.h"
 
 namespace mp::dlms {
 
@@ -36,7 +36,8 @@ bool parse_hex_key(std::string_view s, Key& key) {
 }
 
 struct CtxFree {
-  void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
+  const Crypto* c;
+  void operator()(EVP_CIPHER_CTX* ctx) const { c->ctx_free(ctx); }
 };
 using Ctx = std::unique_ptr<EVP_CIPHER_CTX, CtxFree>;
 
@@ -180,23 +181,24 @@ bool decrypt(const uint8_t* frame, size_t n, const Keys& keys, std::string& plai
   size_t ct_len = h.total_len - h.header_len - kTagLen;
   const uint8_t* tag = frame + h.total_len - kTagLen;
 
-  Ctx ctx(EVP_CIPHER_CTX_new());
+  const Crypto* c = crypto(error);
+  if (!c) return false;
+  Ctx ctx(c->ctx_new(), CtxFree{c});
   int len = 0;
   std::string out(ct_len, '\0');
-  if (!ctx || EVP_DecryptInit_ex(ctx.get(), EVP_aes_128_gcm(), nullptr, nullptr, nullptr) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) != 1 ||
-      EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, keys.encryption.data(), iv) != 1 ||
-      EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad, sizeof aad) != 1 ||
-      EVP_DecryptUpdate(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len, ct,
+  if (!ctx || c->decrypt_init(ctx.get(), c->aes_128_gcm(), nullptr, nullptr, nullptr) != 1 ||
+      c->ctx_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) != 1 ||
+      c->decrypt_init(ctx.get(), nullptr, nullptr, keys.encryption.data(), iv) != 1 ||
+      c->decrypt_update(ctx.get(), nullptr, &len, aad, sizeof aad) != 1 ||
+      c->decrypt_update(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len, ct,
                         static_cast<int>(ct_len)) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(kTagLen),
-                          const_cast<uint8_t*>(tag)) != 1) {
+      c->ctx_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(kTagLen),
+                  const_cast<uint8_t*>(tag)) != 1) {
     error = "AES-GCM setup failed (OpenSSL)";
     return false;
   }
   int fin = 0;
-  if (EVP_DecryptFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(out.data()) + len, &fin) !=
-      1) {
+  if (c->decrypt_final(ctx.get(), reinterpret_cast<unsigned char*>(out.data()) + len, &fin) != 1) {
     error =
         "authentication failed: GCM tag mismatch (wrong encryption/authentication key or damaged "
         "frame)";
@@ -229,19 +231,22 @@ std::string encrypt(std::string_view plaintext, const Keys& keys,
   size_t ct_at = f.size();
   f.resize(ct_at + plaintext.size() + kTagLen);
 
-  Ctx ctx(EVP_CIPHER_CTX_new());
+  std::string error;
+  const Crypto* c = crypto(error);
+  if (!c) return {};
+  Ctx ctx(c->ctx_new(), CtxFree{c});
   int len = 0, fin = 0;
   auto* out = reinterpret_cast<unsigned char*>(f.data()) + ct_at;
-  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_128_gcm(), nullptr, nullptr, nullptr) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) != 1 ||
-      EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, keys.encryption.data(), iv) != 1 ||
-      EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad, sizeof aad) != 1 ||
-      EVP_EncryptUpdate(ctx.get(), out, &len,
+  if (!ctx || c->encrypt_init(ctx.get(), c->aes_128_gcm(), nullptr, nullptr, nullptr) != 1 ||
+      c->ctx_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) != 1 ||
+      c->encrypt_init(ctx.get(), nullptr, nullptr, keys.encryption.data(), iv) != 1 ||
+      c->encrypt_update(ctx.get(), nullptr, &len, aad, sizeof aad) != 1 ||
+      c->encrypt_update(ctx.get(), out, &len,
                         reinterpret_cast<const unsigned char*>(plaintext.data()),
                         static_cast<int>(plaintext.size())) != 1 ||
-      EVP_EncryptFinal_ex(ctx.get(), out + len, &fin) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTagLen),
-                          out + plaintext.size()) != 1)
+      c->encrypt_final(ctx.get(), out + len, &fin) != 1 ||
+      c->ctx_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTagLen),
+                  out + plaintext.size()) != 1)
     return {};
   return f;
 }

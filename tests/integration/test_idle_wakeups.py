@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """An idle pipeline sleeps (issue 22): with the meter silent (a TCP dongle that accepts and
 sends nothing), the demo's workers (acquire, process, actuate with a sim relay, upload to
-daily files, serve) and the supervisor together wake up at most 30 times a second: three
-times the goal of docs/ARCHITECTURE.md ("Threading"), so that a loop polling with a short
-timeout again (one such loop costs 4-10 wake-ups a second) fails here. Wake-ups are counted
+daily files, serve) and the supervisor together wake up at most 25 times a second (about
+15 measured on a loaded 2-core machine; the goal of issue 22 is 10), so that a loop polling
+with a short timeout again (one such loop costs 4-10 wake-ups a second) fails here. Wake-ups are counted
 as the voluntary context switches of every thread (/proc/PID/task/*/status): each one is a
 sleep that ended. Figures: bench/bench_efficiency.py.
 Environment (ctest): MP_BIN_DIR; one line per check, exit 1 on any failure.
@@ -21,8 +21,9 @@ from mptest import TcpPeer, wait_for  # noqa: E402
 ck = mptest.Checker()
 check = ck.check
 
-BOUND_PER_S = 30
+BOUND_PER_S = 25
 WINDOW_S = 6
+STARTUP_S = 10  # Worker::starting (bus/worker.h)
 
 BODY = """
 [[meter]]
@@ -73,8 +74,11 @@ def test_idle_pipeline_sleeps():
         st = p.wait_running(15)
         if not check(st is not None, "every worker runs and heartbeats", p.log()[-5:]):
             return
-        # settle: start-up work (first heartbeats, connections, files) is over
-        time.sleep(3)
+        # settle: start-up work (connections, files, a worker's first 10 s of heartbeats on
+        # the short period: bus/worker.h) is over
+        settled = wait_for(lambda: (lambda st: st and all(
+            w["uptime_s"] >= STARTUP_S + 1 for w in st["workers"]))(p.status()), 40, 0.5)
+        check(settled, "every worker is past its start-up heartbeats", p.status())
         pids = [p.proc.pid] + [w["pid"] for w in p.status()["workers"] if w["pid"]]
         before = {pid: switches(pid) for pid in pids}
         t0 = time.monotonic()
