@@ -55,6 +55,7 @@ void read_tariff(Checker& c, const toml::table& t, const std::string& path, Tari
   s.number("gas_per_m3", out.gas_per_m3, -kMax, kMax);
   s.number("fixed_per_day", out.fixed_per_day, -kMax, kMax);
   s.number("capacity_per_kw_month", out.capacity_per_kw_month, 0, kMax);
+  s.number("capacity_min_kw", out.capacity_min_kw, 0, kMax);
   s.finish();
 }
 

@@ -26,6 +26,7 @@ struct Tariff {
   double gas_per_m3 = 0;
   double fixed_per_day = 0;
   double capacity_per_kw_month = 0;  // on the month's highest quarter-hour demand
+  double capacity_min_kw = 2.5;      // the demand billed at least (Flanders: 2.5 kW)
   int line = 0;
 };
 

@@ -244,7 +244,7 @@ void month_rows(const std::vector<DayRow>& days, const std::vector<config::Tarif
     }
     if (peak >= 0) v[kDemand] = double(peak);
     v[kEstimated] = estimated ? 1 : 0;
-    if (any_cost) v[kCost] = cost + (peak > 0 ? capacity_cost(tariffs, dates, peak) : 0.0);
+    if (any_cost) v[kCost] = cost + (peak >= 0 ? capacity_cost(tariffs, dates, peak) : 0.0);
     out.add(month, v);
   }
 }

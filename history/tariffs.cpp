@@ -1,5 +1,7 @@
 #include "history/tariffs.h"
 
+#include <algorithm>
+
 namespace mp::history {
 
 namespace {
@@ -34,10 +36,11 @@ std::optional<double> day_cost(const std::vector<config::Tariff>& tariffs, const
 double capacity_cost(const std::vector<config::Tariff>& tariffs,
                      const std::vector<std::string>& dates, int64_t peak_w) {
   double sum = 0;
+  const double peak_kw = double(peak_w) / 1000.0;
   for (const auto& date : dates)
     if (const config::Tariff* t = tariff_for(tariffs, date))
-      sum += t->capacity_per_kw_month / days_in_month(date);
-  return sum * double(peak_w) / 1000.0;
+      sum += t->capacity_per_kw_month / days_in_month(date) * std::max(peak_kw, t->capacity_min_kw);
+  return sum;
 }
 
 }  // namespace mp::history

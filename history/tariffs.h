@@ -21,8 +21,9 @@ const config::Tariff* tariff_for(const std::vector<config::Tariff>& tariffs,
 // The cost of a day's energy, gas and fixed price; nullopt without a tariff for its date.
 std::optional<double> day_cost(const std::vector<config::Tariff>& tariffs, const DayRow& d);
 
-// The capacity part of a month's cost: `peak_w` (the month's highest quarter hour) times
-// each day's capacity price / days in the month, summed over `dates` (the days with data).
+// The capacity part of a month's cost: `peak_w` (the month's highest quarter hour; at least
+// the day's tariff's capacity_min_kw) times each day's capacity price / days in the month,
+// summed over `dates` (the days with data).
 double capacity_cost(const std::vector<config::Tariff>& tariffs,
                      const std::vector<std::string>& dates, int64_t peak_w);
 

@@ -229,6 +229,11 @@ TEST_CASE("costs: the tariff of each day's date, export lowers the cost, capacit
   for (int i = 1; i <= 30; ++i)
     june.push_back("2026-06-" + std::string(i < 10 ? "0" : "") + std::to_string(i));
   CHECK(capacity_cost(ts, june, 3200) == doctest::Approx(3.2 * 4.0));
+  // below the minimum (Flanders: 2.5 kW, the default) the minimum is billed; 0 bills the peak
+  CHECK(capacity_cost(ts, june, 1200) == doctest::Approx(2.5 * 4.0));
+  auto no_min = ts;
+  for (auto& t : no_min) t.capacity_min_kw = 0;
+  CHECK(capacity_cost(no_min, june, 1200) == doctest::Approx(1.2 * 4.0));
 }
 
 TEST_CASE("store: minutes are rewritten not doubled; days from counters across an outage") {
