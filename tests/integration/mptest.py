@@ -544,6 +544,18 @@ def acquire_health(run_dir):
     return worker_of(status_json(run_dir), "acquire")
 
 
+def fresh_acquire_health(run_dir, timeout=15):
+    """acquire's status entry from a heartbeat sent after this call (heartbeats carry the
+    counters), None on timeout."""
+    t0 = time.monotonic()
+
+    def fresh():
+        w = acquire_health(run_dir)
+        age = w.get("last_health_age_s") if w else None
+        return w if age is not None and age < time.monotonic() - t0 else None
+    return wait_for(fresh, timeout, 0.2)
+
+
 def state_is(run_dir, meter, want):
     """acquire's status entry when its info says state_<meter> = want, else None."""
     w = acquire_health(run_dir)
