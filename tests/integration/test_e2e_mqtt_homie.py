@@ -227,9 +227,13 @@ def test_homie_will(p, sub):
     check(sub.wait(lambda: any(m.payload == "ready"
                                for m in sub.messages(DEV + "/$state", since=t1)), 30),
           "the restarted worker: $state ready again")
+    st = p.status()
     p.stop(remove=False)
     check(sub.wait(lambda: sub.last(DEV + "/$state") == "disconnected", 10),
-          "a clean stop -> $state disconnected", sub.last(DEV + "/$state"))
+          "a clean stop -> $state disconnected",
+          (sub.last(DEV + "/$state"), [(m.payload, round(m.time - t1, 2))
+                                       for m in sub.messages(DEV + "/$state", since=t1)],
+           p.worker("mqtt", st), p.log_matching(r"^(supervisor|mqtt): (warn|error)")))
 
 
 broker_port = [0]
