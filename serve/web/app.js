@@ -8,6 +8,7 @@
   const st = {
     meter: null, last: {}, relays: new Map(), hour: [], day: [], range: "hour",
     dirty: true, ws: null, lastMsg: 0, session: null, ended: false,
+    results: new Map(),  // relay -> the last switch's result line, kept across re-renders
   };
   const $ = (id) => document.getElementById(id);
 
@@ -131,6 +132,8 @@
       dur.append(el("option", { value: v }, t));
     }
     const msg = el("span", { class: "small", "data-result": name });
+    const last = st.results.get(name);
+    if (last) { msg.textContent = last.text; msg.dataset.ok = String(last.ok); }
     for (const mode of ["on", "off", "auto"]) {
       const b = el("button", { class: "act", type: "button", "data-mode": mode }, mode);
       b.addEventListener("click", () => switchRelay(name, mode, mode === "auto" ? 0 : Number(dur.value), msg));
@@ -139,7 +142,15 @@
     box.append(dur, msg);
     return box;
   }
+  // The result line of a relay's last switch: kept in st.results, since the relay list is
+  // drawn again at each update (the live socket, the status poll).
+  function showResult(name, text, ok) {
+    st.results.set(name, { text, ok });
+    const m = document.querySelector('[data-result="' + CSS.escape(name) + '"]');
+    if (m) { m.textContent = text; m.dataset.ok = String(ok); }
+  }
   async function switchRelay(name, mode, forS, msg) {
+    st.results.delete(name);
     msg.textContent = "…";
     try {
       const r = await fetch("/api/relays/" + encodeURIComponent(name), {
@@ -149,12 +160,11 @@
       });
       const j = await r.json().catch(() => ({}));
       if (r.status === 401) { location.href = "/login"; return; }
-      if (!r.ok) { msg.textContent = "refused: " + (j.error || ("HTTP " + r.status)); msg.dataset.ok = "false"; return; }
+      if (!r.ok) { showResult(name, "refused: " + (j.error || ("HTTP " + r.status)), false); return; }
       applyControl(name, j.status);
+      st.results.set(name, { text: "done: " + mode + (forS ? " for " + Math.round(forS / 60) + " min" : ""), ok: true });
       renderRelays();
-      const m = document.querySelector('[data-result="' + CSS.escape(name) + '"]');
-      if (m) { m.textContent = "done: " + mode + (forS ? " for " + Math.round(forS / 60) + " min" : ""); m.dataset.ok = "true"; }
-    } catch (e) { msg.textContent = "failed: " + e.message; msg.dataset.ok = "false"; }
+    } catch (e) { showResult(name, "failed: " + e.message, false); }
   }
   function applyControl(name, status) {
     if (!status) return;
