@@ -54,7 +54,8 @@ class LocalClock {
  public:
   // "YYYY-MM-DDTHH:MM+hh:mm" of `t` (a minute start) appended to `out`.
   void append_text(int64_t t, std::string& out) {
-    const int minute = quarter(t).tm_min + int((t - quarter_) / 60);
+    const std::tm& q = quarter(t);  // sets quarter_: before the difference below
+    const int minute = q.tm_min + int((t - quarter_) / 60);
     if (minute > 59) {  // (an offset that is not whole quarters: none since 1970)
       std::tm tm{};
       const time_t tt = time_t(t);
