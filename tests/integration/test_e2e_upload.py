@@ -268,13 +268,21 @@ class Pipeline(mptest.Supervisor):
             return None
         self.frozen = w["pid"]
         os.kill(self.frozen, signal.SIGSTOP)
-        time.sleep(1.6)  # in-flight frames decoded; one more health tick of process
-        p = self.worker("process")
+        # frames still queued in the frozen acquire never reached its journal: not expected.
+        # Every journaled frame reaches process (its heartbeat carries readings_home, sent
+        # within 1.75 s of a change): wait for that rather than for a fixed time.
+        journaled = mptest.journal_frames(self.state_dir) - self.journal0
+
+        def settled():
+            st = self.fresh_status(["process"])
+            p = st and self.worker("process", st)
+            if p and p["counters"].get("readings_home", 0) >= journaled:
+                return p
+            return None
+        p = wait_for(settled, 30, 0.2) or self.worker("process")
         if not p:
             return None
-        # frames still queued in the frozen acquire never reached its journal: not expected
-        return min(p["counters"].get("readings_home", 0),
-                   mptest.journal_frames(self.state_dir) - self.journal0)
+        return min(p["counters"].get("readings_home", 0), journaled)
 
     def thaw(self):
         if self.frozen and alive(self.frozen):
@@ -430,6 +438,18 @@ def upload_counters(p):
     return w.get("counters", {}), w.get("gauges", {})
 
 
+def wait_upload_counters(p, n):
+    """upload's counters once they say received = sent = n and nothing pending (heartbeats
+    carry them, within 1.75 s of a change), or the last ones after a generous deadline."""
+    def done():
+        cn, g = upload_counters(p)
+        if (cn.get("points_received") == n and cn.get("points_sent") == n
+                and g.get("points_pending") == 0):
+            return cn, g
+        return None
+    return wait_for(done, 30, 0.2) or upload_counters(p)
+
+
 def influx_upload(url, db, run_tag, extra=""):
     return ('target = "influxdb1"\nurl = "%s"\ndatabase = "%s"\nprecision = "ns"\n'
             'batch_size = 100\nbatch_age_s = 0.5\ntags = { run = "%s" }\n%s'
@@ -452,8 +472,7 @@ def scenario_basic(ix):
         info(L, "%s readings published in 8 s, %d points queried back %.1f s after the last"
              % (n_pub, c, dt))
         compare_points(L, ix, "e1", "run='basic'", reads, head=k)
-        time.sleep(1.1)
-        cn, g = upload_counters(p)
+        cn, g = wait_upload_counters(p, n_pub)
         check(L, cn.get("points_received") == n_pub and cn.get("points_sent") == n_pub
               and g.get("points_pending") == 0,
               "upload counters: received = sent = %s, nothing pending" % n_pub,
@@ -508,8 +527,7 @@ def scenario_outage():
         info(L, "backlog delivered %.1f s after influxd came back (backoff 1 s .. 5 min, "
              "/ping probed every 2 s)" % (time.monotonic() - t_back))
         compare_points(L, ix, "e2", "run='outage'", reads, head=k)
-        time.sleep(1.2)
-        cn, g = upload_counters(p)
+        cn, g = wait_upload_counters(p, n_pub)
         w = p.worker("upload")
         check(L, w and w["restarts"] == 0 and cn.get("points_received") == n_pub and
               cn.get("points_sent") == n_pub and g.get("points_pending") == 0,
