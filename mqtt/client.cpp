@@ -212,13 +212,33 @@ void Client::goodbye() {
                     opt_.goodbye_payload.data(), 1, true);
   mosquitto_disconnect(m_);
   const int64_t until = clock::mono_ns() + 1'000'000'000LL;
+  flush_writes(until);
+  await_broker_close(until);
+  connected_ = false;
+  out_.set_connected(false);
+}
+
+void Client::flush_writes(int64_t until) {
   while (mosquitto_socket(m_) >= 0 && mosquitto_want_write(m_) && clock::mono_ns() < until) {
     pollfd p{mosquitto_socket(m_), POLLOUT, 0};
     ::poll(&p, 1, 100);
     if (mosquitto_loop_write(m_, 1) != MOSQ_ERR_SUCCESS) break;
   }
-  connected_ = false;
-  out_.set_connected(false);
+}
+
+void Client::await_broker_close(int64_t until) {
+  // The broker closes the connection once it has read DISCONNECT. Closing ours first while
+  // its PUBACK of the goodbye sits unread in our receive buffer makes the kernel send a TCP
+  // reset, and a broker that gets the reset before it has read DISCONNECT publishes the Will
+  // ("lost") instead of the goodbye: read (and discard) until the broker's end of stream.
+  while (mosquitto_socket(m_) >= 0) {
+    const int64_t left_ms = (until - clock::mono_ns()) / 1'000'000;
+    if (left_ms <= 0) break;
+    pollfd p{mosquitto_socket(m_), POLLIN, 0};
+    const int n = ::poll(&p, 1, int(std::min<int64_t>(left_ms, 100)));
+    if (n < 0 && errno != EINTR) break;
+    if ((n > 0 || opt_.tls) && mosquitto_loop_read(m_, 1) != MOSQ_ERR_SUCCESS) break;
+  }
 }
 
 void Client::close_client() {

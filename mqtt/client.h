@@ -91,6 +91,8 @@ class Client {
   void drain_outbox();
   void wait_backoff();
   void goodbye();
+  void flush_writes(int64_t until_mono_ns);
+  void await_broker_close(int64_t until_mono_ns);
   void fail(const std::string& reason, bool refused_tcp = false);
   std::string key(const char* k) const { return opt_.health_prefix + k; }
   std::string rc_text(int rc, int err) const;
