@@ -405,6 +405,10 @@ def test_smallest_watchdog():
     cfg = d.config(watchdog_s=1)
     sup = Supervisor(cfg)
     try:
+        # the 4 s window starts once every worker runs and heartbeats (a loaded machine may
+        # take a while to start them)
+        check(wait_for(sup.all_running, 30, 0.1) is not None,
+              "watchdog_s = 1: every worker running", sup.log()[-5:])
         time.sleep(4)
         kills = [l for l in sup.log() if "no heartbeat" in l]
         check(not kills, "watchdog_s = 1: no healthy worker killed in 4 s", kills[:3])
