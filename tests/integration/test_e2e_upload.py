@@ -431,8 +431,8 @@ def compare_points(label, db_server, db, where, readings, what="points", head=0)
     return set(got)
 
 
-def upload_counters(p):
-    w = p.worker("upload")
+def upload_counters(p, st=None):
+    w = p.worker("upload", st)
     if not w:
         return {}, {}
     return w.get("counters", {}), w.get("gauges", {})
@@ -647,10 +647,14 @@ def scenario_hang_then_sigterm(ix):
             return
         t0 = time.monotonic()
         samples = []
-        while time.monotonic() - t0 < 12:
+        while len(samples) < 6:
             time.sleep(2)
-            cn, g = upload_counters(p)
-            samples.append((round(time.monotonic() - t0), p.counters("acquire").get(
+            # each sample from a heartbeat of acquire sent after the previous sample was read
+            # (they come within 1.75 s of a change, later on a loaded machine): two samples
+            # never show the same heartbeat
+            st = p.fresh_status(["acquire"])
+            cn, g = upload_counters(p, st)
+            samples.append((round(time.monotonic() - t0), p.counters("acquire", st).get(
                 "journal_records"), cn.get("points_sent")))
         info(L, "(t, acquire journal_records, upload points_sent): %s" % samples)
         jr = [s[1] for s in samples if s[1] is not None]
@@ -720,7 +724,8 @@ def scenario_hang_then_sigterm(ix):
               "every reading of both runs is in InfluxDB (%d points for %d distinct tapped "
               "times + up to %d + %d untapped; missing %d)"
               % (len(rows), len(union), k1, k2, len(missing)), missing[:5])
-        time.sleep(1.2)
+        # the drain reaches upload's heartbeat within 1.75 s (later on a loaded machine)
+        wait_for(lambda: upload_counters(p)[1].get("points_pending") == 0, 30, 0.2)
         cn, g = upload_counters(p)
         check(L, g.get("points_pending") == 0, "nothing pending after the drain", (cn, g))
         rc, dt = p.stop()
@@ -753,8 +758,14 @@ def scenario_late_upload(ix):
         n_pub = p.freeze()
         reads, k = expected(L, p, n_pub)
         times, _ = distinct_times(L, reads)
-        wait_points(ix, "e8", "run='late'", len(times) + k, 5)
-        time.sleep(1.2)
+        wait_points(ix, "e8", "run='late'", len(times) + k, 30)
+
+        # upload's counters travel in its heartbeat (within 1.75 s of a change, later on a
+        # loaded machine): wait until they account for every reading (or name a loss)
+        def accounted():
+            c = upload_counters(p)[0]
+            return c.get("points_received") == n_pub or c.get("bus_lost", 0) > 0
+        wait_for(accounted, 30, 0.2)
         cn, g = upload_counters(p)
         info(L, "process published %s readings; upload received %s (bus_lost %s, bus_replayed %s)"
              % (n_pub, cn.get("points_received"), cn.get("bus_lost"), cn.get("bus_replayed")))
