@@ -333,15 +333,17 @@ def expect_all(label, run, ix, tag, what="the readings", already=0, earlier_time
     want = len(tap_times) + k + already
     known = tap_times | set(earlier_times)
     # with an earlier run, any point of this one (tapped or not: the first k, and the `already`
-    # points of the earlier run) may share its second with another: at least every known time
-    want_min = len(known) if earlier_times else want
+    # points of the earlier run) may share its second with another: at least every known time.
+    # The k readings the tap missed may share seconds too (the simulated meter stamps the
+    # telegrams it sends late in a row, on a loaded machine, with one second): at least one.
+    want_min = len(known) if earlier_times else len(tap_times) + min(k, 1) + already
     wait_for(lambda: set(ix.times(tag) or []) >= known and ix.count(tag) >= want_min, 15, 0.3)
     got = ix.times(tag) or []
     missing = sorted(known - set(got))
     check(label, not missing and want_min <= len(got) <= want and len(set(got)) == len(got),
           "%s: %d readings -> %d points in InfluxDB (run='%s', %s), every tapped one present"
           % (what, n_pub or 0, len(got), tag,
-             "exactly %d" % want if want_min == want else "%d..%d: meter seconds of both runs "
+             "exactly %d" % want if want_min == want else "%d..%d: meter seconds may "
              "coincide" % (want_min, want)),
           {"want": want, "want_min": want_min, "missing": missing[:5]})
     # upload's counters travel in its heartbeat (within 1.75 s of a change, later on a loaded
