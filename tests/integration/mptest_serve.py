@@ -302,10 +302,10 @@ class Serve:
         if not check(wait_for(self.last, 15, 0.1) is not None,
                      "serve answers /api/last/home with a reading"):
             return False
-        self.serve_pid = wait_for(lambda: worker_pid(self.cfg, "serve"), 5)
+        self.serve_pid = wait_for(lambda: worker_pid(self.cfg, "serve"), 15)
         check(self.serve_pid, "serve runs under the supervisor", status_json(cfg=self.cfg))
         check(wait_for(self.all_up, 10, 0.2), "every worker's heartbeat reaches serve")
-        wait_for(lambda: len(self.tap.readings()) >= 2 * RATE_HZ, 5)
+        wait_for(lambda: len(self.tap.readings()) >= 2 * RATE_HZ, 20)
         return True
 
     def ws(self, rcvbuf=None):

@@ -79,7 +79,10 @@ def test_failing_and_hanging_commands():
               [(round(t - t0, 1), e["reason"], e["ok"]) for t, e in fl])
         ons = [c for c in env.calls(t0) if c[1] == "flaky" and c[2] == "on"]
         check(len(ons) == len(fl) == 2, "the on command ran once per attempt", env.calls(t0))
-        w = sup.worker("actuate")
+        # the gauge travels in actuate's heartbeat (within watchdog_s / 3 of a change, later
+        # on a loaded machine)
+        w = wait_for(lambda: (lambda x: x if x and x["gauges"].get("relay_flaky") == 1 else None)(
+            sup.worker("actuate")), 15, 0.2) or sup.worker("actuate")
         check(w and w["gauges"].get("relay_flaky") == 1,
               "after the successful retry status shows relay_flaky = 1", w and w["gauges"])
         if check(hg, "hanging command: an event comes", summary(evs)):
@@ -103,7 +106,7 @@ def test_failing_and_hanging_commands():
         got = wait_for(lambda: len(env.hang_pids()) >= 2, 4, 0.05)
         if check(got, "the hanging command is retried", env.calls(t0)):
             pid = env.hang_pids()[-1]
-            time.sleep(0.3)
+            wait_for(lambda: is_sleep30(pid), 10, 0.02)  # hang.sh wrote its pid, then exec's
             a = sup.worker("actuate")
             if check(alive(pid) and is_sleep30(pid) and a and (a["pid"] or 0) > 0,
                      "the retried hanging command is running (pid %d)" % pid):
@@ -199,8 +202,11 @@ def test_uncertain_switch_and_long_downtime():
         time.sleep(6)
         t_start = time.time()
         sup = Supervisor(cfg)
-        check(wait_for(sup.all_running, 8, 0.2) is not None, "restarted after 6 s", sup.log()[-6:])
-        time.sleep(1.5)
+        check(wait_for(sup.all_running, 20, 0.2) is not None, "restarted after 6 s",
+              sup.log()[-6:])
+        # the failsafe switch (its command and its log line): waited for, not a fixed time
+        wait_for(lambda: [c for c in env.calls(t_start) if c[1] == "pump"] and
+                 sup.log_matching(r"^actuate: \w+: relay pump off \(failsafe\)"), 20, 0.05)
         calls = [c[2] for c in env.calls(t_start) if c[1] == "pump"]
         lines = [l for l in sup.log() if re.match(r"^actuate: \w+: relay pump ", l)]
         check(calls == ["off"] and

@@ -199,7 +199,9 @@ def test_rules_failsafe_override_restart():
         check(len(tap.events(t_cmd)) == 1,
               "during the override 500 W import for > off_delay_s switches nothing",
               summary(tap.events(t_cmd)))
-        w = sup.worker("actuate")
+        # the gauge travels in actuate's heartbeat (within watchdog_s / 3 of a change)
+        w = wait_for(lambda: (lambda x: x if x and x["gauges"].get("relay_boiler") == 1
+                              else None)(sup.worker("actuate")), 10, 0.1) or sup.worker("actuate")
         check(w and w["gauges"].get("relay_boiler") == 1, "status: gauge relay_boiler = 1",
               w and w["gauges"])
         r = run_cli(["status"] + sup.status_args)
@@ -251,7 +253,7 @@ def test_rules_failsafe_override_restart():
             os.kill(old_pid, signal.SIGKILL)
             w2 = wait_for(lambda: (lambda x: x if x and x["pid"] not in (old_pid, -1, 0, None) and
                                    x["last_health_age_s"] is not None else None)(
-                sup.worker("actuate")), 6, 0.1)
+                sup.worker("actuate")), 20, 0.1)
             check(w2 is not None, "%s: kill -9 actuate, the supervisor restarts it" % what,
                   sup.log()[-4:])
             time.sleep(watch_s)

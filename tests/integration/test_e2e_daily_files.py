@@ -104,10 +104,10 @@ def test_retention():
                          r"older than 3 days", 10)
         check(hit is not None, "info line: compressed 2 day files, deleted 3 older than 3 days",
               [l for l in p.log() if "upload" in l][-6:])
-        check(p.wait_log(r"removed 1 temp file", 1) is not None,
+        check(p.wait_log(r"removed 1 temp file", 10) is not None,
               "the leftover temp file is reported removed")
         got = wait_for(lambda: p.counters("upload").get("day_files_compressed") == 2 and
-                       p.counters("upload").get("day_files_deleted") == 3, 5)
+                       p.counters("upload").get("day_files_deleted") == 3, 20)
         check(got, "health counters day_files_compressed 2, day_files_deleted 3",
               p.counters("upload"))
         w = p.worker("upload") or {}

@@ -134,7 +134,7 @@ def test_tcp_noise():
         if not check(c is not None, "noise: acquire connects", p.log()[-5:]):
             return
         check(wait_tap_connected(tap), "noise: tap sees process' heartbeat")
-        st0 = p.wait_running(5)
+        st0 = p.wait_running(20)
         pids0 = p.pids(st0)
         d0 = p.counters("acquire", st0).get("discarded_bytes_noisy", 0)
         for i in range(0, len(noise), 4096):
@@ -142,10 +142,10 @@ def test_tcp_noise():
         c.sendall(b"\r\n" + good)
         want, _ = mptest.decode_one(good)
         r = wait_for(lambda: [m for m in tap.messages("reading/noisy") if mptest.same_values(
-            mptest.norm_reading_values(mptest.reading_of(m)), want)], 8)
+            mptest.norm_reading_values(mptest.reading_of(m)), want)], 20)
         check(r, "noise: the good telegram after 100 KiB of noise is decoded",
               len(tap.messages("reading/")))
-        p.wait_counter("acquire", "frames_noisy", lambda v: v >= n_frames, 5)
+        p.wait_counter("acquire", "frames_noisy", lambda v: v >= n_frames, 20)
         st = p.fresh_status(["acquire", "process"])  # counters after the last frame
         ca, cp = p.counters("acquire", st), p.counters("process", st)
         want_c = {"frames_noisy": n_frames, "discarded_bytes_noisy": model.discarded,

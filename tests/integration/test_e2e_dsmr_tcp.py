@@ -38,7 +38,7 @@ def test_tcp_reconnect():
             c1.sendall(t[n])
             sent.append((n, t[n]))
             time.sleep(0.3)
-        tap.wait_count(2, "reading/", 5)
+        tap.wait_count(2, "reading/", 20)
         mptest.check_readings(ck, "tcp first connection", tap.messages("reading/"), sent, "dongle")
 
         # --- the dongle drops the connection (between telegrams) and comes back
@@ -53,7 +53,7 @@ def test_tcp_reconnect():
             c2.sendall(t[n])
             sent.append((n, t[n]))
             time.sleep(0.3)
-        tap.wait_count(4, "reading/", 5)
+        tap.wait_count(4, "reading/", 20)
         mptest.check_readings(ck, "tcp after a reconnect", tap.messages("reading/"), sent, "dongle")
         lost = p.log_matching(r"^acquire: warn: tcp " + re.escape(name) + " lost")
         check(lost == ["acquire: warn: tcp %s lost: peer closed the connection; reconnecting "
@@ -80,11 +80,11 @@ def test_tcp_reconnect():
             c3.sendall(t[n])
             sent.append((n, t[n]))
             time.sleep(0.3)
-        tap.wait_count(6, "reading/", 5)
+        tap.wait_count(6, "reading/", 20)
         time.sleep(0.3)
         msgs = tap.messages("reading/")
         mptest.check_readings(ck, "tcp after a drop mid-telegram", msgs, sent, "dongle")
-        p.wait_counter("acquire", "reconnects_dongle", lambda v: v >= 2, 4)
+        p.wait_counter("acquire", "reconnects_dongle", lambda v: v >= 2, 20)
         st = p.fresh_status(["acquire", "process"])  # counters after the last frame
         ca, cp = p.counters("acquire", st), p.counters("process", st)
         check(ca.get("reconnects_dongle") == 2, "tcp: acquire counts 2 reconnects", ca)
@@ -117,13 +117,13 @@ def test_process_restart():
                      "restart: pipeline up, acquire connected", p.log()[-5:]):
             return
         c.sendall(t1)
-        first = tap.wait_count(1, "reading/", 5)
+        first = tap.wait_count(1, "reading/", 20)
         check(len(first) == 1, "restart: first telegram read")
         old = p.pids()["process"]
         os.kill(old, 9)
         c.sendall(t2)  # acquire publishes it while process is dead (restart delay 0.1 s)
         new = wait_for(lambda: [m for m in tap.messages("health/process")
-                                if m["envelope"]["health"]["pid"] not in (0, old)], 5)
+                                if m["envelope"]["health"]["pid"] not in (0, old)], 20)
         if not check(new, "restart: a new process sends heartbeats"):
             return
         time.sleep(0.3)
@@ -133,8 +133,9 @@ def test_process_restart():
                          for m in tap.messages("reading/") if m["envelope"]["instance_id"] == inst]
         w2, _ = mptest.decode_one(t2)
         w3, _ = mptest.decode_one(t3)
-        wait_for(lambda: any(mptest.same_values(v, w3) for v in later()), 5)
-        time.sleep(0.5)
+        # both readings of the new process (the replayed one comes first): waited for
+        wait_for(lambda: (lambda vs: any(mptest.same_values(v, w3) for v in vs) and
+                          any(mptest.same_values(v, w2) for v in vs))(later()), 20)
         got = later()
         check(any(mptest.same_values(v, w3) for v in got),
               "restart: the telegram sent after the restart becomes a reading")
@@ -168,7 +169,7 @@ def test_tcp_encrypted():
         c.sendall(b"\x00\x13noise" + frame)
         time.sleep(0.3)
         c.sendall(frame)
-        msgs = tap.wait_count(2, "reading/", 6)
+        msgs = tap.wait_count(2, "reading/", 20)
         rc, objs, err = mptest.decode_dsmr(frame, p.path("p1.key"))
         want = mptest.norm_decode_values(objs[0]) if objs else None
         plain, _ = mptest.decode_one(read_data("sagemcom_t210_d_r.txt"))
@@ -203,7 +204,7 @@ def test_tcp_encrypted_wrong_key():
             return
         wait_tap_connected(tap)
         c.sendall(read_data("sagemcom_t210_d_r.dlms"))
-        n = p.wait_counter("process", "errors_smarty", lambda v: v >= 1, 5)
+        n = p.wait_counter("process", "errors_smarty", lambda v: v >= 1, 20)
         check(n == 1 and not tap.messages("reading/"),
               "wrong key: an error is counted, no reading", (n, len(tap.messages("reading/"))))
         lines = p.log_matching(r"^process: warn: smarty: ")

@@ -179,9 +179,9 @@ try:
           [(t, e.publisher) for t, e in got])
 
     # (health comes once a second: wait for each counter, a busy machine may lag)
-    c = p.wait_counter("remote", "remote_clients_rejected", lambda v: v >= 1, 5)
-    p.wait_counter("remote", "remote_clients_accepted", lambda v: v >= 3, 5)
-    p.wait_counter("remote", "remote_forwarded", lambda v: v >= 6, 5)
+    c = p.wait_counter("remote", "remote_clients_rejected", lambda v: v >= 1, 20)
+    p.wait_counter("remote", "remote_clients_accepted", lambda v: v >= 3, 20)
+    p.wait_counter("remote", "remote_forwarded", lambda v: v >= 6, 20)
     cs = p.counters("remote")
     check(cs.get("remote_clients_accepted", 0) >= 3 and c >= 1 and
           cs.get("remote_forwarded", 0) >= 6,

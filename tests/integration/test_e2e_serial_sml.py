@@ -113,7 +113,7 @@ def test_serial_and_replug():
     try:
         tap = p.start_tap(["reading/", "health/process"])
         p.start()
-        opened = p.wait_log(r"^acquire: info: serial /dev/ttyS0 open", 8)
+        opened = p.wait_log(r"^acquire: info: serial /dev/ttyS0 open", 20)
         want_open = "acquire: info: serial /dev/ttyS0 open (9600 8N1)"
         if not check(opened and opened[1] == want_open, "serial: " + want_open, p.log()[-6:]):
             return
@@ -127,7 +127,7 @@ def test_serial_and_replug():
         want = decode_sml(dzg[0] + iskra[0] + locked[0] + dzg[1])
         check(len(want) == 4 and want[0]["power_net_w"] == -105.5,
               "decode sml gives 4 frames, DZG power_net_w -105.5", want)
-        tap.wait_count(4, "reading/ehz", 8)
+        tap.wait_count(4, "reading/ehz", 20)
         got = readings_of(tap, "ehz")
         check(len(got) == 4 and all(same(g, w) for g, w in zip(got, want)),
               "serial: 4 readings with the values decode sml gives (noise and the bad CRC "
@@ -151,14 +151,14 @@ def test_serial_and_replug():
         # --- unplug, then a new device that sends a frame every 0.5 s
         t_unplug = time.monotonic()
         meter.unplug()
-        check(p.wait_log(r"^acquire: warn: serial /dev/ttyS0 lost: ", 3, since=t_unplug),
+        check(p.wait_log(r"^acquire: warn: serial /dev/ttyS0 lost: ", 15, since=t_unplug),
               "unplug: acquire logs the loss")
         time.sleep(1.5)
         meter2 = MeterPty()
         meter2.stream(iskra[1], 0.5)
         t_plug = time.monotonic()
         meter2.plug()
-        back = wait_for(lambda: readings_of(tap, "ehz", t_plug), 8)
+        back = wait_for(lambda: readings_of(tap, "ehz", t_plug), 20)
         check(back and same(back[0], decode_sml(iskra[1])[0]),
               "replug: readings resume with the new device's frames", back)
         st = p.status()
@@ -191,7 +191,7 @@ def test_tcp_and_simulate():
         c1.sendall(f[:50])
         time.sleep(0.3)
         c1.sendall(f[50:] + holley[0])
-        tap.wait_count(2, "reading/bridge", 6)
+        tap.wait_count(2, "reading/bridge", 20)
         got = readings_of(tap, "bridge")
         want = decode_sml(dzg[0] + holley[0])
         check(len(got) == 2 and all(same(g, w) for g, w in zip(got, want)),
@@ -204,11 +204,11 @@ def test_tcp_and_simulate():
             return
         t2 = time.monotonic()
         c2.sendall(dzg[1])
-        back = wait_for(lambda: readings_of(tap, "bridge", t2), 6)
+        back = wait_for(lambda: readings_of(tap, "bridge", t2), 20)
         check(back and same(back[0], decode_sml(dzg[1])[0]),
               "tcp: after the reconnect the next frame is a reading (the cut one is lost)", back)
 
-        sim = tap.wait_count(3, "reading/sim", 8)
+        sim = tap.wait_count(3, "reading/sim", 20)
         names = mptest.values_by_name(mptest.reading_of(sim[-1])) if sim else {}
         check(all(k in names for k in ("power_net_w", "power_l1_w", "power_l2_w", "power_l3_w",
                                        "voltage_l1_v", "current_l3_a", "frequency_hz",

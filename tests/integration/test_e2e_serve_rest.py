@@ -50,13 +50,23 @@ def test_rest_and_metrics(s):
     st, hist = h.json("/api/history/home?minutes=1440")
     check(st == 200 and hist["resolution_s"] == 60 and len(hist["points"]) >= 1,
           "/api/history/home?minutes=1440: minute averages", hist)
-    st, status = h.json("/api/status")
-    ok = (st == 200 and status["serve"]["uptime_s"] > 0 and
-          all(status["workers"].get(w, {}).get("up") for w in
-              ("acquire", "process", "actuate", "serve")) and
-          status["meters"]["home"]["workers"]["process"]["counters"]["readings"] > 0)
+    def status_ok():
+        st, status = h.json("/api/status")
+        ok = (st == 200 and status["serve"]["uptime_s"] > 0 and
+              all(status["workers"].get(w, {}).get("up") for w in
+                  ("acquire", "process", "actuate", "serve")) and
+              status["meters"]["home"]["workers"]["process"]["counters"]["readings"] > 0)
+        return ok, status
+    # process's counters reach serve in its heartbeat (within 1.75 s of a change)
+    mptest.wait_for(lambda: status_ok()[0], 15, 0.2)
+    ok, status = status_ok()
     check(ok, "/api/status: uptime, every worker up, per-meter counters", status)
-    time.sleep(0.3)
+
+    # the rate leaves out the current second: readings of an earlier one, waited for
+    def rate_of():
+        _, s = h.json("/api/status")
+        return s["meters"]["home"]["reading_rate_per_s"] if s else 0
+    mptest.wait_for(lambda: rate_of() > 0, 15, 0.2)
     st, status = h.json("/api/status")
     rate = status["meters"]["home"]["reading_rate_per_s"] if status else 0
     check(rate > 0, "/api/status: reading rate per meter (%.1f/s)" % rate, status)

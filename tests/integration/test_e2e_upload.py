@@ -374,10 +374,15 @@ def wait_points(db_server, db, where, expected, timeout):
     return (c if c else db_server.count(db, where)), time.monotonic() - t0
 
 
-def compare_points(label, db_server, db, where, readings, what="points", head=0):
+def compare_points(label, db_server, db, where, readings, what="points", head=0, head_min=None):
     """The points in InfluxDB (WHERE where) are exactly the readings: same timestamps, every
     value equal; plus `head` points older than the first reading (published before the tap
-    subscribed). Returns the set of point times found."""
+    subscribed). Readings the tap missed may share a meter second (the simulated meter stamps
+    the telegrams it sends late in a row, on a loaded machine, with the same second), one point
+    each: when their times are unknown, head_min..head such points (head_min None: exactly
+    head). Returns the set of point times found."""
+    if head_min is None:
+        head_min = head
     times, coll = distinct_times(label, readings)
     rows = db_server.rows(db, "SELECT * FROM electricity WHERE %s" % where)
     if not check(label, rows is not None, "query of the %s succeeded" % what):
@@ -393,10 +398,11 @@ def compare_points(label, db_server, db, where, readings, what="points", head=0)
     first = min(times) if times else 0
     early = [t for t in extra if t < first]
     extra = [t for t in extra if t >= first]
-    check(label, not missing and not extra and len(early) == head and dup_rows == 0 and
-          len(rows) == len(times) + head,
-          "%d readings -> exactly %d %s in InfluxDB (distinct timestamps %d + %d before the tap; "
-          "missing %d, extra %d)" % (len(readings) + head, len(rows), what, len(times), head,
+    check(label, not missing and not extra and head_min <= len(early) <= head and dup_rows == 0
+          and len(rows) == len(times) + len(early),
+          "%d readings -> exactly %d %s in InfluxDB (distinct timestamps %d + %s before the tap; "
+          "missing %d, extra %d)" % (len(readings) + head, len(rows), what, len(times),
+                                     head if head_min == head else "%d..%d" % (head_min, head),
                                      len(missing), len(extra)),
           {"missing": missing[:5], "extra": extra[:5], "dup_rows": dup_rows,
            "early": (len(early), head)})
@@ -431,8 +437,8 @@ def compare_points(label, db_server, db, where, readings, what="points", head=0)
     return set(got)
 
 
-def upload_counters(p):
-    w = p.worker("upload")
+def upload_counters(p, st=None):
+    w = p.worker("upload", st)
     if not w:
         return {}, {}
     return w.get("counters", {}), w.get("gauges", {})
@@ -471,7 +477,7 @@ def scenario_basic(ix):
         c, dt = wait_points(ix, "e1", "run='basic'", len(times) + k, 20)
         info(L, "%s readings published in 8 s, %d points queried back %.1f s after the last"
              % (n_pub, c, dt))
-        compare_points(L, ix, "e1", "run='basic'", reads, head=k)
+        compare_points(L, ix, "e1", "run='basic'", reads, head=k, head_min=min(k, 1))
         cn, g = wait_upload_counters(p, n_pub)
         check(L, cn.get("points_received") == n_pub and cn.get("points_sent") == n_pub
               and g.get("points_pending") == 0,
@@ -526,7 +532,7 @@ def scenario_outage():
         c, dt = wait_points(ix, "e2", "run='outage'", len(times) + k, 100)
         info(L, "backlog delivered %.1f s after influxd came back (backoff 1 s .. 5 min, "
              "/ping probed every 2 s)" % (time.monotonic() - t_back))
-        compare_points(L, ix, "e2", "run='outage'", reads, head=k)
+        compare_points(L, ix, "e2", "run='outage'", reads, head=k, head_min=min(k, 1))
         cn, g = wait_upload_counters(p, n_pub)
         w = p.worker("upload")
         check(L, w and w["restarts"] == 0 and cn.get("points_received") == n_pub and
@@ -583,7 +589,7 @@ def scenario_kill9(ix):
         reads, k = expected(L, p, n_pub)
         times, _ = distinct_times(L, reads)
         c, dt = wait_points(ix, "e3", "run='kill9'", len(times) + k, 30)
-        compare_points(L, ix, "e3", "run='kill9'", reads, head=k)
+        compare_points(L, ix, "e3", "run='kill9'", reads, head=k, head_min=min(k, 1))
         time.sleep(1.2)
         st = p.status()
         w = p.worker("upload", st)
@@ -647,10 +653,14 @@ def scenario_hang_then_sigterm(ix):
             return
         t0 = time.monotonic()
         samples = []
-        while time.monotonic() - t0 < 12:
+        while len(samples) < 6:
             time.sleep(2)
-            cn, g = upload_counters(p)
-            samples.append((round(time.monotonic() - t0), p.counters("acquire").get(
+            # each sample from a heartbeat of acquire sent after the previous sample was read
+            # (they come within 1.75 s of a change, later on a loaded machine): two samples
+            # never show the same heartbeat
+            st = p.fresh_status(["acquire"])
+            cn, g = upload_counters(p, st)
+            samples.append((round(time.monotonic() - t0), p.counters("acquire", st).get(
                 "journal_records"), cn.get("points_sent")))
         info(L, "(t, acquire journal_records, upload points_sent): %s" % samples)
         jr = [s[1] for s in samples if s[1] is not None]
@@ -720,7 +730,8 @@ def scenario_hang_then_sigterm(ix):
               "every reading of both runs is in InfluxDB (%d points for %d distinct tapped "
               "times + up to %d + %d untapped; missing %d)"
               % (len(rows), len(union), k1, k2, len(missing)), missing[:5])
-        time.sleep(1.2)
+        # the drain reaches upload's heartbeat within 1.75 s (later on a loaded machine)
+        wait_for(lambda: upload_counters(p)[1].get("points_pending") == 0, 30, 0.2)
         cn, g = upload_counters(p)
         check(L, g.get("points_pending") == 0, "nothing pending after the drain", (cn, g))
         rc, dt = p.stop()
@@ -753,8 +764,14 @@ def scenario_late_upload(ix):
         n_pub = p.freeze()
         reads, k = expected(L, p, n_pub)
         times, _ = distinct_times(L, reads)
-        wait_points(ix, "e8", "run='late'", len(times) + k, 5)
-        time.sleep(1.2)
+        wait_points(ix, "e8", "run='late'", len(times) + k, 30)
+
+        # upload's counters travel in its heartbeat (within 1.75 s of a change, later on a
+        # loaded machine): wait until they account for every reading (or name a loss)
+        def accounted():
+            c = upload_counters(p)[0]
+            return c.get("points_received") == n_pub or c.get("bus_lost", 0) > 0
+        wait_for(accounted, 30, 0.2)
         cn, g = upload_counters(p)
         info(L, "process published %s readings; upload received %s (bus_lost %s, bus_replayed %s)"
              % (n_pub, cn.get("points_received"), cn.get("bus_lost"), cn.get("bus_replayed")))
@@ -765,7 +782,7 @@ def scenario_late_upload(ix):
             info(L, "bus/bus.cpp Subscriber::handle took the first message of a topic without a "
                  "saved position as the start (last_seq = seq - 1): upload never asked "
                  "process's ring for the earlier ones and did not count them as lost")
-        compare_points(L, ix, "e8", "run='late'", reads, head=k)
+        compare_points(L, ix, "e8", "run='late'", reads, head=k, head_min=min(k, 1))
         rc, dt = p.stop()
         check(L, rc == 0 and dt < 5, "SIGTERM: clean stop in %.2f s" % dt, rc)
     finally:
@@ -810,7 +827,10 @@ def scenario_file(ix):
         ix.create_db("e6")
         st, txt = ix.write("e6", body, "s")
         check(L, st == 204, "POST of the daily files to influxd /write?precision=s: 204", (st, txt))
-        compare_points(L, ix, "e6", "meter='home'", reads, "points from the files", head=k)
+        # the files hold the times of the readings the tap missed too: their seconds are the
+        # points expected before the first tapped one
+        head_s = len(set(t for t in ts[:k] if t is not None))
+        compare_points(L, ix, "e6", "meter='home'", reads, "points from the files", head=head_s)
         ix.create_db("e6i")
         imp = os.path.join(p.dir, "import.txt")
         with open(imp, "w") as f:
@@ -824,7 +844,7 @@ def scenario_file(ix):
         check(L, r.returncode == 0 and m and int(m.group(1)) == len(lines) and
               int(m.group(2)) == 0,
               "influx -import accepts every line (with a '# DML' header added)", out[-400:])
-        check(L, ix.count("e6i", "meter='home'") == len({r["t"] for r in reads}) + k,
+        check(L, ix.count("e6i", "meter='home'") == len({r["t"] for r in reads}) + head_s,
               "imported point count matches")
         rc, dt = p.stop()
         check(L, rc == 0 and dt < 5, "SIGTERM: clean stop in %.2f s" % dt, rc)

@@ -249,10 +249,19 @@ class Run(mptest.Supervisor):
             return None
         self.frozen = w["pid"]
         os.kill(self.frozen, signal.SIGSTOP)
-        time.sleep(1.6)  # frames in flight decoded and uploaded; one more health tick
-        # frames still queued in the frozen acquire never reached its journal: not expected
-        return min(self.counters("process").get("readings_home", 0),
-                   mptest.journal_frames(self.state_dir) - self.journal0)
+        # frames still queued in the frozen acquire never reached its journal: not expected.
+        # Every journaled frame reaches process (its heartbeat carries readings_home, sent
+        # within 1.75 s of a change): wait for that rather than for a fixed time.
+        journaled = mptest.journal_frames(self.state_dir) - self.journal0
+
+        def settled():
+            st = self.fresh_status(["process"])
+            p = st and self.worker("process", st)
+            return p if p and p["counters"].get("readings_home", 0) >= journaled else None
+        p = wait_for(settled, 30, 0.2) or self.worker("process")
+        if not p:
+            return None
+        return min(p["counters"].get("readings_home", 0), journaled)
 
     def thaw(self):
         if self.frozen and alive(self.frozen):
@@ -324,18 +333,28 @@ def expect_all(label, run, ix, tag, what="the readings", already=0, earlier_time
     want = len(tap_times) + k + already
     known = tap_times | set(earlier_times)
     # with an earlier run, any point of this one (tapped or not: the first k, and the `already`
-    # points of the earlier run) may share its second with another: at least every known time
-    want_min = len(known) if earlier_times else want
+    # points of the earlier run) may share its second with another: at least every known time.
+    # The k readings the tap missed may share seconds too (the simulated meter stamps the
+    # telegrams it sends late in a row, on a loaded machine, with one second): at least one.
+    want_min = len(known) if earlier_times else len(tap_times) + min(k, 1) + already
     wait_for(lambda: set(ix.times(tag) or []) >= known and ix.count(tag) >= want_min, 15, 0.3)
     got = ix.times(tag) or []
     missing = sorted(known - set(got))
     check(label, not missing and want_min <= len(got) <= want and len(set(got)) == len(got),
           "%s: %d readings -> %d points in InfluxDB (run='%s', %s), every tapped one present"
           % (what, n_pub or 0, len(got), tag,
-             "exactly %d" % want if want_min == want else "%d..%d: meter seconds of both runs "
+             "exactly %d" % want if want_min == want else "%d..%d: meter seconds may "
              "coincide" % (want_min, want)),
           {"want": want, "want_min": want_min, "missing": missing[:5]})
-    time.sleep(1.1)  # one more health tick of upload
+    # upload's counters travel in its heartbeat (within 1.75 s of a change, later on a loaded
+    # machine): wait until they say every point went out, or a generous deadline passed
+    n_all = (n_pub or 0) + already
+
+    def drained():
+        c, gg, _ = run.upload()
+        return (c.get("points_received") == n_all and c.get("points_sent") == n_all and
+                gg.get("points_pending") == 0)
+    wait_for(drained, 30, 0.2)
     cn, g, _ = run.upload()
     check(label, cn.get("points_received") == n_pub + already and
           cn.get("points_sent") == n_pub + already and g.get("points_pending") == 0,
@@ -415,11 +434,15 @@ def case_unknown_ca(pki, ix):
               "set upload.ca_file" in line,
               "... as a configuration error that says what to change (ca_file, host name)", line)
         samples = []
-        while time.monotonic() - run.t_start < 10:
+        while len(samples) < 4:
             time.sleep(2)
-            _, g, _ = run.upload()
+            # each sample from heartbeats sent after the previous sample was read (they come
+            # within 1.75 s of a change, later on a loaded machine): no two samples show the
+            # same heartbeat of acquire
+            st = run.fresh_status(["acquire"])
+            g = (run.worker("upload", st) or {}).get("gauges", {})
             samples.append((round(time.monotonic() - run.t_start, 1), g.get("points_pending"),
-                            run.counters("acquire").get("journal_records")))
+                            run.counters("acquire", st).get("journal_records")))
         note("(t, points_pending, acquire journal_records): %s" % samples)
         pend = [s[1] for s in samples if s[1] is not None]
         jr = [s[2] for s in samples if s[2] is not None]
@@ -491,8 +514,13 @@ def case_hostname(pki, ix_bad):
         check(L, re.search(r"no alternative certificate subject name matches target host "
                            r"name '127\.0\.0\.1'", line) is not None,
               "the uploader logs a host-name mismatch", run.upload_log()[-5:])
+        # the pending points reach upload's heartbeat within 1.75 s of a change (later on a
+        # loaded machine); then a heartbeat sent 2 s later still says nothing was sent
+        wait_for(lambda: run.upload()[1].get("points_pending", 0) > 0, 30, 0.2)
         time.sleep(2)
-        cn, g, _ = run.upload()
+        st = run.fresh_status(["upload"])
+        w = run.worker("upload", st) or {}
+        cn, g = w.get("counters", {}), w.get("gauges", {})
         check(L, ix_bad.count("h") == 0 and cn.get("points_sent", 0) == 0 and
               g.get("points_pending", 0) > 0,
               "nothing sent (points_sent %s, pending %s)" % (cn.get("points_sent"),

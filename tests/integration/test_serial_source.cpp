@@ -6,8 +6,11 @@
 // A pty cannot show parity, framing or baud errors: these tests assert byte transport, that
 // the configuration calls succeed and read back, timeouts, and vanish / re-open.
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -66,6 +69,24 @@ double cpu_seconds() {
 }
 
 double now_s() { return double(mp::clock::mono_ns()) / 1e9; }
+
+// Waits until the slave side's input queue holds at least n bytes (FIONREAD on a second
+// descriptor of the slave: a byte written to the master reaches it through a kernel work
+// item, not at once). False after total_ms.
+bool wait_unread(const std::string& slave, int n, int total_ms) {
+  const double end = now_s() + total_ms / 1000.0;
+  do {
+    const int fd = ::open(slave.c_str(), O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    int k = -1;
+    if (fd >= 0) {
+      if (::ioctl(fd, FIONREAD, &k) != 0) k = -1;
+      ::close(fd);
+    }
+    if (k >= n) return true;
+    ::usleep(2000);  // poll interval
+  } while (now_s() < end);
+  return false;
+}
 
 // Reads until n bytes arrived or total_ms passed.
 std::string read_n(SerialSource& src, size_t n, int total_ms) {
@@ -244,7 +265,7 @@ TEST_CASE("serial write reaches the meter; flush_input drops unread bytes") {
   CHECK(src.counters().bytes_out == req.size());
 
   REQUIRE(meter.send("stale bytes"));
-  ::usleep(100 * 1000);
+  REQUIRE(wait_unread(meter.slave_path(), 11, 10000));  // in the queue flush_input empties
   src.flush_input();
   REQUIRE(meter.send("fresh"));
   CHECK(read_n(src, 5, 2000) == "fresh");

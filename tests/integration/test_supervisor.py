@@ -73,7 +73,7 @@ def test_running_supervisor():
     cfg = d.config()
     sup = Supervisor(cfg)
     try:
-        st = wait_for(sup.all_running, 6)
+        st = wait_for(sup.all_running, 20)
         if not check(st is not None, "status --json: every worker running with a heartbeat",
                      sup.status()):
             return
@@ -117,7 +117,7 @@ def test_running_supervisor():
                 return (x if x and x["pid"] == pid and x["last_health_age_s"] is not None
                         and x["last_health_age_s"] < 1.2 else None)
 
-            h = wait_for(fresh, 4, 0.1)
+            h = wait_for(fresh, 15, 0.1)
             check(h is not None, "health of the new acquire resumes", sup.worker("acquire"))
         check(not alive(old["acquire"]), "killed acquire pid is gone (reaped)")
         logs = "\n".join(sup.log())
@@ -150,7 +150,7 @@ def test_running_supervisor():
             pid = w["pid"]
             h = wait_for(lambda: (lambda x: x if x and x["pid"] == pid and
                                   x["last_health_age_s"] is not None else None)(
-                sup.worker("process")), 4, 0.1)
+                sup.worker("process")), 15, 0.1)
             check(h is not None, "health of the new process resumes", sup.worker("process"))
         # the restarted one must stay up (not killed again by the watchdog)
         time.sleep(WATCHDOG_S + 0.5)
@@ -189,7 +189,7 @@ def test_running_supervisor():
               "tap lines are health messages with consistent fields", objs)
 
         # --- a second supervisor on the same run_dir must be refused
-        check(wait_for(sup.all_running, 5) is not None, "all workers running again after tap",
+        check(wait_for(sup.all_running, 20) is not None, "all workers running again after tap",
               sup.status())
         before = sup.pids()
         second = subprocess.Popen([MP, "run", "-c", cfg], env=ENV, stdout=subprocess.DEVNULL,
@@ -253,7 +253,7 @@ def test_kill9_supervisor():
     cfg = d.config()
     sup = Supervisor(cfg)
     try:
-        st = wait_for(sup.all_running, 6)
+        st = wait_for(sup.all_running, 20)
         if not check(st is not None, "kill -9 run: workers up", sup.log()[-5:]):
             return
         pids = [w["pid"] for w in st["workers"]]
@@ -405,6 +405,10 @@ def test_smallest_watchdog():
     cfg = d.config(watchdog_s=1)
     sup = Supervisor(cfg)
     try:
+        # the 4 s window starts once every worker runs and heartbeats (a loaded machine may
+        # take a while to start them)
+        check(wait_for(sup.all_running, 30, 0.1) is not None,
+              "watchdog_s = 1: every worker running", sup.log()[-5:])
         time.sleep(4)
         kills = [l for l in sup.log() if "no heartbeat" in l]
         check(not kills, "watchdog_s = 1: no healthy worker killed in 4 s", kills[:3])
