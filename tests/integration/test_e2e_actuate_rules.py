@@ -185,36 +185,40 @@ def test_rules_failsafe_override_restart():
         r = run_cli(["relay", "boiler", "on", "--for", "5s", "-c", cfg])
         check(r.returncode == 0 and r.stdout.decode().strip() == "relay boiler: on for 5s",
               "`meterpipe relay boiler on --for 5s`: exit 0", (r.returncode, r.stdout, r.stderr))
-        ev = wait_for(lambda: tap.events(t_cmd), 2, 0.02)
+        ev = wait_for(lambda: tap.events(t_cmd), 10, 0.02)
+        t_on = None
         if check(ev, "manual override: an event comes"):
-            t, e = ev[0]
-            check(t - t_cmd < 1.0, "manual on within 1 s of the command (%.2f s)" % (t - t_cmd))
+            t_on, e = ev[0]
+            # auto keeps it off (500 W import): any on is the override's; the figure is the
+            # latency of CLI start + control channel + switch (1.85 s seen under ASan, loaded)
+            check(t_on - t_cmd < 3.0, "manual on at once: %.2f s after the command" % (t_on - t_cmd))
             check((e["new_state"], e["mode"], e["ok"]) == (True, "manual", True) and
                   re.fullmatch(r"manual override on \(expires in 5 s\)", e["reason"]),
                   "override event: on, mode manual, reason", e)
             check("trigger_receive_time_ns" not in e, "override event: no trigger reading", e)
         check([c[2] for c in env.calls(t_cmd)] == ["on"], "override: the on command ran",
               env.calls(t_cmd))
-        time.sleep(3.5)
-        check(len(tap.events(t_cmd)) == 1,
-              "during the override 500 W import for > off_delay_s switches nothing",
-              summary(tap.events(t_cmd)))
-        # the gauge travels in actuate's heartbeat (within watchdog_s / 3 of a change)
-        w = wait_for(lambda: (lambda x: x if x and x["gauges"].get("relay_boiler") == 1
-                              else None)(sup.worker("actuate")), 10, 0.1) or sup.worker("actuate")
-        check(w and w["gauges"].get("relay_boiler") == 1, "status: gauge relay_boiler = 1",
-              w and w["gauges"])
+        # while the override lasts (5 s from actuate's receipt of the command, after t_cmd)
         r = run_cli(["status"] + sup.status_args)
         check(r.returncode == 0 and re.search(r"^boiler +on +manual +on \([1-6] s left\) +"
                                               r"manual override on", r.stdout.decode(), re.M),
               "`meterpipe status` shows the relay on, its manual override and its expiry",
               (r.stdout + r.stderr).decode())
-        ev = wait_for(lambda: tap.events(t_cmd)[1:], 4, 0.05)
+        # the gauge travels in actuate's heartbeat (within watchdog_s / 3 of a change)
+        w = wait_for(lambda: (lambda x: x if x and x["gauges"].get("relay_boiler") == 1
+                              else None)(sup.worker("actuate")), 10, 0.1) or sup.worker("actuate")
+        check(w and w["gauges"].get("relay_boiler") == 1, "status: gauge relay_boiler = 1",
+              w and w["gauges"])
+        time.sleep(max(0.0, t_cmd + 4.9 - time.time()))
+        check(len([x for x in tap.events(t_cmd) if x[0] < t_cmd + 4.9]) == 1,
+              "during the override 500 W import for > off_delay_s switches nothing",
+              summary(tap.events(t_cmd)))
+        ev = wait_for(lambda: tap.events(t_cmd)[1:], 10, 0.05)
         if check(ev, "after the override expires an event comes", summary(tap.events(t_cmd))):
             t, e = ev[0]
-            check(5.0 <= t - t_cmd <= 6.6,
-                  "back to auto at expiry: off %.1f s after the override (--for 5s)"
-                  % (t - t_cmd))
+            check(5.0 <= t - t_cmd and (t_on is None or t - t_on <= 7.0),
+                  "back to auto at expiry: off %.1f s after the command, %.1f s after the on "
+                  "(--for 5s)" % (t - t_cmd, t - (t_on or t_cmd)))
             check((e["new_state"], e["mode"], e["ok"]) == (False, "auto", True) and
                   re.fullmatch(r"net 500 W above 100 W for \d+ s", e["reason"]),
                   "expiry event: auto rules switch off (500 W import)", e)

@@ -103,9 +103,11 @@ def test_running_supervisor():
             w = sup.worker("acquire")
             return w if w and (w["pid"] or 0) > 0 and w["pid"] != old["acquire"] else None
 
-        w = wait_for(new_acquire, 3, 0.02)
+        # the delay itself (0.1 s for a first restart) is checked in the log line below; the
+        # wall time adds the scheduling of a loaded machine (1.42 s seen under ASan)
+        w = wait_for(new_acquire, 10, 0.02)
         dt = time.monotonic() - t0
-        check(w is not None and dt <= 1.0, "kill -9 acquire: new pid within 1 s (%.2f s)" % dt, w)
+        check(w is not None and dt <= 3.0, "kill -9 acquire: new pid within 3 s (%.2f s)" % dt, w)
         if w:
             check(w["restarts"] == 1 and w["last_exit"] == "killed by signal 9 (Killed)",
                   "restart counted and last_exit names signal 9", w)
@@ -137,10 +139,11 @@ def test_running_supervisor():
             x = sup.worker("process")
             return x if x and (x["pid"] or 0) > 0 and x["pid"] != victim else None
 
-        w = wait_for(new_process, WATCHDOG_S + 4, 0.05)
+        w = wait_for(new_process, WATCHDOG_S + 10, 0.05)
         dt = time.monotonic() - t0
-        check(w is not None and dt <= WATCHDOG_S + 1.0,
-              "SIGSTOP process: restarted within watchdog_s + 1 s (%.2f s)" % dt, w)
+        check(w is not None and WATCHDOG_S - 0.5 <= dt <= WATCHDOG_S + 3.0,
+              "SIGSTOP process: restarted after watchdog_s, within watchdog_s + 3 s (%.2f s)" % dt,
+              w)
         check(wait_for(lambda: not alive(victim), 1), "the stopped process is gone")
         logs = "\n".join(sup.log())
         check(re.search(r"^supervisor: warn: process \(pid %d\): no heartbeat for [0-9.]+ s: "
