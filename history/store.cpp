@@ -43,6 +43,16 @@ class Store::Stmt {
     while (step()) {
     }
   }
+  // The first row, through `read`, and the statement reset at once: a statement left on a
+  // row keeps its connection's read transaction open, and SQLite cannot restart the WAL
+  // while one is (the -wal file of a worker that runs for months would grow without bound).
+  template <class F>
+  auto first(F&& read) -> std::optional<decltype(read(*this))> {
+    std::optional<decltype(read(*this))> out;
+    if (step()) out = read(*this);
+    sqlite3_reset(st_);
+    return out;
+  }
   bool null(int col) const { return sqlite3_column_type(st_, col) == SQLITE_NULL; }
   int64_t i64(int col) const { return sqlite3_column_int64(st_, col); }
   std::optional<int64_t> opt(int col) const {
@@ -280,8 +290,7 @@ void Store::rollback() { sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr
 std::optional<int64_t> Store::find_meter(const std::string& name) {
   auto& q = stmt(kMeterFind, "SELECT id FROM meters WHERE name = ?");
   q.bind(1, name);
-  if (!q.step()) return std::nullopt;
-  return q.i64(0);
+  return q.first([](Stmt& r) { return r.i64(0); });
 }
 
 int64_t Store::meter_id(const std::string& name) {
@@ -354,8 +363,7 @@ void Store::put_taken(int64_t meter, const Taken& t) {
 std::optional<Taken> Store::taken(int64_t meter) {
   auto& q = stmt(kTakenGet, "SELECT time_ns, receive_ns FROM taken WHERE meter = ?");
   q.bind(1, meter);
-  if (!q.step()) return std::nullopt;
-  return Taken{q.i64(0), q.i64(1)};
+  return q.first([](Stmt& r) { return Taken{r.i64(0), r.i64(1)}; });
 }
 
 int64_t Store::delete_before(int64_t t) {
@@ -383,8 +391,7 @@ std::vector<Position> Store::positions() {
 std::optional<int64_t> Store::last_minute_t(int64_t meter) {
   auto& q = stmt(kLastMinute, "SELECT max(t) FROM minutes WHERE meter = ?");
   q.bind(1, meter);
-  if (!q.step()) return std::nullopt;
-  return q.opt(0);
+  return q.first([](Stmt& r) { return r.opt(0); }).value_or(std::nullopt);
 }
 
 std::optional<MinuteRow> Store::minute(int64_t meter, int64_t t) {
@@ -392,8 +399,7 @@ std::optional<MinuteRow> Store::minute(int64_t meter, int64_t t) {
       "SELECT " + kMinuteCols + " FROM minutes WHERE meter = ? AND t = ?";
   auto& q = stmt(kMinuteAt, sql.c_str());
   q.bind(1, meter).bind(2, t);
-  if (!q.step()) return std::nullopt;
-  return read_minute(q);
+  return q.first([](Stmt& r) { return read_minute(r); });
 }
 
 std::vector<MinuteRow> Store::minutes(int64_t meter, int64_t from, int64_t to) {
@@ -439,8 +445,7 @@ std::optional<Point> Store::point_from(int64_t meter, int64_t t) {
       "SELECT " + kPointCols + " FROM minutes WHERE meter = ? AND t >= ? ORDER BY t LIMIT 1";
   auto& q = stmt(kPointFrom, sql.c_str());
   q.bind(1, meter).bind(2, t);
-  if (!q.step()) return std::nullopt;
-  return read_point(q);
+  return q.first([](Stmt& r) { return read_point(r); });
 }
 
 std::vector<std::pair<int64_t, int64_t>> Store::import_ends(int64_t meter, int64_t from,
