@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <zmq_addon.hpp>
 
@@ -298,7 +299,8 @@ void Subscriber::handle(Message&& m) {
   if (want) {
     if (known) ++st.gaps;
     std::vector<Message> got;
-    if (opt_.replay && fetch_replay(key.first, key.second, inst, after, seq, got))
+    if (opt_.replay &&
+        fetch_replay(key.first, key.second, inst, after, seq, got) == Fetch::answered)
       deliver_replayed(got, seq, st);
     if (seq > st.last_seq + 1) {
       st.lost += seq - st.last_seq - 1;
@@ -323,11 +325,13 @@ void Subscriber::deliver_replayed(std::vector<Message>& got, uint64_t before, To
 size_t Subscriber::catch_up() {
   if (!opt_.replay) return 0;
   const uint64_t before = replayed_;
+  std::set<std::string> silent;  // publishers that did not answer
   for (auto& [key, st] : state_) {
-    if (st.instance == 0) continue;
+    if (st.instance == 0 || silent.count(key.first)) continue;
     std::vector<Message> got;
-    if (fetch_replay(key.first, key.second, st.instance, st.last_seq, 0, got))
-      deliver_replayed(got, 0, st);
+    const Fetch f = fetch_replay(key.first, key.second, st.instance, st.last_seq, 0, got);
+    if (f == Fetch::answered) deliver_replayed(got, 0, st);
+    if (f == Fetch::no_answer) silent.insert(key.first);
   }
   return size_t(replayed_ - before);
 }
@@ -353,16 +357,16 @@ size_t Subscriber::load_positions(const std::string& path) {
   return n;
 }
 
-bool Subscriber::fetch_replay(const std::string& publisher, const std::string& topic,
-                              uint64_t instance, uint64_t after, uint64_t before,
-                              std::vector<Message>& out) {
+Subscriber::Fetch Subscriber::fetch_replay(const std::string& publisher, const std::string& topic,
+                                           uint64_t instance, uint64_t after, uint64_t before,
+                                           std::vector<Message>& out) {
   Fetch f = fetch_once(publisher, topic, instance, after, before, out);
   if (f == Fetch::no_answer) {
     out.clear();
     f = fetch_once(publisher, topic, instance, after, before, out);
   }
   if (f == Fetch::no_answer) log::warn("replay from %s: no answer", publisher.c_str());
-  return f == Fetch::answered;
+  return f;
 }
 
 Subscriber::Fetch Subscriber::fetch_once(const std::string& publisher, const std::string& topic,

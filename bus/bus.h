@@ -148,7 +148,9 @@ class Subscriber {
   size_t load_positions(const std::string& path);
   // With replay on: fetch now what each restored position's publisher sent after it (same
   // instance only), instead of at the next live message of that topic, so a subscriber
-  // restarted just before a stop still gets what it missed. Returns the messages fetched.
+  // restarted just before a stop still gets what it missed. A publisher that does not answer
+  // (not running: 2 s) is not asked for its other topics, so a worker starting while its
+  // publisher is down is not held past its first heartbeat. Returns the messages fetched.
   size_t catch_up();
 
   uint64_t received() const { return received_; }
@@ -168,9 +170,9 @@ class Subscriber {
   Fetch fetch_once(const std::string& publisher, const std::string& topic, uint64_t instance,
                    uint64_t after, uint64_t before, std::vector<Message>& out);
   // fetch_once, asked again once when the publisher did not answer in time (a loaded
-  // machine): true when the ring answered for this instance
-  bool fetch_replay(const std::string& publisher, const std::string& topic, uint64_t instance,
-                    uint64_t after, uint64_t before, std::vector<Message>& out);
+  // machine): answered when the ring answered for this instance
+  Fetch fetch_replay(const std::string& publisher, const std::string& topic, uint64_t instance,
+                     uint64_t after, uint64_t before, std::vector<Message>& out);
   // the fetched messages newer than st's position, in order, counting the seqs the ring no
   // longer held as lost; stops before `before` (0: no bound)
   void deliver_replayed(std::vector<Message>& got, uint64_t before, TopicState& st);

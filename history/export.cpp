@@ -387,7 +387,9 @@ bool query(Store& s, const std::string& meter, const std::string& from, const st
   Rows rows{out};
   if (res == Resolution::minute || res == Resolution::hour) {
     const int64_t step = res == Resolution::minute ? 60 : 3600;
-    out.start(kColumnCount, size_t(std::clamp<int64_t>((d1->t1 - d0->t0) / step, 0, 1 << 20)));
+    // room for the range's rows, up to ~23 days of minutes (5 MB): a wide range of few rows
+    // (from=2000-01-01) must not reserve hundreds of MB (a 32-bit Pi's address space)
+    out.start(kColumnCount, size_t(std::clamp<int64_t>((d1->t1 - d0->t0) / step, 0, 1 << 15)));
     minute_rows(s, *id, d0->t0, d1->t1, res == Resolution::hour, rows);
   } else {
     out.start(kColumnCount, 0);

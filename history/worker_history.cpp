@@ -146,12 +146,12 @@ void HistoryWorker::on_message(const bus::Message& m) {
 }
 
 void HistoryWorker::replay_journal() {
-  uint64_t seen = 0;
-  const ReplayStats st = replay_.read_all([&](const Reading& r) {
-    auto it = meters_.find(r.meter);
-    if (it != meters_.end() && take_reading(it->second, r)) ++journal_readings_;
-    if (++seen % 512 == 0) w_.tick();  // a long journal (the first start) is no hang
-  });
+  const ReplayStats st = replay_.read_all(
+      [&](const Reading& r) {
+        auto it = meters_.find(r.meter);
+        if (it != meters_.end() && take_reading(it->second, r)) ++journal_readings_;
+      },
+      [&] { w_.tick(); });  // a long journal (the first start) is no hang
   if (st.records)
     log::info(
         "history: acquire's journal: %llu records, %llu readings, %llu of them newer than the "

@@ -18,7 +18,8 @@ JournalReplay::JournalReplay(const config::Config& cfg)
   journal::load_cursor(dir_, kConsumer, saved_);
 }
 
-ReplayStats JournalReplay::read_all(const std::function<void(const Reading&)>& take) {
+ReplayStats JournalReplay::read_all(const std::function<void(const Reading&)>& take,
+                                    const std::function<void()>& progress) {
   ReplayStats st;
   struct stat sb {};
   if (::stat(dir_.c_str(), &sb) != 0) return st;
@@ -26,7 +27,7 @@ ReplayStats JournalReplay::read_all(const std::function<void(const Reading&)>& t
   journal::Position pos = saved_;
   std::string payload;
   while (reader.next(pos, payload) == journal::Reader::Result::record) {
-    ++st.records;
+    if (++st.records % 512 == 0 && progress) progress();
     meterpipe::Envelope env;
     if (!env.ParseFromString(payload) || !env.has_raw()) {
       ++st.bad_records;

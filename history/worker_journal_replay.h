@@ -25,8 +25,10 @@ class JournalReplay {
  public:
   explicit JournalReplay(const config::Config& cfg);
   // Every reading in acquire's journal from history's cursor (its oldest record without one)
-  // to its end, in order, to `take`. Nothing when there is no journal.
-  ReplayStats read_all(const std::function<void(const Reading&)>& take);
+  // to its end, in order, to `take`; `progress` every 512 records (readings or not: a long
+  // journal of frames that do not decode is no hang either). Nothing when there is no journal.
+  ReplayStats read_all(const std::function<void(const Reading&)>& take,
+                       const std::function<void()>& progress);
   // After a commit that holds every reading taken so far: the cursor moves to the start of the
   // segment that was the newest at the previous commit (all before it was taken then).
   void committed();

@@ -33,7 +33,9 @@ inline WriterOptions options_for(const config::Config& cfg, const std::string& w
 // acquire's after a crash) or the directory cannot be used (logged: the worker runs on,
 // without the durability promise).
 inline std::unique_ptr<Writer> open_for(const config::Config& cfg, const std::string& worker) {
-  // history turned off: its cursor would keep every segment until the journal is full
+  // A consumer turned off: its cursor would keep every segment until the journal is full
+  // (and each segment deleted then would be logged as unread)
+  if (!cfg.upload.enabled) std::remove((dir_of(cfg, worker) + "/cursor.upload").c_str());
   if (worker == "acquire" && !cfg.history.enabled)
     std::remove((dir_of(cfg, worker) + "/cursor.history").c_str());
   if (!cfg.upload.enabled && !(worker == "acquire" && cfg.history.enabled)) return nullptr;
