@@ -84,6 +84,8 @@ ServeWorker::ServeWorker(Worker& w)
       gate_(std::make_unique<AuthGate>(gate_options(w.cfg()), &web_assets(),
                                        relay_control(w.cfg().general.run_dir, http_))) {
   http_.set_gate(gate_.get());
+  // set before the HTTP threads start; a no-op until run() made the subscriber and after
+  shared_.take_heartbeats = [this] { take_heartbeats(); };
   if (!w.cfg().general.timezone.empty()) {
     setenv("TZ", w.cfg().general.timezone.c_str(), 1);
     tzset();
@@ -114,7 +116,6 @@ int ServeWorker::run() {
     health_ = std::make_unique<bus::Subscriber>(cfg.general.run_dir, shown_workers(cfg),
                                                 std::vector<std::string>{"health/"});
   }
-  shared_.take_heartbeats = [this] { take_heartbeats(); };
   while (w_.running()) {
     bus::Message m;
     bool got = sub.receive(m, w_.wait_ms());  // asleep until a message or the heartbeat
@@ -130,7 +131,6 @@ int ServeWorker::run() {
     w_.tick();
   }
   http_.stop();
-  shared_.take_heartbeats = nullptr;
   std::lock_guard<std::mutex> lk(health_mutex_);
   health_.reset();
   return 0;
