@@ -13,7 +13,7 @@
 #include <gpiod.hpp>
 #include <thread>
 
-#include "actuate/lazy_curl.h"
+#include "common/lazy_curl.h"
 #include "common/log.h"
 
 extern char** environ;

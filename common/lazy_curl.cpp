@@ -1,8 +1,8 @@
-#include "actuate/lazy_curl.h"
+#include "common/lazy_curl.h"
 
 #include <dlfcn.h>
 
-namespace mp::actuate {
+namespace mp {
 
 namespace {
 
@@ -23,7 +23,7 @@ struct Loaded {
     void* lib = dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
       const char* e = dlerror();
-      error = "cannot load " + std::string(kLibrary) + " for HTTP outputs: " + (e ? e : "unknown");
+      error = "cannot load " + std::string(kLibrary) + " " + (e ? e : "unknown");
       return;
     }
     ok = resolve(lib, "curl_global_init", c.global_init, error) &&
@@ -33,6 +33,8 @@ struct Loaded {
          resolve(lib, "curl_easy_getinfo", c.easy_getinfo, error) &&
          resolve(lib, "curl_easy_cleanup", c.easy_cleanup, error) &&
          resolve(lib, "curl_easy_strerror", c.easy_strerror, error) &&
+         resolve(lib, "curl_easy_escape", c.easy_escape, error) &&
+         resolve(lib, "curl_free", c.free, error) &&
          resolve(lib, "curl_slist_append", c.slist_append, error) &&
          resolve(lib, "curl_slist_free_all", c.slist_free_all, error);
     if (ok && c.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -50,4 +52,4 @@ const Curl* curl(std::string& error) {
   return loaded.ok ? &loaded.c : nullptr;
 }
 
-}  // namespace mp::actuate
+}  // namespace mp
