@@ -4,7 +4,8 @@
 // Contract, the same for every implementation:
 // - read() returns the bytes read (> 0), or 0 when nothing arrived within timeout_ms. It never
 //   blocks longer than timeout_ms (timeout_ms <= 0: poll once, do not wait), never throws and
-//   never spins the CPU.
+//   never spins the CPU. It returns 0 at once when the stop notice (common/wake.h) is up, so
+//   a long timeout does not delay a stop.
 // - Loss of the device / connection is handled inside: the source closes, logs once per
 //   outage, retries in the background of later read() calls (with its own retry schedule)
 //   and resumes by itself. While it is disconnected read() simply waits out its timeout (or

@@ -13,6 +13,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/wake.h"
 
 namespace mp::acquire {
 namespace {
@@ -250,21 +251,22 @@ size_t SerialSource::read(uint8_t* buf, size_t n, int timeout_ms) {
       if (now >= next_attempt_ns_) try_open(now);
       if (!port_) {
         if (now >= deadline) return 0;
-        // Sleep until the next attempt or the deadline, whichever comes first.
-        int ms = ms_until(now, std::min(deadline, next_attempt_ns_));
-        if (::poll(nullptr, 0, ms) < 0 && errno == EINTR) return 0;
+        // Sleep until the next attempt or the deadline, whichever comes first (or a stop).
+        if (!wake::sleep_until(std::min(deadline, next_attempt_ns_))) return 0;
         continue;
       }
       now = clock::mono_ns();
     }
-    pollfd pfd{fd_, POLLIN, 0};
-    int r = ::poll(&pfd, 1, ms_until(now, deadline));
+    pollfd fds[2] = {{fd_, POLLIN, 0}, {wake::stop_fd(), POLLIN, 0}};
+    int r = ::poll(fds, fds[1].fd >= 0 ? 2 : 1, ms_until(now, deadline));
     if (r < 0) {
       if (errno == EINTR) return 0;  // let the caller look at its signals
       lose(std::string("poll failed: ") + std::strerror(errno));
       continue;
     }
-    if (r == 0) return 0;  // timeout
+    if (r == 0) return 0;           // timeout
+    if (!fds[0].revents) return 0;  // the stop notice
+    const pollfd& pfd = fds[0];
     if (pfd.revents & POLLNVAL) {
       lose("file descriptor became invalid");
       continue;

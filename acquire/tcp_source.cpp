@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/wake.h"
 
 namespace mp::acquire {
 namespace {
@@ -354,9 +355,7 @@ size_t TcpSource::read(uint8_t* buf, size_t n, int timeout_ms) {
           continue;
         }
         if (now >= deadline) return 0;
-        if (::poll(nullptr, 0, ms_until(now, std::min(deadline, next_attempt_ns_))) < 0 &&
-            errno == EINTR)
-          return 0;
+        if (!wake::sleep_until(std::min(deadline, next_attempt_ns_))) return 0;  // a stop
         continue;
       case State::resolving:
         if (!step_resolve(deadline)) return 0;
@@ -377,8 +376,8 @@ size_t TcpSource::read(uint8_t* buf, size_t n, int timeout_ms) {
       }
       until = std::min(until, idle_at);
     }
-    pollfd pfd{fd_, POLLIN, 0};
-    int r = ::poll(&pfd, 1, ms_until(now, until));
+    pollfd pfd[2] = {{fd_, POLLIN, 0}, {wake::stop_fd(), POLLIN, 0}};
+    int r = ::poll(pfd, pfd[1].fd >= 0 ? 2 : 1, ms_until(now, until));
     if (r < 0) {
       if (errno == EINTR) return 0;
       lose("poll: " + errno_text(errno));
@@ -388,6 +387,7 @@ size_t TcpSource::read(uint8_t* buf, size_t n, int timeout_ms) {
       if (idle_at && clock::mono_ns() >= idle_at) continue;  // idle check above
       return 0;
     }
+    if (!pfd[0].revents) return 0;  // the stop notice
     ssize_t k = ::recv(fd_, buf, n, MSG_DONTWAIT);
     if (k > 0) {
       last_rx_ns_ = clock::mono_ns();

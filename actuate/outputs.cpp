@@ -1,6 +1,5 @@
 #include "actuate/outputs.h"
 
-#include <curl/curl.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -14,6 +13,7 @@
 #include <gpiod.hpp>
 #include <thread>
 
+#include "common/lazy_curl.h"
 #include "common/log.h"
 
 extern char** environ;
@@ -151,8 +151,8 @@ size_t discard(char*, size_t size, size_t n, void*) { return size * n; }
 
 HttpOutput::HttpOutput(HttpRequest on, HttpRequest off, double timeout_s)
     : on_(std::move(on)), off_(std::move(off)), timeout_ms_(to_ms(timeout_s)) {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  std::string error;
+  if (!curl(error)) log::error("%s", error.c_str());  // each switch then fails with it
 }
 
 std::string HttpOutput::describe() const {
@@ -165,40 +165,43 @@ SwitchResult HttpOutput::set(bool on) {
   std::string what = rq.method + " " + redact_url(rq.url);
   if (rq.url.empty())
     return {false, std::string("no URL configured to switch ") + (on ? "on" : "off")};
-  CURL* c = curl_easy_init();
+  std::string error;
+  const Curl* k = curl(error);
+  if (!k) return {false, what + ": " + error};
+  CURL* c = k->easy_init();
   if (!c) return {false, what + ": cannot initialise libcurl"};
   char errbuf[CURL_ERROR_SIZE] = {0};
   curl_slist* headers = nullptr;
-  for (const auto& h : rq.headers) headers = curl_slist_append(headers, h.c_str());
-  curl_easy_setopt(c, CURLOPT_URL, rq.url.c_str());
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms_));
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout_ms_));
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-  if (headers) curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  for (const auto& h : rq.headers) headers = k->slist_append(headers, h.c_str());
+  k->easy_setopt(c, CURLOPT_URL, rq.url.c_str());
+  k->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  k->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  k->easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms_));
+  k->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout_ms_));
+  k->easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  k->easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+  if (headers) k->easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   if (rq.method == "GET") {
-    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    k->easy_setopt(c, CURLOPT_HTTPGET, 1L);
   } else {
-    if (rq.method != "POST") curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, rq.method.c_str());
+    if (rq.method != "POST") k->easy_setopt(c, CURLOPT_CUSTOMREQUEST, rq.method.c_str());
     if (rq.method == "HEAD") {
-      curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+      k->easy_setopt(c, CURLOPT_NOBODY, 1L);
     } else {
-      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(rq.body.size()));
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS, rq.body.c_str());
+      k->easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(rq.body.size()));
+      k->easy_setopt(c, CURLOPT_POSTFIELDS, rq.body.c_str());
     }
   }
-  CURLcode rc = curl_easy_perform(c);
+  CURLcode rc = k->easy_perform(c);
   long code = 0, sent = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-  curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &sent);
-  curl_easy_cleanup(c);
-  curl_slist_free_all(headers);
+  k->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+  k->easy_getinfo(c, CURLINFO_REQUEST_SIZE, &sent);
+  k->easy_cleanup(c);
+  k->slist_free_all(headers);
   // A request that went out without a complete answer may have switched the device; one
   // that never left (no connection, DNS, TLS) cannot have.
   if (rc != CURLE_OK)
-    return {false, what + ": " + (errbuf[0] ? std::string(errbuf) : curl_easy_strerror(rc)),
+    return {false, what + ": " + (errbuf[0] ? std::string(errbuf) : k->easy_strerror(rc)),
             sent > 0};
   if (code < 200 || code > 299) return {false, what + ": HTTP " + std::to_string(code)};
   return {true, ""};

@@ -782,6 +782,50 @@ void Engine::reassert_doubtful(int64_t now, std::vector<Decision>& out) {
   }
 }
 
+// Every threshold of the phases of step() that only the time can cross (docs/ARCHITECTURE.md,
+// "Threading": the worker sleeps until the earliest one). Strict comparisons (now - t > d)
+// turn at t + d + 1.
+std::optional<int64_t> Engine::next_deadline(int64_t now) const {
+  std::optional<int64_t> next;
+  auto at = [&](int64_t t) {
+    if (t > now && (!next || t < *next)) next = t;
+  };
+  for (const auto& r : relays_) {
+    if (!r.switches.empty()) at(r.switches.front() + kHourNs);  // expire_timers, the budget
+    if (r.pending) at(r.pending_ns + to_ns(site_.pending_timeout_s) + 1);
+    if (r.ovr != Override::automatic && r.ovr_expires_ns != 0) at(r.ovr_expires_ns);
+    at(r.retry_at_ns);  // can_decide
+    if (r.last_switch_ns != 0) {
+      at(r.last_switch_ns + to_ns(r.spec.min_on_s));
+      at(r.last_switch_ns + to_ns(r.spec.min_off_s));
+    }
+    const Meter* m = find_meter(r.spec.meter);
+    if (!m) continue;
+    if (m->last_data_ns) at(*m->last_data_ns + to_ns(r.spec.stale_after_s) + 1);  // stale()
+    for (const auto& c : r.spec.conditions) {
+      if (c.kind != Condition::Kind::value) continue;
+      auto it = m->values.find(c.name);
+      if (it != m->values.end()) at(it->second.at + to_ns(r.spec.stale_after_s) + 1);
+    }
+  }
+  bool shed = false;
+  for (const auto& r : relays_) shed = shed || r.shed_quarter.has_value();
+  if (site_.demand_limit_w || shed) at(quarter_of(now) + kQuarterNs);
+  if (site_.demand_limit_w && quarter_ns_ >= 0) {
+    // shave_peak: fresh demand data of this quarter projects with the time itself
+    if (quarter_ns_ == quarter_of(now) && now - demand_at_ <= 30 * kNsPerSec) at(now + 1);
+    at(demand_at_ + 30 * kNsPerSec + 1);
+  }
+  return next;
+}
+
+bool Engine::uses_local_time() const {
+  for (const auto& r : relays_)
+    for (const auto& c : r.spec.conditions)
+      if (c.kind != Condition::Kind::value) return true;
+  return false;
+}
+
 std::vector<RelayStatus> Engine::status(int64_t now) const {
   std::vector<const Relay*> order;
   for (const auto& r : relays_) order.push_back(&r);

@@ -250,6 +250,19 @@ class Engine {
   // Takes effect at the next step(). Returns false for an unknown relay.
   bool set_override(std::string_view relay, Override mode, int64_t expires_ns = 0);
 
+  // The earliest engine time after `now_ns` at which step() without a reading may decide
+  // something or change the engine's state: a retry, a pending switch timing out, an
+  // override expiring, a meter's data or a condition's value going stale, min_on_s /
+  // min_off_s running out, a switch leaving the budget's hour, a quarter hour starting (peak
+  // shaving; while its demand data is fresh the projection moves with the time: now_ns + 1).
+  // A tick before it returns nothing and changes nothing. nullopt: no such time (only a
+  // reading, confirm(), forget_state() or set_override() changes anything). Local time is
+  // not the engine's: see uses_local_time().
+  std::optional<int64_t> next_deadline(int64_t now_ns) const;
+  // Some relay has a time-of-day or weekday condition: step() may also decide differently
+  // when the local minute changes.
+  bool uses_local_time() const;
+
   // Believed (confirmed) state; false for an unknown relay.
   bool state(std::string_view relay) const;
   std::vector<RelayStatus> status(int64_t now_ns) const;

@@ -191,6 +191,7 @@ void Actuator::finish(Out& o, const SwitchResult& r, int64_t now) {
   }
   last_reason_[d.relay] = d.reason;
   dirty_ = true;
+  if (!changed_at_) changed_at_ = now;  // the engine may decide more: tick soon (next_tick)
 }
 
 void Actuator::apply(const std::vector<Decision>& ds, int64_t now) {
@@ -289,7 +290,30 @@ std::string Actuator::control_reply(const std::string& request, int64_t now) {
             secs > 0 ? (" for " + std::to_string(int64_t(secs)) + " s").c_str() : "");
   dirty_ = true;
   apply(engine_.step(now, local_time(clock::wall_ns(), "")), now);
+  if (!changed_at_) changed_at_ = now;  // not a tick: the old grid goes on (next_tick)
   return "{\"ok\":true}";
+}
+
+// The engine's tick without data used to come every second after its last step; it now comes
+// only at the first such second at or after something can change: the engine's next
+// deadline (Engine::next_deadline), the next local minute when a relay has a time condition,
+// or a confirm/override since the last step. The ticks left out are those that would have
+// decided nothing and changed nothing (tests/unit/test_rules_deadline.cpp).
+std::optional<int64_t> Actuator::next_tick(int64_t last_step) const {
+  std::optional<int64_t> due;
+  auto at = [&](int64_t t) {
+    if (!due || t < *due) due = t;
+  };
+  if (changed_at_) at(*changed_at_);
+  if (auto d = engine_.next_deadline(last_step)) at(*d);
+  if (engine_.uses_local_time()) {
+    // local_time() reads the wall clock: its next minute, in engine time
+    const int64_t wall = clock::wall_ns(), now = engine_now();
+    at(now + ((wall / 60000000000LL + 1) * 60000000000LL - wall));
+  }
+  if (!due) return std::nullopt;
+  const int64_t k = std::max<int64_t>(1, (*due - last_step + kNsPerSec - 1) / kNsPerSec);
+  return last_step + k * kNsPerSec;
 }
 
 int Actuator::run() {
@@ -329,11 +353,16 @@ int Actuator::run() {
   if (ctl_) poller.add(*ctl_);
   if (wake_fd_ >= 0) poller.add_fd(wake_fd_);
   int64_t last_step = 0, last_save = clock::mono_ns();
+  changed_at_ = 0;  // the first tick at once
   while (w_.running()) {
-    // asleep until a frame, a request, a finished switch (wake_fd_), the engine's tick
-    // without data (1 s after its last step) or the heartbeat: nothing polls
-    const int64_t tick_left_ms = (last_step + 1000000000LL - engine_now()) / 1000000 + 1;
-    poller.wait(int(std::clamp<int64_t>(tick_left_ms, 0, w_.wait_ms())));
+    // asleep until a frame, a request, a finished switch (wake_fd_), the engine's next tick
+    // (next_tick), the periodic save or the heartbeat: nothing polls
+    int64_t left_ms = w_.wait_ms();
+    if (const auto tick = next_tick(last_step))
+      left_ms = std::min(left_ms, (*tick - engine_now()) / 1000000 + 1);
+    left_ms = std::min(
+        left_ms, (last_save + int64_t(kSaveIntervalS * 1e9) - clock::mono_ns()) / 1000000 + 1);
+    poller.wait(int(std::max<int64_t>(left_ms, 0)));
     uint64_t woken;
     if (wake_fd_ >= 0) (void)!::read(wake_fd_, &woken, sizeof woken);
     // Engine time runs on the monotonic clock, anchored to the wall clock at start: an NTP
@@ -359,16 +388,21 @@ int Actuator::run() {
       from_proto(pr, r);
       trigger_wall_ns_ = pr.receive_time_ns();
       trigger_mono_ns_ = pr.receive_mono_ns();
-      apply(engine_.step(now, local_time(clock::wall_ns(), ""), &r), now);
-      trigger_wall_ns_ = trigger_mono_ns_ = 0;
+      auto ds = engine_.step(now, local_time(clock::wall_ns(), ""), &r);
       last_step = now;
+      changed_at_.reset();  // a switch these decisions finish is a change after the step
+      apply(ds, now);
+      trigger_wall_ns_ = trigger_mono_ns_ = 0;
       w_.count("readings");
     }
     if (ctl_) ctl_->serve_pending();
     collect(now);
-    if (now - last_step >= 1000000000LL) {  // ticks without data: staleness, retries
-      apply(engine_.step(now, local_time(clock::wall_ns(), "")), now);
+    if (const auto tick = next_tick(last_step); tick && now >= *tick) {
+      // a tick without data: staleness, expiries, retries
+      auto ds = engine_.step(now, local_time(clock::wall_ns(), ""));
       last_step = now;
+      changed_at_.reset();
+      apply(ds, now);
     }
     const int64_t mono = clock::mono_ns();
     if (dirty_ || mono - last_save > int64_t(kSaveIntervalS * 1e9)) {

@@ -61,6 +61,11 @@ class Actuator {
   // receive stamps of the reading being stepped (0 outside a reading's step)
   int64_t trigger_wall_ns_ = 0, trigger_mono_ns_ = 0;
   int64_t engine_now() const;
+  // When the engine's next tick without data is due (engine time), nullopt: not before an
+  // event (see run()).
+  std::optional<int64_t> next_tick(int64_t last_step) const;
+  // engine time of a confirm or an override since the engine's last step
+  std::optional<int64_t> changed_at_;
   int64_t wall0_ = 0, mono0_ = 0;  // engine clock: wall at start + monotonic since
   bool restored_ = false;
   // persisted state, written by its own thread

@@ -27,6 +27,7 @@ code before a change), then with --bin-dir, so both are measured in one run.
 
 usage: bench/bench_efficiency.py [--seconds 60] [--warmup 10] [--modes demo,silent]
                                  [--bin-dir build/bin] [--before OTHER_BIN_DIR] [--no-peer]
+                                 [--threads]
 """
 import argparse
 import glob
@@ -81,7 +82,8 @@ def sample(pid):
         sched = read(d + "/schedstat").split()
         st = read(d + "/status")
         if sched and st:
-            tasks[tid] = (int(sched[0]), status_field(st, "voluntary_ctxt_switches"))
+            tasks[tid] = (int(sched[0]), status_field(st, "voluntary_ctxt_switches"),
+                          read(d + "/comm").strip())
     pss = status_field(read("/proc/%d/smaps_rollup" % pid), "Pss")
     return {"tasks": tasks, "rss": status_field(status, "VmRSS"), "pss": pss,
             "threads": status_field(status, "Threads")}
@@ -91,11 +93,20 @@ def delta(a, b):
     """CPU ns and wake-ups between two samples (threads that ended in between count up to
     the first sample only; new ones count fully)."""
     cpu = wake = 0
-    for tid, (c1, w1) in b["tasks"].items():
-        c0, w0 = a["tasks"].get(tid, (0, 0))
+    for tid, (c1, w1, _) in b["tasks"].items():
+        c0, w0, _ = a["tasks"].get(tid, (0, 0, ""))
         cpu += c1 - c0
         wake += w1 - w0
     return cpu, wake
+
+
+def per_thread(a, b):
+    """{thread name: wake-ups} between two samples, threads of one name summed."""
+    out = {}
+    for tid, (_, w1, name) in b["tasks"].items():
+        w0 = a["tasks"].get(tid, (0, 0, ""))[1]
+        out[name] = out.get(name, 0) + w1 - w0
+    return out
 
 
 def children(ppid):
@@ -256,11 +267,12 @@ def measure(label, bin_dir, mode, args):
         cpu, wake = delta(a, b)
         rows.append((name, {"rss": b["rss"] / 1024.0, "pss": b["pss"] / 1024.0,
                             "cpu": cpu / 1e9 / wall * 100, "wake": wake / wall,
-                            "threads": b["threads"]}))
+                            "threads": b["threads"],
+                            "per_thread": {t: n / wall for t, n in per_thread(a, b).items()}}))
     restarts = re.findall(rb"restart", open(os.path.join(d, "meterpipe.log"), "rb").read())
     shutil.rmtree(d, ignore_errors=True)
     return {"label": label, "mode": mode, "rows": rows, "peer": peer_line, "wall": wall,
-            "restarts": len(restarts), "others": others}
+            "restarts": len(restarts), "others": others, "threads": args.threads}
 
 
 def other_meterpipes(ours):
@@ -301,6 +313,13 @@ def print_table(res):
         tot["rss"], tot["pss"], tot["cpu"], tot["wake"], tot["threads"]))
     if peer:
         print(peer.replace("| peer |", "| peer (%s) |" % res["peer"].replace("peer: ", "")))
+    if res.get("threads"):
+        print("\nwakeups/s per thread (threads of one name summed):")
+        for name, r in res["rows"]:
+            if r and name != "peer":
+                print("  %-10s %s" % (name, ", ".join(
+                    "%s %.2f" % (t, w) for t, w in sorted(r["per_thread"].items(),
+                                                          key=lambda x: -x[1]))))
     return tot
 
 
@@ -312,6 +331,8 @@ def main():
     ap.add_argument("--bin-dir", default=BIN)
     ap.add_argument("--before", help="bin dir of the build before a change, measured first")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--threads", action="store_true",
+                    help="also print the wake-ups of every thread (by name) of each process")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(args.bin_dir, "meterpipe")):
         sys.exit("meterpipe not found in %s (--bin-dir)" % args.bin_dir)

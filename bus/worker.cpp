@@ -86,9 +86,9 @@ Worker::Worker(int argc, char** argv, const std::string& name) : name_(name) {
   start_mono_ = clock::mono_ns();
   next_health_mono_ = next_idle_health_mono_ = start_mono_;
   changed_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  // at most 1 s: the P1/SML stream reads end on it, not on the stop notice
-  wake::set_progress_period_ns(
-      std::min<int64_t>(1000000000LL, int64_t(cfg_.general.watchdog_s * 1e9 / 4)));
+  // half of what a stuck thread may take (tick); the byte sources' reads and the runners'
+  // sleeps end on the stop notice, so it does not delay a stop
+  wake::set_progress_period_ns(int64_t(cfg_.general.watchdog_s * 1e9 / 4));
   parent_ = getppid();
 }
 

@@ -24,7 +24,7 @@ bool stop_requested();
 bool sleep_until(int64_t mono_ns);
 
 // How often a thread watched by its worker's watchdog must show progress at the least
-// (Worker::progress): min(1 s, general.watchdog_s / 4), set by the worker at start.
+// (Worker::progress): general.watchdog_s / 4, set by the worker at start.
 int64_t progress_period_ns();
 void set_progress_period_ns(int64_t ns);
 

@@ -248,6 +248,7 @@ int HttpServer::on_request(mg_connection* conn, void* self_v) {
       Request req{in.method, in.path, in.query};
       head = req.method == "HEAD";
       if (!history_api::handle(req, r)) {  // the database: outside the state lock
+        if (self->shared_.take_heartbeats) self->shared_.take_heartbeats();
         std::lock_guard<std::mutex> lk(self->shared_.mutex);
         const ServeInfo info = self->info_locked();
         ApiContext ctx{self->shared_.state, info, clock::wall_ns(), clock::mono_ns(),

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,9 @@ namespace mp::serve {
 // What the HTTP threads and the bus loop share.
 struct Shared {
   std::mutex mutex;  // guards state and info
+  // Takes the heartbeats waiting on the bus into state (they are read lazily: the bus loop
+  // does not wake for them). Called by a request before it takes `mutex`; empty: nothing.
+  std::function<void()> take_heartbeats;
   State state;
   ServeInfo info;  // bus figures and the static part (pid, listen); the rest is filled live
   int64_t start_mono_ns = 0;

@@ -84,6 +84,8 @@ ServeWorker::ServeWorker(Worker& w)
       gate_(std::make_unique<AuthGate>(gate_options(w.cfg()), &web_assets(),
                                        relay_control(w.cfg().general.run_dir, http_))) {
   http_.set_gate(gate_.get());
+  // set before the HTTP threads start; a no-op until run() made the subscriber and after
+  shared_.take_heartbeats = [this] { take_heartbeats(); };
   if (!w.cfg().general.timezone.empty()) {
     setenv("TZ", w.cfg().general.timezone.c_str(), 1);
     tzset();
@@ -105,7 +107,15 @@ int ServeWorker::run() {
   log::info("serving %s://%s/ (REST /api/..., WebSocket /ws, Prometheus /metrics; accounts: %s)",
             cfg.serve.auth.tls_cert_file.empty() ? "http" : "https", cfg.serve.listen.c_str(),
             gate_->accounts_state().c_str());
-  bus::Subscriber sub(cfg.general.run_dir, shown_workers(cfg), {"reading/", "relay/", "health/"});
+  bus::Subscriber sub(cfg.general.run_dir, shown_workers(cfg), {"reading/", "relay/"});
+  // Heartbeats wait in their socket until the loop wakes anyway (a reading, a relay event,
+  // serve's own heartbeat: at least every idle heartbeat period) or a request asks (the
+  // page's /api/status, /metrics): each worker's heartbeat no longer wakes serve.
+  {
+    std::lock_guard<std::mutex> lk(health_mutex_);
+    health_ = std::make_unique<bus::Subscriber>(cfg.general.run_dir, shown_workers(cfg),
+                                                std::vector<std::string>{"health/"});
+  }
   while (w_.running()) {
     bus::Message m;
     bool got = sub.receive(m, w_.wait_ms());  // asleep until a message or the heartbeat
@@ -113,6 +123,7 @@ int ServeWorker::run() {
       dispatch(m);
       got = sub.receive(m, 0);
     }
+    take_heartbeats();
     update_bus_counters(sub);
     report();
     end_lapsed_websockets_when_due();
@@ -120,7 +131,27 @@ int ServeWorker::run() {
     w_.tick();
   }
   http_.stop();
+  std::lock_guard<std::mutex> lk(health_mutex_);
+  health_.reset();
   return 0;
+}
+
+void ServeWorker::take_heartbeats() {
+  std::lock_guard<std::mutex> hl(health_mutex_);
+  if (!health_) return;
+  bus::Message m;
+  while (health_->receive(m, 0)) {
+    ++heartbeats_;
+    if (!m.env.has_health()) continue;
+    // a heartbeat counts from when it was sent (the monotonic clock is the machine's), not
+    // from when it was taken
+    const int64_t now = clock::mono_ns(), sent = m.env.health().send_mono_ns();
+    const int64_t mono = sent > 0 && sent <= now ? sent : now;
+    const int64_t wall = m.env.send_time_ns() ? m.env.send_time_ns() : clock::wall_ns();
+    std::lock_guard<std::mutex> lk(shared_.mutex);
+    shared_.state.on_health(m.env, mono, wall);
+  }
+  health_lost_ = health_->lost();
 }
 
 void ServeWorker::dispatch(const bus::Message& m) {
@@ -140,9 +171,6 @@ void ServeWorker::dispatch(const bus::Message& m) {
     shared_.state.on_relay(env);
     push = State::relay_event_json(env);
     ++relay_events_;
-  } else if (env.has_health()) {
-    std::lock_guard<std::mutex> lk(shared_.mutex);
-    shared_.state.on_health(env, clock::mono_ns(), clock::wall_ns());
   }
   if (!push.empty()) http_.broadcast(std::move(push));
 }
@@ -153,11 +181,13 @@ void ServeWorker::update_bus_counters(const bus::Subscriber& sub) {
     if (key.second.rfind("reading/", 0) == 0) lost[key.second.substr(8)] += st.lost;
   std::lock_guard<std::mutex> lk(shared_.mutex);
   for (const auto& [meter, n] : lost) shared_.state.set_lost(meter, n);
-  shared_.info.bus_received = received_;
-  shared_.info.bus_lost = sub.lost();
+  shared_.info.bus_received = received_ + heartbeats_;
+  shared_.info.bus_lost = sub.lost() + health_lost_;
 }
 
 void ServeWorker::report() {
+  // readings and relay events only: a counter that moved with every heartbeat taken (serve's
+  // own too) would make each of serve's heartbeats one "with news" (bus/worker.h)
   w_.set_counter("bus_received", received_);
   w_.set_counter("bus_lost", shared_.info.bus_lost);
   w_.set_counter("readings", readings_);

@@ -4,8 +4,10 @@
 // (serve/state.*, serve/api.*); civetweb threads answer requests (serve/worker_http.*).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 
 #include "bus/worker.h"
 #include "serve/worker_http.h"
@@ -20,6 +22,7 @@ class ServeWorker {
 
  private:
   void dispatch(const bus::Message& m);
+  void take_heartbeats();  // from the bus loop or a request (Shared::take_heartbeats)
   void update_bus_counters(const bus::Subscriber& sub);
   void report();
   void end_lapsed_websockets_when_due();
@@ -30,6 +33,12 @@ class ServeWorker {
   HttpServer http_;
   std::unique_ptr<AuthGate> gate_;  // accounts, sessions, relay control (serve/auth_gate.h)
   uint64_t received_ = 0, readings_ = 0, relay_events_ = 0;
+  // health/: a subscriber of its own that no wait includes; used under health_mutex_ by
+  // whichever thread takes the heartbeats (docs/ARCHITECTURE.md, "Threading")
+  std::mutex health_mutex_;
+  std::unique_ptr<bus::Subscriber> health_;
+  std::atomic<uint64_t> heartbeats_{0};
+  std::atomic<uint64_t> health_lost_{0};
   int64_t next_trim_mono_ = 0;
   int64_t next_ws_check_mono_ = 0;
 };

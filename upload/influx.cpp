@@ -1,7 +1,5 @@
 #include "upload/influx.h"
 
-
-#include <curl/curl.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -11,6 +9,8 @@
 #include <vector>
 
 #include "common/civil.h"
+#include "common/lazy_curl.h"
+#include "common/log.h"
 
 namespace mp::upload {
 namespace {
@@ -87,7 +87,16 @@ bool json_string_field(std::string_view body, std::string_view key, std::string&
   return true;
 }
 
-std::once_flag g_curl_init;
+// libcurl, loaded by the first client (common/lazy_curl.h); nullptr when it cannot be
+const Curl* lib() {
+  static const Curl* const k = [] {
+    std::string error;
+    const Curl* c = curl(error);
+    if (!c) log::error("influx: %s", error.c_str());
+    return c;
+  }();
+  return k;
+}
 
 }  // namespace
 
@@ -236,16 +245,15 @@ bool gzip_compress(std::string_view in, std::string& out, int level) {
 }
 
 InfluxClient::InfluxClient(InfluxConfig cfg) : cfg_(std::move(cfg)) {
-  std::call_once(g_curl_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-  CURL* c = curl_easy_init();
+  CURL* c = lib() ? lib()->easy_init() : nullptr;
   curl_ = c;
   std::string base = cfg_.url;
   while (!base.empty() && base.back() == '/') base.pop_back();
   auto esc = [c](const std::string& s) {
     if (!c) return s;
-    char* e = curl_easy_escape(c, s.c_str(), static_cast<int>(s.size()));
+    char* e = lib()->easy_escape(c, s.c_str(), static_cast<int>(s.size()));
     std::string r = e ? e : "";
-    curl_free(e);
+    lib()->free(e);
     return r;
   };
   ping_url_ = base + "/ping";
@@ -262,46 +270,48 @@ InfluxClient::InfluxClient(InfluxConfig cfg) : cfg_(std::move(cfg)) {
   if (!c) return;
 
   curl_slist* h = nullptr;
-  h = curl_slist_append(h, "Content-Type: text/plain; charset=utf-8");
-  h = curl_slist_append(h, "Expect:");  // no 100-continue round trip for large batches
+  h = lib()->slist_append(h, "Content-Type: text/plain; charset=utf-8");
+  h = lib()->slist_append(h, "Expect:");  // no 100-continue round trip for large batches
   if (cfg_.api == InfluxConfig::Api::v2 && !cfg_.token.empty())
-    h = curl_slist_append(h, ("Authorization: Token " + cfg_.token).c_str());
+    h = lib()->slist_append(h, ("Authorization: Token " + cfg_.token).c_str());
   curl_slist* hg = nullptr;
-  for (curl_slist* p = h; p; p = p->next) hg = curl_slist_append(hg, p->data);
-  hg = curl_slist_append(hg, "Content-Encoding: gzip");
+  for (curl_slist* p = h; p; p = p->next) hg = lib()->slist_append(hg, p->data);
+  hg = lib()->slist_append(hg, "Content-Encoding: gzip");
   headers_ = h;
   headers_gzip_ = hg;
 
-  curl_easy_setopt(c, CURLOPT_URL, url_.c_str());
-  curl_easy_setopt(c, CURLOPT_POST, 1L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_USERAGENT, cfg_.user_agent.c_str());
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, cfg_.connect_timeout_ms);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, cfg_.request_timeout_ms);
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, cfg_.verify_tls ? 1L : 0L);
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, cfg_.verify_tls ? 2L : 0L);
-  if (!cfg_.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, cfg_.ca_file.c_str());
+  lib()->easy_setopt(c, CURLOPT_URL, url_.c_str());
+  lib()->easy_setopt(c, CURLOPT_POST, 1L);
+  lib()->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  lib()->easy_setopt(c, CURLOPT_USERAGENT, cfg_.user_agent.c_str());
+  lib()->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, cfg_.connect_timeout_ms);
+  lib()->easy_setopt(c, CURLOPT_TIMEOUT_MS, cfg_.request_timeout_ms);
+  lib()->easy_setopt(c, CURLOPT_SSL_VERIFYPEER, cfg_.verify_tls ? 1L : 0L);
+  lib()->easy_setopt(c, CURLOPT_SSL_VERIFYHOST, cfg_.verify_tls ? 2L : 0L);
+  if (!cfg_.ca_file.empty()) lib()->easy_setopt(c, CURLOPT_CAINFO, cfg_.ca_file.c_str());
   if (cfg_.api == InfluxConfig::Api::v1 && !cfg_.user.empty()) {
-    curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-    curl_easy_setopt(c, CURLOPT_USERNAME, cfg_.user.c_str());
-    curl_easy_setopt(c, CURLOPT_PASSWORD, cfg_.password.c_str());
+    lib()->easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+    lib()->easy_setopt(c, CURLOPT_USERNAME, cfg_.user.c_str());
+    lib()->easy_setopt(c, CURLOPT_PASSWORD, cfg_.password.c_str());
   }
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &InfluxClient::xferinfo);
-  curl_easy_setopt(c, CURLOPT_XFERINFODATA, this);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &InfluxClient::on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, this);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &InfluxClient::on_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, this);
+  lib()->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  lib()->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  lib()->easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+  lib()->easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  lib()->easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &InfluxClient::xferinfo);
+  lib()->easy_setopt(c, CURLOPT_XFERINFODATA, this);
+  lib()->easy_setopt(c, CURLOPT_WRITEFUNCTION, &InfluxClient::on_body);
+  lib()->easy_setopt(c, CURLOPT_WRITEDATA, this);
+  lib()->easy_setopt(c, CURLOPT_HEADERFUNCTION, &InfluxClient::on_header);
+  lib()->easy_setopt(c, CURLOPT_HEADERDATA, this);
 }
 
 InfluxClient::~InfluxClient() {
-  if (curl_) curl_easy_cleanup(static_cast<CURL*>(curl_));
-  curl_slist_free_all(static_cast<curl_slist*>(headers_));
-  curl_slist_free_all(static_cast<curl_slist*>(headers_gzip_));
+  if (lib()) {  // loaded already when there is anything to free
+    if (curl_) lib()->easy_cleanup(static_cast<CURL*>(curl_));
+    lib()->slist_free_all(static_cast<curl_slist*>(headers_));
+    lib()->slist_free_all(static_cast<curl_slist*>(headers_gzip_));
+  }
   // Scrub the secrets from memory we own.
   std::fill(cfg_.token.begin(), cfg_.token.end(), '\0');
   std::fill(cfg_.password.begin(), cfg_.password.end(), '\0');
@@ -342,28 +352,28 @@ size_t InfluxClient::on_header(char* p, size_t size, size_t n, void* self) {
 }
 
 long InfluxClient::ping(long timeout_ms) {
-  if (abort_) return 0;
-  CURL* c = curl_easy_init();
+  if (abort_ || !lib()) return 0;
+  CURL* c = lib()->easy_init();
   if (!c) return 0;
-  curl_easy_setopt(c, CURLOPT_URL, ping_url_.c_str());
-  curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_USERAGENT, cfg_.user_agent.c_str());
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, cfg_.verify_tls ? 1L : 0L);
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, cfg_.verify_tls ? 2L : 0L);
-  if (!cfg_.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, cfg_.ca_file.c_str());
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &InfluxClient::xferinfo);
-  curl_easy_setopt(c, CURLOPT_XFERINFODATA, this);
-  curl_easy_setopt(
+  lib()->easy_setopt(c, CURLOPT_URL, ping_url_.c_str());
+  lib()->easy_setopt(c, CURLOPT_HTTPGET, 1L);
+  lib()->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  lib()->easy_setopt(c, CURLOPT_USERAGENT, cfg_.user_agent.c_str());
+  lib()->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+  lib()->easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+  lib()->easy_setopt(c, CURLOPT_SSL_VERIFYPEER, cfg_.verify_tls ? 1L : 0L);
+  lib()->easy_setopt(c, CURLOPT_SSL_VERIFYHOST, cfg_.verify_tls ? 2L : 0L);
+  if (!cfg_.ca_file.empty()) lib()->easy_setopt(c, CURLOPT_CAINFO, cfg_.ca_file.c_str());
+  lib()->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  lib()->easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  lib()->easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &InfluxClient::xferinfo);
+  lib()->easy_setopt(c, CURLOPT_XFERINFODATA, this);
+  lib()->easy_setopt(
       c, CURLOPT_WRITEFUNCTION,
       +[](char*, size_t size, size_t n, void*) -> size_t { return size * n; });
   long status = 0;
-  if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(c);
+  if (lib()->easy_perform(c) == CURLE_OK) lib()->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  lib()->easy_cleanup(c);
   return status;
 }
 
@@ -384,16 +394,17 @@ WriteResult InfluxClient::write(std::string_view body) {
   std::string_view payload = body;
   bool gz = cfg_.gzip && gzip_compress(body, gz_, cfg_.gzip_level);
   if (gz) payload = gz_;
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(gz ? headers_gzip_ : headers_));
-  curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload.data());
-  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(payload.size()));
+  lib()->easy_setopt(c, CURLOPT_HTTPHEADER,
+                     static_cast<curl_slist*>(gz ? headers_gzip_ : headers_));
+  lib()->easy_setopt(c, CURLOPT_POSTFIELDS, payload.data());
+  lib()->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(payload.size()));
   char errbuf[CURL_ERROR_SIZE] = {0};
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  CURLcode rc = curl_easy_perform(c);
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, nullptr);
+  lib()->easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  CURLcode rc = lib()->easy_perform(c);
+  lib()->easy_setopt(c, CURLOPT_ERRORBUFFER, nullptr);
   if (rc != CURLE_OK) {
     res.cls = rc == CURLE_ABORTED_BY_CALLBACK ? WriteClass::aborted : WriteClass::retry;
-    res.message = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+    res.message = errbuf[0] ? errbuf : lib()->easy_strerror(rc);
     // A certificate that does not verify will not verify on the next try either: a
     // configuration error (data kept, told once a minute), with what to change.
     if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
@@ -408,7 +419,7 @@ WriteResult InfluxClient::write(std::string_view body) {
     return res;
   }
   long status = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  lib()->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   res.http_status = status;
   res.cls = classify_status(status);
   if (res.cls != WriteClass::ok) {
