@@ -1,8 +1,8 @@
 // libcurl, loaded when the first HTTP relay output (actuate/outputs.h) or InfluxDB client
 // (upload/influx.h) is made: a box whose relays switch GPIO lines, commands or nothing (sim)
 // and that uploads to daily files does not map libcurl and what it pulls in (libcrypto,
-// GnuTLS, ...: about 5 MB resident per process; docs/ARCHITECTURE.md, "Threading": the
-// footprint of issue 22). The same pattern as protocols/dsmr/lazy_crypto.h.
+// GnuTLS, ...: about 5 MB resident per process; docs/ARCHITECTURE.md, "Threading": a
+// box's footprint). The same pattern as protocols/dsmr/lazy_crypto.h.
 #pragma once
 
 #include <curl/curl.h>

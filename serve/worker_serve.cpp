@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <ctime>
 
@@ -118,7 +119,7 @@ int ServeWorker::run() {
   }
   while (w_.running()) {
     bus::Message m;
-    bool got = sub.receive(m, w_.wait_ms());  // asleep until a message or the heartbeat
+    bool got = sub.receive(m, wait_ms());  // asleep until a message or the next deadline
     while (got) {
       dispatch(m);
       got = sub.receive(m, 0);
@@ -199,9 +200,18 @@ void ServeWorker::report() {
   w_.gauge("websocket_clients", double(http_.clients()));
 }
 
+int ServeWorker::wait_ms() const {
+  const int heartbeat = w_.wait_ms();
+  if (http_.clients() == 0) return heartbeat;
+  // open WebSockets: their sessions expire and the users file changes without a request, so
+  // the loop also wakes for the once-a-second look (only while a page is open)
+  const int64_t left = (next_ws_check_mono_ - clock::mono_ns()) / 1000000 + 1;
+  return int(std::clamp<int64_t>(left, 0, heartbeat));
+}
+
 void ServeWorker::end_lapsed_websockets_when_due() {
-  // sessions expire and users files change without a request: look once a second (the loop
-  // wakes at least every heartbeat, at most 1.75 s)
+  // sessions expire and users files change without a request: look once a second while
+  // WebSockets are open (wait_ms)
   const int64_t now = clock::mono_ns();
   if (now < next_ws_check_mono_) return;
   http_.end_lapsed_clients();

@@ -25,6 +25,7 @@ class ServeWorker {
   void take_heartbeats();  // from the bus loop or a request (Shared::take_heartbeats)
   void update_bus_counters(const bus::Subscriber& sub);
   void report();
+  int wait_ms() const;
   void end_lapsed_websockets_when_due();
   void trim_memory_when_due();
 

@@ -1,7 +1,7 @@
 // OpenSSL's AES-GCM for encrypted P1 (protocols/dsmr/dlms.*), loaded at the first encrypted
 // telegram: only a box with a Smarty-style meter maps libcrypto (about 1.4 MB resident, 0.4 MB
 // of it private per process) into acquire, process and actuate (docs/ARCHITECTURE.md,
-// "Threading": the footprint of issue 22).
+// "Threading": a box's footprint).
 #pragma once
 
 #include <openssl/evp.h>

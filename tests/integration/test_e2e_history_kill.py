@@ -98,8 +98,9 @@ def test_kill_history_worker():
               "history killed with SIGKILL %d times in %.0f s" % (kills, KILL_S))
         # the last history instance has taken readings (those it fetched from process's
         # replay ring at start come first): only then is the stop a fair test
-        wait_for(lambda: (p.worker("history") or {}).get("state") == "running" and
-                 p.counters("history").get("readings", 0) > 0, 20)
+        check(wait_for(lambda: (p.worker("history") or {}).get("state") == "running" and
+                       p.counters("history").get("readings", 0) > 0, 30),
+              "the last history instance runs and has taken readings", p.worker("history"))
         rc = p.stop_process()  # the tap keeps listening until process is gone
         time.sleep(0.5)
         check(rc == 0, "SIGTERM: the pipeline stops (exit 0)", rc)
