@@ -200,12 +200,13 @@ void print_tap_line(const bus::Message& m) {
 }
 
 int cmd_tap(const std::string& run_dir, std::vector<std::string> prefixes, long count,
-            double seconds) {
+            double seconds, long backlog) {
   install_stop_signals();
-  // replay on, so a restarted worker's first messages are not missed; no history at start
+  // replay on, so a restarted worker's first messages are not missed; at the first message
+  // of a topic, up to `backlog` earlier ones from the publisher's ring (none by default)
   bus::Subscriber::Options so;
   so.replay = true;
-  so.first_contact_max = 0;
+  so.first_contact_max = uint64_t(backlog > 0 ? backlog : 0);
   bus::Subscriber sub(run_dir, kWorkers, prefixes, so);
   long n = 0;
   const int64_t deadline = seconds > 0 ? clock::mono_ns() + int64_t(seconds * 1e9) : 0;
@@ -587,7 +588,7 @@ int main(int argc, char** argv) {
   status->add_flag("--json", as_json, "Print the raw JSON");
 
   std::vector<std::string> prefixes;
-  long count = 0;
+  long count = 0, backlog = 0;
   double seconds = 0;
   std::string remote, server_key, client_key;
   auto* tap = app.add_subcommand("tap", "Print bus messages as JSON lines");
@@ -596,6 +597,11 @@ int main(int argc, char** argv) {
   tap->add_option("--run-dir", run_dir, "Run directory (default from config)");
   tap->add_option("-n,--count", count, "Stop after N messages (exit 1 if fewer came)");
   tap->add_option("--seconds", seconds, "Stop after this many seconds");
+  tap->add_option("--backlog", backlog,
+                  "At a topic's first message, print first the earlier ones the publisher "
+                  "still holds, when they are at most N (a tap started with the pipeline "
+                  "sees its first messages)")
+      ->check(CLI::Range(0L, 10000L));
   auto* tap_remote = tap->add_option(
       "--remote", remote,
       "Tap a meterpipe on another machine ([remote] of its config) at HOST:PORT, over "
@@ -674,11 +680,16 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "tap: --remote needs --server-key and --key\n");
       return 2;
     }
+    if (backlog > 0) {
+      std::fprintf(stderr, "tap: --backlog works on the local bus only (a remote tap has no "
+                           "replay)\n");
+      return 2;
+    }
     return cmd_tap_remote(remote, server_key, client_key, prefixes, count, seconds);
   }
   if (*tap) {
     if (prefixes.empty()) prefixes.push_back("");
-    return cmd_tap(find_run_dir(run_dir, cfg_file), prefixes, count, seconds);
+    return cmd_tap(find_run_dir(run_dir, cfg_file), prefixes, count, seconds, backlog);
   }
   return 0;
 }

@@ -753,9 +753,9 @@ class Pipeline(Supervisor):
         return self
 
     # --- taps
-    def start_tap(self, prefixes=("",)):
+    def start_tap(self, prefixes=("",), extra_args=()):
         """A background Tap on this pipeline's run_dir (stopped by stop())."""
-        t = Tap(self.run_dir, prefixes)
+        t = Tap(self.run_dir, prefixes, extra_args=extra_args)
         self.taps.append(t)
         return t
 

@@ -204,6 +204,11 @@ def test_simulate():
         check(c.get("errors_home", 0) == 0 and c.get("readings_home", 0) >= 5 and
               c.get("frames_home", 0) >= c.get("readings_home", 0),
               "process counters: readings_home >= 5, errors_home 0", c)
+        # a tap started late: --backlog prints the earlier readings process still holds first
+        late, rc = p.tap(["reading/", "--backlog", "1000"], count=3, timeout=12)
+        check(rc == 0 and [m["seq"] for m in late] == [1, 2, 3],
+              "tap --backlog 1000 started after 5 readings: readings 1, 2, 3 first",
+              (rc, [m["seq"] for m in late]))
         check(mptest.no_crash_text("\n".join(p.log())), "no crash in the logs")
     finally:
         rc = p.stop()
@@ -234,9 +239,9 @@ def test_file():
     with open(path, "wb") as f:
         f.write(blob)
     try:
-        # the tap starts first: ZeroMQ connects it as soon as process binds
-        tap = p.start_tap(["reading/"])
-        time.sleep(0.3)
+        # the tap may connect after process published the first readings (ZeroMQ's reconnect
+        # backoff, a slow start under ASan): --backlog prints those from process's ring first
+        tap = p.start_tap(["reading/"], extra_args=["--backlog", "20"])
         p.start()
         done = p.wait_log(r"^acquire: info: meter replay: replayed 6 telegrams from " +
                           re.escape(path) + "$", 12)
