@@ -681,8 +681,9 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (backlog > 0) {
-      std::fprintf(stderr, "tap: --backlog works on the local bus only (a remote tap has no "
-                           "replay)\n");
+      std::fprintf(stderr,
+                   "tap: --backlog works on the local bus only (a remote tap has no "
+                   "replay)\n");
       return 2;
     }
     return cmd_tap_remote(remote, server_key, client_key, prefixes, count, seconds);
