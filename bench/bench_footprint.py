@@ -25,7 +25,7 @@ connection on which nothing comes). Only the reader is measured, not the feeder.
 --before BIN_DIR runs every mode first with the executables of BIN_DIR (a build of the
 code before a change), then with --bin-dir, so both are measured in one run.
 
-usage: bench/bench_efficiency.py [--seconds 60] [--warmup 10] [--modes demo,silent]
+usage: bench/bench_footprint.py [--seconds 60] [--warmup 10] [--modes demo,silent]
                                  [--bin-dir build/bin] [--before OTHER_BIN_DIR] [--no-peer]
                                  [--threads]
 """

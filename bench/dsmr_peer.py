@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The peer of bench/bench_efficiency.py: a plain Python DSMR reader over TCP, the way
+"""The peer of bench/bench_footprint.py: a plain Python DSMR reader over TCP, the way
 dsmr-reader and Home Assistant's DSMR integration read a P1 dongle.
 
 With the `dsmr_parser` package importable it is exactly that: its SocketReader

@@ -5,7 +5,7 @@ daily files, serve) and the supervisor together wake up at most 20 times a secon
 10 measured on a loaded 2-core machine, the goal of issue 22), so that a loop polling with a
 short timeout again (one such loop costs 4-10 wake-ups a second) fails here. Wake-ups are counted
 as the voluntary context switches of every thread (/proc/PID/task/*/status): each one is a
-sleep that ended. Figures: bench/bench_efficiency.py.
+sleep that ended. Figures: bench/bench_footprint.py.
 Environment (ctest): MP_BIN_DIR; one line per check, exit 1 on any failure.
 """
 import glob
