@@ -492,8 +492,8 @@ def payload_of(msg):
 class ReadingTap(Tap):
     """A Tap (stderr dropped) that hands out the Reading / RawFrame dicts of one topic."""
 
-    def __init__(self, run_dir, prefixes=("reading/",)):
-        Tap.__init__(self, run_dir, prefixes, keep_stderr=False)
+    def __init__(self, run_dir, prefixes=("reading/",), extra_args=()):
+        Tap.__init__(self, run_dir, prefixes, extra_args=extra_args, keep_stderr=False)
 
     def timed_payloads(self, topic, since=0.0):
         """(arrival time, payload) of the messages on exactly `topic` since `since`."""

@@ -128,7 +128,10 @@ def test_tcp_noise():
           "noise: the stream makes junk telegrams (model: %d frames, %d truncated, %d oversize)"
           % (n_frames, model.truncated, model.oversize))
     try:
-        tap = p.start_tap(["reading/", "raw/", "health/process"])
+        # raw/ comes from acquire, which the tap may join after process (ZeroMQ's reconnect
+        # backoff): --backlog prints the frames acquire published before
+        tap = p.start_tap(["reading/", "raw/", "health/process"],
+                          extra_args=["--backlog", "1000"])
         p.start()
         c = srv.accept(8)
         if not check(c is not None, "noise: acquire connects", p.log()[-5:]):

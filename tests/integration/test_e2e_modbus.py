@@ -68,7 +68,9 @@ def main():
         check(r.returncode == 0, "check-config accepts modbus + sunspec meters",
               r.stderr.decode().strip())
 
-        tap = ReadingTap(run_dir)  # subscribes first (ZeroMQ connects when the endpoints appear)
+        # subscribes first (ZeroMQ connects when the endpoints appear, with its reconnect
+        # backoff): --backlog prints the readings process published before, seq 1 on
+        tap = ReadingTap(run_dir, extra_args=["--backlog", "100"])
         time.sleep(0.3)
         p.start()
         wait_for(lambda: os.path.exists(os.path.join(run_dir, "process.pub")), 10)

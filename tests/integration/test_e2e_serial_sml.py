@@ -240,10 +240,14 @@ def test_relay_on_sml_export():
                  'stale_after_s = 30\n[relay.output]\ntype = "sim"\n' % srv.port,
                  prefix="mpsmlr.")
     try:
-        tap = p.start_tap(["relay/", "reading/", "health/process"])
+        tap = p.start_tap(["relay/", "reading/", "health/process", "health/actuate"])
         p.start()
         c = srv.accept(8)
-        if not check(c is not None and wait_tap_connected(tap), "relay: bridge connected"):
+        # relay events come from actuate: the tap must have joined it too (a heartbeat), or it
+        # may miss the only "on" event (--backlog would not help: no later event follows it)
+        if not check(c is not None and wait_tap_connected(tap) and
+                     wait_for(lambda: tap.messages("health/actuate"), 8),
+                     "relay: bridge connected, tap hears process and actuate"):
             return
 
         def state_after(frame, want):
