@@ -1,18 +1,34 @@
 #include "history/rollup.h"
 
+#include <algorithm>
+
 namespace mp::history {
 
 namespace {
 
 constexpr int kTypicalRows = 17;  // rows before a midnight whose spacing is the usual interval
 
+std::vector<int64_t> last_ms_of(const std::vector<Point>& points) {
+  std::vector<int64_t> out;
+  for (const auto& p : points) out.push_back(p.last_ms);
+  return out;
+}
+
+// The meter's usual spacing of rows: from the rows before the midnight; when the data starts
+// right before it (fewer than 3 rows) also from the rows after it, each side on its own (the
+// gap across the midnight is what is judged, never part of the measure).
+int64_t usual_gap_ms(const std::vector<Point>& before, const std::vector<Point>& after) {
+  const int64_t b = typical_gap_ms(last_ms_of(before));
+  if (before.size() >= 3) return b;
+  return std::max(b, typical_gap_ms(last_ms_of(after)));
+}
+
 Boundary boundary_from_store(Store& s, int64_t meter, int64_t midnight) {
   const std::vector<Point> before = s.points_before(meter, midnight, kTypicalRows);
-  std::vector<int64_t> times;
-  for (const auto& p : before) times.push_back(p.last_ms);
-  const std::optional<Point> after = s.point_from(meter, midnight);
+  const std::vector<Point> after = s.points_from(meter, midnight, kTypicalRows);
   return boundary_at(midnight, before.empty() ? std::nullopt : std::optional<Point>(before.front()),
-                     after, typical_gap_ms(std::move(times)));
+                     after.empty() ? std::nullopt : std::optional<Point>(after.front()),
+                     usual_gap_ms(before, after));
 }
 
 }  // namespace

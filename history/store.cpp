@@ -140,7 +140,7 @@ enum StmtId {
   kMinuteAt,
   kMinutesRange,
   kPointsBefore,
-  kPointFrom,
+  kPointsFrom,
   kImportEnds,
   kDaysRange,
   kRelayRange,
@@ -440,12 +440,14 @@ std::vector<Point> Store::points_before(int64_t meter, int64_t t, int limit) {
   return out;
 }
 
-std::optional<Point> Store::point_from(int64_t meter, int64_t t) {
+std::vector<Point> Store::points_from(int64_t meter, int64_t t, int limit) {
   static const std::string sql =
-      "SELECT " + kPointCols + " FROM minutes WHERE meter = ? AND t >= ? ORDER BY t LIMIT 1";
-  auto& q = stmt(kPointFrom, sql.c_str());
-  q.bind(1, meter).bind(2, t);
-  return q.first([](Stmt& r) { return read_point(r); });
+      "SELECT " + kPointCols + " FROM minutes WHERE meter = ? AND t >= ? ORDER BY t LIMIT ?";
+  auto& q = stmt(kPointsFrom, sql.c_str());
+  q.bind(1, meter).bind(2, t).bind(3, int64_t(limit));
+  std::vector<Point> out;
+  while (q.step()) out.push_back(read_point(q));
+  return out;
 }
 
 std::vector<std::pair<int64_t, int64_t>> Store::import_ends(int64_t meter, int64_t from,

@@ -94,7 +94,8 @@ class Store {
                        const std::function<void(const MinuteRow&)>& fn);
   // Up to `limit` rows before `t`, newest first; the first row at or after `t`.
   std::vector<Point> points_before(int64_t meter, int64_t t, int limit);
-  std::optional<Point> point_from(int64_t meter, int64_t t);
+  // Up to `limit` points from t on, oldest first.
+  std::vector<Point> points_from(int64_t meter, int64_t t, int limit);
   std::vector<std::pair<int64_t, int64_t>> import_ends(int64_t meter, int64_t from, int64_t to);
   std::vector<DayRow> days(int64_t meter, const std::string& from, const std::string& to);
   std::vector<RelayRecord> relay_events(int64_t from_ms, int64_t to_ms);

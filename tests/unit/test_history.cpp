@@ -278,13 +278,47 @@ TEST_CASE("store: minutes are rewritten not doubled; days from counters across a
   CHECK(*days[0].delta[kImportT1] + *days[1].delta[kImportT1] == end29 - start28);
   // the split follows time: the 28th gets the rise before the outage plus 2/6 of it
   const Point last = s->points_before(m, d2.t0, 1).front();
-  const Point first = *s->point_from(m, d2.t0);
+  const Point first = s->points_from(m, d2.t0, 1).front();
   CHECK(*last.c[kImportT1] == before_outage);
   const double share = double(d2.t0 * 1000 - last.last_ms) / double(first.last_ms - last.last_ms);
   CHECK(*days[0].delta[kImportT1] ==
         (before_outage - start28) +
             int64_t(std::llround(double(*first.c[kImportT1] - before_outage) * share)));
   CHECK(s->integrity_check() == "ok");
+}
+
+TEST_CASE("days: data that starts right before a midnight learns the spacing after it") {
+  AmsterdamTz tz;
+  mp::test::TempDir dir("mphist");
+  std::string err;
+  auto s = Store::open(dir.at("h.sqlite"), false, err);
+  REQUIRE_MESSAGE(s, err);
+  const auto d2 = *local_day("2026-12-07");
+  s->begin();
+  const int64_t sparse = s->meter_id("sparse"), cut = s->meter_id("cut");
+  // "sparse": a row every 2 h 24 min (a meter read rarely, or a simulated one at high speed),
+  // the first one 2 h before midnight: its one gap across the midnight is its usual spacing
+  int64_t imp = 5'000;
+  for (int64_t t = d2.t0 - 7200; t < d2.t1 + 86400; t += 8640)
+    s->put_minute(sparse, row_at(t, imp += 100));
+  // "cut": a row a minute from 2 minutes before midnight, then nothing until 03:00, then a
+  // row a minute again: an outage across the midnight even with one row before it
+  imp = 9'000;
+  for (int64_t t = d2.t0 - 120; t < d2.t0; t += 60) s->put_minute(cut, row_at(t, imp += 1));
+  for (int64_t t = d2.t0 + 3 * 3600; t < d2.t1 + 600; t += 60)
+    s->put_minute(cut, row_at(t, imp += 1));
+  update_days(*s, sparse, d2.t0 - 7200, d2.t1 + 86400);
+  update_days(*s, cut, d2.t0 - 120, d2.t1 + 600);
+  s->commit();
+  const auto ds = s->days(sparse, "2026-12-07", "2026-12-08");
+  REQUIRE(ds.size() == 1);
+  CHECK_FALSE(ds[0].estimated);
+  const int64_t start = *s->points_before(sparse, d2.t0, 1).front().c[kImportT1];
+  const int64_t end = *s->points_before(sparse, d2.t1, 1).front().c[kImportT1];
+  CHECK(*ds[0].delta[kImportT1] == end - start);
+  const auto dc = s->days(cut, "2026-12-07", "2026-12-08");
+  REQUIRE(dc.size() == 1);
+  CHECK(dc[0].estimated);
 }
 
 TEST_CASE("store: the one-row lookups hold no read transaction, so the WAL stays bounded") {
@@ -305,7 +339,7 @@ TEST_CASE("store: the one-row lookups hold no read transaction, so the WAL stays
   CHECK(s->taken(m) == Taken{1, 2});
   CHECK(s->last_minute_t(m) == 1'790'000'000);
   CHECK(s->minute(m, 1'790'000'000).has_value());
-  CHECK(s->point_from(m, 0).has_value());
+  CHECK(!s->points_from(m, 0, 1).empty());
   for (int i = 1; i <= 3000; ++i) {
     s->begin();
     s->put_minute(m, row_at(1'790'000'000 + 60 * i, 1000 + i));
