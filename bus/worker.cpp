@@ -188,7 +188,7 @@ void Worker::tick() {
   // grids of the (machine-wide) monotonic clock, so the workers' heartbeats leave together
   // and the supervisor and serve take them in one wake-up instead of one each
   // (docs/ARCHITECTURE.md, "Threading").
-  const int64_t period = heartbeat_period_ns(), idle = idle_heartbeat_period_ns();
+  const int64_t period = heartbeat_period_ns(now), idle = idle_heartbeat_period_ns();
   meterpipe::Envelope env;
   auto* h = env.mutable_health();
   {

@@ -23,7 +23,7 @@ struct General {
   std::string run_dir = "/run/meterpipe";
   std::string state_dir = "/var/lib/meterpipe";
   std::string log_level = "info";
-  double watchdog_s = 5;
+  double watchdog_s = 20;
   int64_t replay_ring = 10000;
   // Frames and relay events reach the journal on disk (write()) at most this long after they
   // were published (docs/DURABILITY.md): what a kill -9 of the supervisor can cost.

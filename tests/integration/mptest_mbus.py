@@ -218,13 +218,13 @@ def line_speed(slave_fd):
     return a[4]
 
 
-def mbus_pipeline(extra=""):
+def mbus_pipeline(extra="", general=""):
     """A Pipeline with one M-Bus meter "mb" at ADDRESS on source = "serial" /dev/ttyS0,
-    polled every 500 ms (extra: more meter keys); upload off."""
+    polled every 500 ms (extra: more meter keys; general: [general] lines); upload off."""
     return mptest.Pipeline('[upload]\nenabled = false\n\n[[meter]]\nname = "mb"\n'
                            'protocol = "mbus"\nsource = "serial"\ndevice = "%s"\n'
                            'address = %d\ninterval_ms = 500\n%s' % (TTY, ADDRESS, extra),
-                           prefix="mpmb.")
+                           general=general, prefix="mpmb.")
 
 
 class Line:

@@ -23,7 +23,7 @@ check = CK.check
 def main():
     line = Line()
     slave = Slave(line.master, ADDRESS)
-    p = mbus_pipeline("baud = 300\n")
+    p = mbus_pipeline("baud = 300\n", general="watchdog_s = 5")
     try:
         # EN 13757-2 reply timeout at 300 baud: (330 + 11 * 261) / 300 s + 50 ms = 10.7 s,
         # spent inside one mbus_poll::read() without w.progress(): longer than watchdog_s / 2.

@@ -209,7 +209,7 @@ TEST_CASE("a minimal config gets documented defaults") {
   REQUIRE(r.config);
   const auto& c = *r.config;
   CHECK(c.general.run_dir == "/run/meterpipe");
-  CHECK(c.general.watchdog_s == 5);
+  CHECK(c.general.watchdog_s == 20);
   CHECK(c.general.realtime_cpu == mp::config::General::kRealtimeCpuAuto);
   CHECK(c.upload.spool_dir == "/var/lib/meterpipe/spool");
   CHECK(c.upload.spool_max_mb == 256);
