@@ -337,8 +337,13 @@ size_t Subscriber::catch_up() {
 }
 
 bool Subscriber::save_positions(const std::string& path, bool durable) const {
+  return save_positions(path, state_, durable);
+}
+
+bool Subscriber::save_positions(const std::string& path, const std::map<Key, TopicState>& state,
+                                bool durable) {
   std::string text;
-  for (const auto& [key, st] : state_)
+  for (const auto& [key, st] : state)
     text += key.first + " " + key.second + " " + std::to_string(st.instance) + " " +
             std::to_string(st.last_seq) + "\n";
   std::string error;

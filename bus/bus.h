@@ -145,6 +145,9 @@ class Subscriber {
   // (temp file, rename; fsync first when `durable`: not needed in run_dir, a tmpfs whose
   // content dies with the publishers' rings). load_positions returns how many were restored.
   bool save_positions(const std::string& path, bool durable = true) const;
+  // The same for positions taken earlier with positions().
+  static bool save_positions(const std::string& path, const std::map<Key, TopicState>& state,
+                             bool durable);
   size_t load_positions(const std::string& path);
   // With replay on: fetch now what each restored position's publisher sent after it (same
   // instance only), instead of at the next live message of that topic, so a subscriber

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <map>
+#include <set>
 #include <string>
 
 #include "bus/worker.h"
@@ -30,8 +31,17 @@ int main(int argc, char** argv) {
     mp::log::info("resuming after %zu saved bus positions, %zu frames fetched from acquire", n,
                   sub.catch_up());
   mp::LogLimiter limiter;
-  uint64_t readings = 0, frames = 0, saved_frames = 0;
+  uint64_t readings = 0, frames = 0;
   int64_t last_save = 0;
+  // Meters between the first and the last frame of a poll (Modbus, M-Bus): a position saved
+  // then would make a restarted process fetch only the rest of that poll, which would become
+  // a reading without its first blocks; positions are taken between polls. And a reading
+  // published just before a hang may still wait in the bus's send queue when the process is
+  // killed: the file gets the positions taken one save earlier (about a second old), so a
+  // restarted process decodes those frames again (docs/ARCHITECTURE.md, "Durability").
+  std::set<std::string> mid_poll;
+  auto earlier = sub.positions();
+  uint64_t earlier_frames = 0, written_frames = 0;  // frames counted when taken / written
   while (w.running()) {
     mp::bus::Message m;
     if (sub.receive(m, w.wait_ms()) && m.env.has_raw()) {
@@ -42,6 +52,10 @@ int main(int argc, char** argv) {
       meterpipe::Envelope out;
       std::string error;
       const auto status = decoders.decode(raw, *out.mutable_reading(), error);
+      if (status == mp::process::Status::pending)
+        mid_poll.insert(meter);
+      else
+        mid_poll.erase(meter);
       if (status == mp::process::Status::reading) {
         w.pub().publish(mp::bus::topic_reading(meter), out);
         w.count("readings_" + meter);
@@ -59,15 +73,19 @@ int main(int argc, char** argv) {
       }
     }
     const int64_t now = mp::clock::mono_ns();
-    if (frames != saved_frames && now - last_save >= 1000000000) {
-      sub.save_positions(pos_file, false);
-      saved_frames = frames;
+    if (mid_poll.empty() && now - last_save >= 1000000000 &&
+        (frames != earlier_frames || earlier_frames != written_frames)) {
+      if (earlier_frames != written_frames && !earlier.empty())
+        mp::bus::Subscriber::save_positions(pos_file, earlier, false);
+      written_frames = earlier_frames;
+      earlier = sub.positions();
+      earlier_frames = frames;
       last_save = now;
     }
     w.set_counter("bus_lost", sub.lost());
     w.set_counter("bus_replayed", sub.replayed());
     w.tick();
   }
-  sub.save_positions(pos_file, false);
+  if (mid_poll.empty()) sub.save_positions(pos_file, false);
   return 0;
 }
