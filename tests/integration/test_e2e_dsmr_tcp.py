@@ -179,7 +179,7 @@ def test_tcp_encrypted():
         check(len(got) == 2 and all(mptest.same_values(g, plain) for g in got),
               "encrypted: 2 readings with the values of the plaintext telegram",
               [mptest.diff_values(g, plain) for g in got])
-        # counters travel in the heartbeat (every watchdog_s/3, at most 1.75 s): wait for them
+        # counters travel in the heartbeat (every watchdog_s/3, at most 5 s): wait for them
         p.wait_counter("process", "readings_smarty", lambda v: v >= 2, 15)
         cp = p.counters("process")
         check(cp.get("readings_smarty") == 2 and cp.get("errors_smarty", 0) == 0,
