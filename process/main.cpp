@@ -1,10 +1,10 @@
 // meterpipe-process: raw/<meter> frames in, reading/<meter> typed readings out.
 // Decoding itself is pure (protocols/<name>/, docs/ARCHITECTURE.md); this file only wires
 // config + bus + decoders, counts what happens and logs it (rate-limited).
+#include <cstdint>
 #include <cstdlib>
 #include <ctime>
 #include <map>
-#include <set>
 #include <string>
 
 #include "bus/worker.h"
@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/rate_limit.h"
 #include "process/decoder.h"
+#include "process/positions.h"
 #include "process/reading_proto.h"
 
 int main(int argc, char** argv) {
@@ -27,35 +28,23 @@ int main(int argc, char** argv) {
   // Where this worker got to, kept in run_dir (tmpfs: no SD wear): a restarted process
   // asks acquire's replay ring for exactly the frames it missed.
   const std::string pos_file = w.cfg().general.run_dir + "/process.position";
-  if (size_t n = sub.load_positions(pos_file))
-    mp::log::info("resuming after %zu saved bus positions, %zu frames fetched from acquire", n,
-                  sub.catch_up());
+  const size_t restored = sub.load_positions(pos_file);
+  mp::process::Positions pos(pos_file, sub.positions());
+  if (restored)
+    mp::log::info("resuming after %zu saved bus positions, %zu frames fetched from acquire",
+                  restored, sub.catch_up());
   mp::LogLimiter limiter;
-  uint64_t readings = 0, frames = 0;
-  int64_t last_save = 0;
-  // Meters between the first and the last frame of a poll (Modbus, M-Bus): a position saved
-  // then would make a restarted process fetch only the rest of that poll, which would become
-  // a reading without its first blocks; positions are taken between polls. And a reading
-  // published just before a hang may still wait in the bus's send queue when the process is
-  // killed: the file gets the positions taken one save earlier (about a second old), so a
-  // restarted process decodes those frames again (docs/ARCHITECTURE.md, "Durability").
-  std::set<std::string> mid_poll;
-  auto earlier = sub.positions();
-  uint64_t earlier_frames = 0, written_frames = 0;  // frames counted when taken / written
+  uint64_t readings = 0;
   while (w.running()) {
     mp::bus::Message m;
     if (sub.receive(m, w.wait_ms()) && m.env.has_raw()) {
       const auto& raw = m.env.raw();
       const std::string& meter = raw.source();
       w.count("frames_" + meter);
-      ++frames;
       meterpipe::Envelope out;
       std::string error;
       const auto status = decoders.decode(raw, *out.mutable_reading(), error);
-      if (status == mp::process::Status::pending)
-        mid_poll.insert(meter);
-      else
-        mid_poll.erase(meter);
+      if (status != mp::process::Status::pending) pos.decoded(m);
       if (status == mp::process::Status::reading) {
         w.pub().publish(mp::bus::topic_reading(meter), out);
         w.count("readings_" + meter);
@@ -72,20 +61,11 @@ int main(int argc, char** argv) {
         }
       }
     }
-    const int64_t now = mp::clock::mono_ns();
-    if (mid_poll.empty() && now - last_save >= 1000000000 &&
-        (frames != earlier_frames || earlier_frames != written_frames)) {
-      if (earlier_frames != written_frames && !earlier.empty())
-        mp::bus::Subscriber::save_positions(pos_file, earlier, false);
-      written_frames = earlier_frames;
-      earlier = sub.positions();
-      earlier_frames = frames;
-      last_save = now;
-    }
+    pos.save_when_due(mp::clock::mono_ns());
     w.set_counter("bus_lost", sub.lost());
     w.set_counter("bus_replayed", sub.replayed());
     w.tick();
   }
-  if (mid_poll.empty()) sub.save_positions(pos_file, false);
+  pos.save_when_due(INT64_MAX);
   return 0;
 }
