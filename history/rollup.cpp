@@ -42,9 +42,11 @@ DayRow compute_day(Store& s, int64_t meter, const LocalDay& d) {
 }
 
 int update_days(Store& s, int64_t meter, int64_t t_lo, int64_t t_hi) {
+  // from the day of the oldest row a boundary before t_lo may have judged with (its usual
+  // spacing can come from rows after its midnight: usual_gap_ms)
   int64_t from = t_lo;
-  const auto prev = s.points_before(meter, t_lo, 1);
-  if (!prev.empty()) from = prev.front().last_ms / 1000;
+  const auto prev = s.points_before(meter, t_lo, kTypicalRows);
+  if (!prev.empty()) from = prev.back().last_ms / 1000;
   int written = 0;
   for (LocalDay d = local_day(from); d.t0 <= t_hi; d = local_day(d.t1)) {
     const DayRow row = compute_day(s, meter, d);

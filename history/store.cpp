@@ -430,24 +430,26 @@ Point read_point(Q& q) {
 const std::string kPointCols = "t, first_ms, last_ms" + counter_columns();
 }  // namespace
 
-std::vector<Point> Store::points_before(int64_t meter, int64_t t, int limit) {
-  static const std::string sql =
-      "SELECT " + kPointCols + " FROM minutes WHERE meter = ? AND t < ? ORDER BY t DESC LIMIT ?";
-  auto& q = stmt(kPointsBefore, sql.c_str());
+// Up to `limit` points of one meter on one side of t (the statement says which).
+std::vector<Point> Store::points(int id, const std::string& sql, int64_t meter, int64_t t,
+                                 int limit) {
+  auto& q = stmt(id, sql.c_str());
   q.bind(1, meter).bind(2, t).bind(3, int64_t(limit));
   std::vector<Point> out;
   while (q.step()) out.push_back(read_point(q));
   return out;
 }
 
+std::vector<Point> Store::points_before(int64_t meter, int64_t t, int limit) {
+  static const std::string sql =
+      "SELECT " + kPointCols + " FROM minutes WHERE meter = ? AND t < ? ORDER BY t DESC LIMIT ?";
+  return points(kPointsBefore, sql, meter, t, limit);
+}
+
 std::vector<Point> Store::points_from(int64_t meter, int64_t t, int limit) {
   static const std::string sql =
       "SELECT " + kPointCols + " FROM minutes WHERE meter = ? AND t >= ? ORDER BY t LIMIT ?";
-  auto& q = stmt(kPointsFrom, sql.c_str());
-  q.bind(1, meter).bind(2, t).bind(3, int64_t(limit));
-  std::vector<Point> out;
-  while (q.step()) out.push_back(read_point(q));
-  return out;
+  return points(kPointsFrom, sql, meter, t, limit);
 }
 
 std::vector<std::pair<int64_t, int64_t>> Store::import_ends(int64_t meter, int64_t from,

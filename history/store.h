@@ -92,7 +92,7 @@ class Store {
   // The same rows one by one, in time order, without keeping them.
   void for_each_minute(int64_t meter, int64_t from, int64_t to,
                        const std::function<void(const MinuteRow&)>& fn);
-  // Up to `limit` rows before `t`, newest first; the first row at or after `t`.
+  // Up to `limit` rows before `t`, newest first.
   std::vector<Point> points_before(int64_t meter, int64_t t, int limit);
   // Up to `limit` points from t on, oldest first.
   std::vector<Point> points_from(int64_t meter, int64_t t, int limit);
@@ -109,6 +109,7 @@ class Store {
   bool check_schema(bool read_only, std::string& error);
   void migrate(int from);
   Stmt& stmt(int id, const char* sql);
+  std::vector<Point> points(int id, const std::string& sql, int64_t meter, int64_t t, int limit);
 
   sqlite3* db_;
   std::string path_;

@@ -298,16 +298,18 @@ TEST_CASE("days: data that starts right before a midnight learns the spacing aft
   const int64_t sparse = s->meter_id("sparse"), cut = s->meter_id("cut");
   // "sparse": a row every 2 h 24 min (a meter read rarely, or a simulated one at high speed),
   // the first one 2 h before midnight: its one gap across the midnight is its usual spacing
+  // (days updated row by row, as commits of the worker do)
   int64_t imp = 5'000;
-  for (int64_t t = d2.t0 - 7200; t < d2.t1 + 86400; t += 8640)
+  for (int64_t t = d2.t0 - 7200; t < d2.t1 + 86400; t += 8640) {
     s->put_minute(sparse, row_at(t, imp += 100));
+    update_days(*s, sparse, t, t);
+  }
   // "cut": a row a minute from 2 minutes before midnight, then nothing until 03:00, then a
   // row a minute again: an outage across the midnight even with one row before it
   imp = 9'000;
   for (int64_t t = d2.t0 - 120; t < d2.t0; t += 60) s->put_minute(cut, row_at(t, imp += 1));
   for (int64_t t = d2.t0 + 3 * 3600; t < d2.t1 + 600; t += 60)
     s->put_minute(cut, row_at(t, imp += 1));
-  update_days(*s, sparse, d2.t0 - 7200, d2.t1 + 86400);
   update_days(*s, cut, d2.t0 - 120, d2.t1 + 600);
   s->commit();
   const auto ds = s->days(sparse, "2026-12-07", "2026-12-08");
@@ -316,6 +318,11 @@ TEST_CASE("days: data that starts right before a midnight learns the spacing aft
   const int64_t start = *s->points_before(sparse, d2.t0, 1).front().c[kImportT1];
   const int64_t end = *s->points_before(sparse, d2.t1, 1).front().c[kImportT1];
   CHECK(*ds[0].delta[kImportT1] == end - start);
+  // the day before (its end judged again once the rows after midnight came) adds up with it
+  const auto both = s->days(sparse, "2026-12-06", "2026-12-08");
+  REQUIRE(both.size() == 2);
+  const int64_t first = *s->points_from(sparse, 0, 1).front().c[kImportT1];
+  CHECK(*both[0].delta[kImportT1] + *both[1].delta[kImportT1] == end - first);
   const auto dc = s->days(cut, "2026-12-07", "2026-12-08");
   REQUIRE(dc.size() == 1);
   CHECK(dc[0].estimated);
