@@ -475,7 +475,7 @@ class Tap:
             pass
 
 
-def wait_tap_connected(tap, timeout=8):
+def wait_tap_connected(tap, timeout=20):
     """True once the tap got a heartbeat of process (so it receives process' readings)."""
     return bool(wait_for(lambda: tap.messages("health/process"), timeout))
 
@@ -544,7 +544,7 @@ def acquire_health(run_dir):
     return worker_of(status_json(run_dir), "acquire")
 
 
-def fresh_acquire_health(run_dir, timeout=15):
+def fresh_acquire_health(run_dir, timeout=25):
     """acquire's status entry from a heartbeat sent after this call (heartbeats carry the
     counters), None on timeout."""
     t0 = time.monotonic()
@@ -674,7 +674,7 @@ class Supervisor:
         """Status once every worker runs and has sent a heartbeat; None on timeout."""
         return wait_for(self.all_running, timeout, 0.1)
 
-    def wait_counter(self, worker, counter, pred, timeout=10):
+    def wait_counter(self, worker, counter, pred, timeout=20):
         """Waits until pred(value of counter, 0 when absent) holds; returns the last value."""
         last = [0]
 
@@ -684,7 +684,7 @@ class Supervisor:
         wait_for(ok, timeout, 0.2)
         return last[0]
 
-    def fresh_status(self, workers, timeout=15):
+    def fresh_status(self, workers, timeout=25):
         """Status once each of `workers` has sent a heartbeat after this call (heartbeats
         carry the counters): what happened before the call is in it. None on timeout."""
         t0 = time.monotonic()

@@ -169,7 +169,7 @@ def main():
 
         act = wait_for(lambda: (lambda w: w if w and w["gauges"].get("relay_export_grid") == 1
                                 and w["gauges"].get("relay_export_pv") == 1 else None)(
-            worker_of(status_json(run_dir), "actuate")), 8, 0.2)
+            worker_of(status_json(run_dir), "actuate")), 20, 0.2)
         check(act is not None, "actuate: both relays on (export 1234.5 W on the SDM630, 2500 W "
               "on the SunSpec meter), from the raw frames it decodes itself",
               (worker_of(status_json(run_dir), "actuate") or {}).get("gauges"))
@@ -238,7 +238,7 @@ def main():
                   and number(back, "energy_import_kwh") == 12345.25,
                   "resumed reading/grid equals the image")
         ok = wait_for(lambda: (lambda w: w if w and w.get("info", {}).get("state_grid") == "ok"
-                               else None)(acquire_health(run_dir)), 10, 0.2)
+                               else None)(acquire_health(run_dir)), 20, 0.2)
         if check(ok is not None, "state_grid ok again"):
             check(ok["counters"].get("errors_grid", 0) >= e1, "errors_grid kept (counter, not reset)",
                   (e1, ok["counters"].get("errors_grid")))

@@ -177,7 +177,7 @@ def test_states_and_discovery(broker, p):
         check(sub.wait(lambda: len(configs(sub.messages("homeassistant/", since=t0))) >= n, 10),
               "homeassistant/status = online -> every discovery config sent again",
               len(configs(sub.messages("homeassistant/", since=t0))))
-        check(p.wait_counter("mqtt", "ha_births", lambda v: v >= 1, 10) >= 1, "ha_births counted")
+        check(p.wait_counter("mqtt", "ha_births", lambda v: v >= 1, 20) >= 1, "ha_births counted")
         # QoS 0 messages count as in flight until libmosquitto wrote them: with a broker that
         # keeps up, none stay in flight (a lost count would stop publishing at the cap)
         # (counters and gauges travel in mqtt's heartbeat, within 5 s of a change)

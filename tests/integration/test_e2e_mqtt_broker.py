@@ -113,7 +113,7 @@ def test_outage():
         check(ret, "retained status, state and discovery configs restored on the new broker",
               sorted(mqtt_broker.retained(broker.port))[:5])
         info = wait_for(lambda: mqtt_worker(p).get("info", {}).get("broker", "")
-                        .startswith("connected"), 10)
+                        .startswith("connected"), 20)
         check(info, "status shows connected again", mqtt_worker(p).get("info"))
     finally:
         p.stop()

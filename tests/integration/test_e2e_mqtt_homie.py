@@ -205,7 +205,7 @@ def test_homie_commands(p, sub):
     check(row and row[0] == "off" and row[2] == "-", "override/set auto -> the rules again", row)
     before = p.counters("mqtt").get("commands_refused", 0)
     sub.publish(DEV + "/relay-boiler/state/set", "maybe")
-    n = p.wait_counter("mqtt", "commands_refused", lambda v: v >= before + 1, 10)
+    n = p.wait_counter("mqtt", "commands_refused", lambda v: v >= before + 1, 20)
     check(n >= before + 1, "a bad payload is refused (counted)", n)
     check(p.wait_log(r"mqtt: warn: ignored a command on %s/relay-boiler/state/set: state "
                      r"wants true or false" % DEV, 5), "a bad payload logged")

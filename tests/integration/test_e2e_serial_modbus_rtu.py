@@ -214,7 +214,7 @@ def main():
             vs = {v["name"]: v for v in back.get("values", [])}
             check(not sdm_mismatches(vs, SDM_VALUES, "number", "native_id"),
                   "resumed reading/rtu equals the image")
-        ok = wait_for(lambda: state_is(run_dir, "rtu", "ok"), 10, 0.2)
+        ok = wait_for(lambda: state_is(run_dir, "rtu", "ok"), 20, 0.2)
         check(ok is not None and ok["pid"] == acq_pid and ok.get("restarts") == 0,
               "state_rtu ok again; acquire not restarted (same pid, restarts 0)",
               ok and (acq_pid, ok["pid"], ok.get("restarts")))

@@ -246,7 +246,7 @@ def test_relay_on_sml_export():
         # relay events come from actuate: the tap must have joined it too (a heartbeat), or it
         # may miss the only "on" event (--backlog would not help: no later event follows it)
         if not check(c is not None and wait_tap_connected(tap) and
-                     wait_for(lambda: tap.messages("health/actuate"), 8),
+                     wait_for(lambda: tap.messages("health/actuate"), 20),
                      "relay: bridge connected, tap hears process and actuate"):
             return
 
