@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """An idle pipeline sleeps (issue 22): with the meter silent (a TCP dongle that accepts and
 sends nothing), the demo's workers (acquire, process, actuate with a sim relay, upload to
-daily files, serve) and the supervisor together wake up at most 20 times a second (about
-10 measured on a loaded 2-core machine, the goal of issue 22), so that a loop polling with a
-short timeout again (one such loop costs 4-10 wake-ups a second) fails here. Wake-ups are counted
-as the voluntary context switches of every thread (/proc/PID/task/*/status): each one is a
-sleep that ended. Figures: bench/bench_footprint.py.
+daily files, serve) and the supervisor together wake up at most 12 times a second (the
+issue's goal is 10; about 3 measured by the bench, 5.5 in this test on a loaded 2-core
+machine, with the default watchdog_s of 20), so that a loop polling with a short timeout
+again (one such loop costs 4-10 wake-ups a second) fails here. Wake-ups are counted as the
+voluntary context switches of every thread (/proc/PID/task/*/status): each one is a sleep
+that ended. Figures: bench/bench_footprint.py.
 Environment (ctest): MP_BIN_DIR; one line per check, exit 1 on any failure.
 """
 import glob
@@ -21,7 +22,7 @@ from mptest import TcpPeer, wait_for  # noqa: E402
 ck = mptest.Checker()
 check = ck.check
 
-BOUND_PER_S = 20
+BOUND_PER_S = 12
 WINDOW_S = 6
 STARTUP_S = 10  # Worker::starting (bus/worker.h)
 
