@@ -25,8 +25,7 @@ int main(int argc, char** argv) {
   mp::bus::Subscriber::Options so;
   so.replay = true;  // a restarted process fetches the frames it missed from acquire
   mp::bus::Subscriber sub(w.cfg().general.run_dir, {"acquire"}, {"raw/"}, so);
-  // Where this worker got to, kept in run_dir (tmpfs: no SD wear): a restarted process
-  // asks acquire's replay ring for exactly the frames it missed.
+  // where this worker got to (process/positions.h)
   const std::string pos_file = w.cfg().general.run_dir + "/process.position";
   const size_t restored = sub.load_positions(pos_file);
   mp::process::Positions pos(pos_file, sub.positions());

@@ -33,10 +33,9 @@ class Positions {
   void save_when_due(int64_t now_mono) {
     if (now_mono - last_save_ < 1000000000LL) return;
     if (version_ == earlier_version_ && earlier_version_ == written_version_) return;
-    if (earlier_version_ != written_version_ && !earlier_.empty() &&
-        bus::Subscriber::save_positions(file_, earlier_, false))
-      written_version_ = earlier_version_;
-    else if (earlier_.empty())
+    // (nothing to write before a first frame; a failed write is tried again next time)
+    if (earlier_version_ != written_version_ &&
+        (earlier_.empty() || bus::Subscriber::save_positions(file_, earlier_, false)))
       written_version_ = earlier_version_;
     earlier_ = done_;
     earlier_version_ = version_;
