@@ -7,7 +7,9 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/wake.h"
 #include "history/rollup.h"
+#include "journal/for_worker.h"
 #include "process/reading_proto.h"
 
 namespace mp::history {
@@ -22,10 +24,14 @@ constexpr int64_t kFlushReadings = 300;
 constexpr int64_t kIdleCloseNs = 90'000'000'000LL;  // a minute with no reading since: closed
 constexpr int64_t kRetentionEveryNs = 3600'000'000'000LL;
 constexpr int64_t kMaxPendingReadings = 1'000'000;  // while the database cannot be written
-
-Position position_of(const bus::Message& m) {
-  return Position{m.env.publisher(), m.topic, m.env.instance_id(), m.env.seq()};
-}
+// The journals are read this often: minutes go to the database every 2 minutes anyway, and
+// the live values come from serve; 5 s keeps the idle-minute close and the first commit quick.
+constexpr int64_t kReadEveryNs = 5'000'000'000LL;
+constexpr size_t kReadBatch = 512;  // items per read between two signs of progress
+// Journal positions are stored with the minutes as rows of bus_positions (the table of the
+// bus positions of earlier versions): publisher "journal", topic the journal's worker,
+// instance = segment, seq = offset.
+constexpr const char* kJournalPublisher = "journal";
 
 bool fatal(const DbError& e) {
   const int primary = e.code() & 0xff;
@@ -34,7 +40,7 @@ bool fatal(const DbError& e) {
 
 }  // namespace
 
-HistoryWorker::HistoryWorker(Worker& w) : w_(w), replay_(w.cfg()) {
+HistoryWorker::HistoryWorker(Worker& w) : w_(w), feed_(w.cfg(), "history") {
   for (const auto& m : w.cfg().meters) meters_[m.name];
 }
 
@@ -86,44 +92,28 @@ int HistoryWorker::run() {
     idle_without_store();
     return 0;
   }
-  std::vector<std::string> publishers{"process"}, prefixes{"reading/"};
-  if (!cfg.relays.empty()) {
-    publishers.push_back("actuate");
-    prefixes.push_back("relay/");
-  }
-  bus::Subscriber::Options so;
-  so.replay = true;  // what was published while this worker was down, from the rings
-  bus::Subscriber sub(cfg.general.run_dir, publishers, prefixes, so);
-  size_t restored = 0;
-  for (const auto& p : store_->positions()) {
-    sub.set_position(p.publisher, p.topic, p.instance, p.seq);
-    done_[{p.publisher, p.topic}] = p;
-    ++restored;
-  }
-  replay_journal();  // what a crash of everything took from the rings, from the disk
-  // what came after the stored positions, now: a stop soon after this start keeps it too
-  const size_t fetched = sub.catch_up();
-  log::info(
-      "history in %s (WAL), minutes kept %lld days, %zu bus positions restored, %zu "
-      "readings fetched from the replay rings",
-      cfg.history.db_file.c_str(), (long long)cfg.history.keep_minutes_days, restored, fetched);
+  add_journals();
+  read_journals();  // what came since the last commit (after a crash of everything too)
+  log::info("history in %s (WAL), minutes kept %lld days, %llu readings taken at start",
+            cfg.history.db_file.c_str(), (long long)cfg.history.keep_minutes_days,
+            (unsigned long long)readings_);
   next_retention_mono_ = clock::mono_ns();
   while (w_.running() && !broken_) {
-    bus::Message m;
-    bool got = sub.receive(m, wait_ms(clock::mono_ns()));
-    while (got) {
-      on_message(m);
-      got = sub.receive(m, 0);
-    }
-    const int64_t now = clock::mono_ns();
+    const int64_t wake = clock::mono_ns() + int64_t(wait_ms(clock::mono_ns())) * 1'000'000;
+    if (!wake::sleep_until(wake)) break;
+    int64_t now = clock::mono_ns();
+    if (now >= next_read_mono_) read_journals();
+    now = clock::mono_ns();
     close_idle(now);
     if (flush_due(now)) flush();
     if (now >= next_retention_mono_ && !broken_) apply_retention();
-    w_.set_counter("bus_lost", sub.lost());
     update_health();
     w_.tick();
   }
   if (!broken_) {
+    // acquire and actuate stop first (supervisor/supervisor.cpp, stop_all): their journals
+    // are whole now
+    read_journals();
     for (auto& [name, ms] : meters_) close_minute(ms);
     flush();
   }
@@ -131,8 +121,38 @@ int HistoryWorker::run() {
   return 0;
 }
 
+void HistoryWorker::add_journals() {
+  std::map<std::string, journal::Position> stored;
+  for (const auto& p : store_->positions())
+    if (p.publisher == kJournalPublisher) stored[p.topic] = journal::Position{p.instance, p.seq};
+  // no position yet (a new database, or one of a version that took the bus): from history's
+  // cursor in the journal, else its oldest record; what is read again is known as taken
+  // (readings) or ignored by the database (relay events, by relay and time)
+  auto add = [&](const std::string& worker, process::JournalFeed::Kind kind) {
+    auto it = stored.find(worker);
+    if (it == stored.end()) first_contact_ = true;
+    feed_.add_source(journal::dir_of(w_.cfg(), worker), kind,
+                     it == stored.end() ? nullptr : &it->second);
+    sources_.push_back(worker);
+  };
+  add("acquire", process::JournalFeed::Kind::raw_frames);
+  if (!w_.cfg().relays.empty()) add("actuate", process::JournalFeed::Kind::relay_events);
+  // from now on the journal writers keep what the database does not hold yet, also when
+  // another consumer (upload) is further
+  committed_marks_ = feed_.marks();
+  feed_.save(committed_marks_);
+}
+
+void HistoryWorker::read_journals() {
+  next_read_mono_ = clock::mono_ns() + kReadEveryNs;
+  // a long journal (the first start, a long stop) in batches: it is no hang
+  while (feed_.read([&](const process::JournalFeed::Item& item) { return take_item(item); },
+                    kReadBatch) >= kReadBatch)
+    w_.tick();
+}
+
 int HistoryWorker::wait_ms(int64_t now_mono) const {
-  int64_t ms = w_.wait_ms();
+  int64_t ms = std::min<int64_t>(w_.wait_ms(), (next_read_mono_ - now_mono) / 1'000'000 + 1);
   if (!pending_.empty() || !pending_relays_.empty())
     ms = std::min(ms, (first_pending_mono_ + kFlushAgeNs - now_mono) / 1'000'000 + 1);
   for (const auto& [name, s] : meters_)
@@ -140,40 +160,17 @@ int HistoryWorker::wait_ms(int64_t now_mono) const {
   return int(std::max<int64_t>(ms, 0));
 }
 
-void HistoryWorker::on_message(const bus::Message& m) {
-  if (m.env.has_reading()) on_reading(m);
-  if (m.env.has_relay()) on_relay(m);
-}
-
-void HistoryWorker::replay_journal() {
-  const ReplayStats st = replay_.read_all(
-      [&](const Reading& r) {
-        auto it = meters_.find(r.meter);
-        if (it != meters_.end() && take_reading(it->second, r)) ++journal_readings_;
-      },
-      [&] { w_.tick(); });  // a long journal (the first start) is no hang
-  if (st.records)
-    log::info(
-        "history: acquire's journal: %llu records, %llu readings, %llu of them newer than the "
-        "database (taken)",
-        (unsigned long long)st.records, (unsigned long long)st.readings,
-        (unsigned long long)journal_readings_);
-  // readings that were already taken are no duplicates of the bus
-  duplicates_ = 0;
-  w_.set_counter("journal_readings", journal_readings_);
-}
-
-void HistoryWorker::on_reading(const bus::Message& m) {
-  auto it = meters_.find(m.env.reading().meter());
-  if (it == meters_.end()) return;  // not a meter of this config
-  MeterState& ms = it->second;
+size_t HistoryWorker::take_item(const process::JournalFeed::Item& item) {
+  if (!item.reading) {
+    on_relay(item.env);
+    return 1;
+  }
+  auto it = meters_.find(item.reading->meter());
+  if (it == meters_.end()) return 1;  // not a meter of this config
   Reading r;
-  from_proto(m.env.reading(), r);
-  take_reading(ms, r);
-  ms.last = position_of(m);
-  // a topic without a stored position: commit one at once, so that a worker killed before
-  // its first regular commit is not left without a place to replay from
-  if (!done_.count({ms.last.publisher, ms.last.topic})) first_contact_ = true;
+  from_proto(*item.reading, r);
+  take_reading(it->second, r);
+  return 1;
 }
 
 bool HistoryWorker::take_reading(MeterState& ms, const Reading& r) {
@@ -227,18 +224,18 @@ void HistoryWorker::close_idle(int64_t now_mono) {
     if (ms.open && now_mono - ms.last_rx_mono >= kIdleCloseNs) close_minute(ms);
 }
 
-void HistoryWorker::on_relay(const bus::Message& m) {
-  const auto& e = m.env.relay();
+void HistoryWorker::on_relay(const meterpipe::Envelope& env) {
+  const auto& e = env.relay();
   if (pending_.empty() && pending_relays_.empty()) first_pending_mono_ = clock::mono_ns();
-  pending_relays_.push_back(RelayRecord{e.relay(), m.env.send_time_ns() / 1'000'000, e.old_state(),
+  pending_relays_.push_back(RelayRecord{e.relay(), env.send_time_ns() / 1'000'000, e.old_state(),
                                         e.new_state(), e.ok(), e.mode(), e.reason(), e.error()});
-  if (!done_.count({m.env.publisher(), m.topic})) first_contact_ = true;
-  done_[{m.env.publisher(), m.topic}] = position_of(m);
   ++relay_events_;
 }
 
 bool HistoryWorker::flush_due(int64_t now_mono) const {
-  if (first_contact_) return true;
+  // the first reading or relay event after a start without stored positions is committed at
+  // once, so a worker killed before its first regular commit has a place to read on from
+  if (first_contact_ && readings_ + relay_events_ > 0) return true;
   if (pending_.empty() && pending_relays_.empty()) return false;
   return pending_readings_ >= kFlushReadings || now_mono - first_pending_mono_ >= kFlushAgeNs;
 }
@@ -246,8 +243,15 @@ bool HistoryWorker::flush_due(int64_t now_mono) const {
 void HistoryWorker::flush() {
   if (!store_) return;
   try {
-    write_pending();
-    replay_.committed();
+    auto marks = feed_.marks();
+    write_pending(marks);
+    // The journal writers may delete what lies before history's cursors. The database, not
+    // these cursors, says where a restarted worker reads on; they stay one commit behind it,
+    // since a power cut can take the database's last commits (synchronous=NORMAL) and then
+    // their journal records must still be there.
+    if (!committed_marks_.empty() && !feed_.save(committed_marks_))
+      log::warn("history: cannot save its cursor in the journals");
+    committed_marks_ = std::move(marks);
     first_contact_ = false;
     ++flushes_;
     pending_.clear();
@@ -276,9 +280,10 @@ void HistoryWorker::flush() {
   }
 }
 
-void HistoryWorker::write_pending() {
+void HistoryWorker::write_pending(const process::JournalFeed::Marks& marks) {
   // The open minutes go too (rewritten when they close), so the positions stored with them
-  // cover every reading taken: a restarted worker replays only what came after.
+  // cover every reading taken: a restarted worker reads only what came after. Each position
+  // is a clean one (no poll half read), and no reading was taken after it.
   std::map<int64_t, std::pair<int64_t, int64_t>> touched;  // meter -> t range
   auto put = [&](int64_t meter, const MinuteRow& row) {
     store_->put_minute(meter, row);
@@ -291,13 +296,15 @@ void HistoryWorker::write_pending() {
   for (auto& [name, ms] : meters_) {
     if (ms.open) put(ms.id, *ms.open);
     if (ms.taken.time_ns != INT64_MIN) store_->put_taken(ms.id, ms.taken);
-    if (!ms.last.topic.empty()) done_[{ms.last.publisher, ms.last.topic}] = ms.last;
   }
   for (const auto& e : pending_relays_) store_->put_relay_event(e);
   int days = 0;
   for (const auto& [meter, range] : touched)
     days += update_days(*store_, meter, range.first, range.second);
-  for (const auto& [key, pos] : done_) store_->put_position(pos);
+  for (size_t i = 0; i < marks.size() && i < sources_.size(); ++i)
+    if (marks[i].segment != 0)
+      store_->put_position(
+          Position{kJournalPublisher, sources_[i], marks[i].segment, marks[i].offset});
   store_->commit();
   minutes_written_ += pending_.size();
   days_written_ += uint64_t(days);
@@ -330,6 +337,12 @@ void HistoryWorker::update_health() {
   w_.set_counter("write_errors", write_errors_);
   w_.set_counter("minutes_deleted", deleted_minutes_);
   w_.set_counter("duplicates", duplicates_);
+  const process::JournalStats js = feed_.stats();
+  w_.set_counter("journal_records", js.records);
+  w_.set_counter("journal_decode_errors", js.decode_errors);
+  w_.set_counter("journal_lost_segments", js.lost_segments);
+  w_.set_counter("journal_corrupt", js.corrupt);
+  w_.set_counter("journal_bad_records", js.bad_records);
   w_.gauge("pending_minutes", double(pending_.size()));
 }
 

@@ -1,7 +1,7 @@
 // The journal of a worker as the configuration sets it up: <state_dir>/journal/<worker>,
 // group commit every general.durability_s, fdatasync every minute. Only written when a durable
-// consumer is enabled (upload; history for acquire's). Health counters of a writer, the same in
-// every worker.
+// consumer is enabled (upload, history: both read acquire's and actuate's journals). Health
+// counters of a writer, the same in every worker.
 #pragma once
 
 #include <cstdio>
@@ -29,16 +29,15 @@ inline WriterOptions options_for(const config::Config& cfg, const std::string& w
   return o;
 }
 
-// An open writer, or nullptr when no durable consumer is configured (upload; history reads
-// acquire's after a crash) or the directory cannot be used (logged: the worker runs on,
+// An open writer, or nullptr when no durable consumer is configured (upload, history) or the
+// directory cannot be used (logged: the worker runs on,
 // without the durability promise).
 inline std::unique_ptr<Writer> open_for(const config::Config& cfg, const std::string& worker) {
   // A consumer turned off: its cursor would keep every segment until the journal is full
   // (and each segment deleted then would be logged as unread)
   if (!cfg.upload.enabled) std::remove((dir_of(cfg, worker) + "/cursor.upload").c_str());
-  if (worker == "acquire" && !cfg.history.enabled)
-    std::remove((dir_of(cfg, worker) + "/cursor.history").c_str());
-  if (!cfg.upload.enabled && !(worker == "acquire" && cfg.history.enabled)) return nullptr;
+  if (!cfg.history.enabled) std::remove((dir_of(cfg, worker) + "/cursor.history").c_str());
+  if (!cfg.upload.enabled && !cfg.history.enabled) return nullptr;
   auto w = std::make_unique<Writer>();
   std::string err;
   if (!w->open(options_for(cfg, worker), err)) {

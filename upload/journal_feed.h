@@ -1,24 +1,20 @@
 // What upload sends, read from the journals (docs/DURABILITY.md) instead of the bus: acquire's
-// raw frames, decoded here with process's decoders (as actuate does), and actuate's relay
-// events, each turned into line-protocol points.
+// raw frames, decoded with process's decoders, and actuate's relay events
+// (process/journal_feed.h), each turned into line-protocol points.
 //
-// Positions: each source has a read position (in memory, ahead) and a clean position: the
-// end of the last record after which no meter has half a Modbus/M-Bus poll decoded, so that
-// reading again from there rebuilds every reading whole. marks() gives the clean positions;
-// the caller saves them (save()) once the target holds every point read before them. After a
-// crash the points between the saved marks and the crash are read again: InfluxDB overwrites
-// them (same series and time), the daily files skip them (upload/file_target.h).
+// The clean positions (marks()) are saved once the target holds every point read before
+// them. After a crash the points between the saved marks and the crash are read again:
+// InfluxDB overwrites them (same series and time), the daily files skip them
+// (upload/file_target.h).
 #pragma once
 
 #include <cstdint>
-#include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
 #include "journal/journal.h"
-#include "process/decoder.h"
+#include "process/journal_feed.h"
 #include "upload/line_protocol.h"
 
 namespace mp::upload {
@@ -59,50 +55,34 @@ class Feed {
 
 class JournalFeed : public Feed {
  public:
-  enum class Kind { raw_frames, relay_events };
+  using Kind = process::JournalFeed::Kind;
 
   JournalFeed(const config::Config& cfg, LineProtocolOptions lp, std::string consumer = "upload");
   // Adds a journal; reading starts at its saved cursor (or its oldest record).
-  void add_source(const std::string& dir, Kind kind);
+  void add_source(const std::string& dir, Kind kind) { journals_.add_source(dir, kind); }
 
   // Reads records and appends their points to `out` until `max_points` points were added or
   // the journals hold nothing more. Returns the number of points added.
   size_t read(std::vector<Point>& out, size_t max_points) override;
   // The clean positions now (one per source, in add_source order).
-  Marks marks() const override;
+  Marks marks() const override { return journals_.marks(); }
   // Saves `m` as the sources' cursors (fsynced; the journal writers may then delete what lies
   // before them). False when a cursor could not be written.
-  bool save(const Marks& m) override;
-  const Marks& saved() const override { return saved_; }
+  bool save(const Marks& m) override { return journals_.save(m); }
+  const Marks& saved() const override { return journals_.saved(); }
   // inotify on the journals' directories: a group commit's write(), a new segment
-  // (docs/ARCHITECTURE.md, "Durability"). A directory its writer has not made yet is
-  // watched once it exists.
-  int change_fd() const override { return inotify_fd_; }
-  bool watch() override;
-  void drain_changes() override;
+  // (docs/ARCHITECTURE.md, "Durability").
+  int change_fd() const override { return journals_.change_fd(); }
+  bool watch() override { return journals_.watch(); }
+  void drain_changes() override { journals_.drain_changes(); }
   FeedStats stats() const;
-  ~JournalFeed() override;
 
  private:
-  struct Source {
-    std::string dir;
-    bool watched = false;
-    Kind kind;
-    std::unique_ptr<journal::Reader> reader;
-    journal::Position pos, clean;
-    std::set<std::string> partial;  // meters with half a poll decoded
-  };
-  void take(Source& s, const std::string& payload, std::vector<Point>& out);
+  size_t take(const process::JournalFeed::Item& item, std::vector<Point>& out);
 
-  const config::Config& cfg_;
   LineProtocolOptions lp_;
-  std::string consumer_;
-  process::Decoders decoders_;
-  std::vector<Source> sources_;
-  Marks saved_;
-  FeedStats st_;
-  int inotify_fd_ = -1;
-  bool all_watched_ = false;
+  process::JournalFeed journals_;
+  uint64_t points_ = 0, refused_ = 0;
 };
 
 }  // namespace mp::upload

@@ -13,6 +13,9 @@
    up to the journal's group commit before the kill (general.durability_s, 1 s) is stored
    although the worker had committed none of them (rebuilt from acquire's journal), and the
    readings after the restart are there.
+3. kill -9 of everything a few seconds after two relay switches (commands), once actuate's
+   journal holds them: after the next start the database has both, once each (the worker had
+   committed neither: it reads actuate's journal as it reads acquire's).
 
 Environment (set by ctest): MP_BIN_DIR, MP_SOURCE_DIR. Prints one line per check and
 `N passed, M failed`; exits 1 on any failure. Everything it starts is ended by pid.
@@ -39,6 +42,11 @@ def body(speed, rate):
             '[upload]\nenabled = false\n' % (speed, rate))
 
 
+# a relay its rules never switch (only the commands of the test do)
+RELAY = ('\n[[relay]]\nname = "boiler"\nmeter = "home"\nload_w = 2000\non_below_w = -900000\n'
+         'off_above_w = 900000\n[relay.output]\ntype = "sim"\n')
+
+
 def tapped_minutes(tap):
     """{minute start (Unix s): readings} of the tapped readings; the seqs seen."""
     per = collections.Counter()
@@ -62,6 +70,15 @@ def db_minutes(p):
     finally:
         con.close()
     return ok, rows, dup, days
+
+
+def kill_everything(p):
+    """kill -9 of the history worker, then of the supervisor (its workers end with it)."""
+    check(kill_history(p), "kill -9 of the history worker")
+    p.proc.kill()
+    p.proc.wait()
+    gone = wait_for(lambda: not any(alive(pid) for pid in p.seen_pids), 20)
+    check(gone, "kill -9 of the supervisor: its workers end with it")
 
 
 def kill_history(p):
@@ -138,11 +155,7 @@ def test_kill_supervisor():
         # the supervisor get SIGTERM and would commit), then the supervisor (process and its
         # replay ring go with it)
         kill_t = time.time()
-        check(kill_history(p), "kill -9 of the history worker")
-        p.proc.kill()
-        p.proc.wait()
-        gone = wait_for(lambda: not any(alive(pid) for pid in p.seen_pids), 20)
-        check(gone, "kill -9 of the supervisor: its workers end with it")
+        kill_everything(p)
         killed_at = time.time()
         p.start()
         check(p.wait_running(15) is not None, "started again on the same state_dir",
@@ -191,4 +204,61 @@ def test_kill_supervisor():
         p.stop()
 
 
-sys.exit(mptest.script_main(ck, test_kill_history_worker, test_kill_supervisor))
+def relay_rows(p):
+    con = sqlite3.connect("file:%s?mode=ro" % os.path.join(p.dir, "state", "history.sqlite"),
+                          uri=True)
+    try:
+        return con.execute("SELECT relay, t_ms, old_state, new_state, mode FROM relay_events "
+                           "ORDER BY t_ms").fetchall()
+    finally:
+        con.close()
+
+
+def test_relay_events_after_crash():
+    p = Pipeline(body(1, 4) + RELAY, prefix="mphr.")
+    tap = p.start_tap(["relay/"])
+    try:
+        p.start()
+        if not check(p.wait_running(15) is not None and
+                     p.wait_counter("history", "readings", lambda n: n > 0) > 0,
+                     "pipeline running, history has taken readings (its first commit)",
+                     p.log()[-5:]):
+            return
+        for state in ("on", "off"):
+            r = mptest.run_cli(["relay", "boiler", state, "--for", "1h", "-c", p.cfg])
+            check(r.returncode == 0, "`meterpipe relay boiler %s --for 1h`: exit 0" % state,
+                  (r.returncode, r.stdout, r.stderr))
+        events = wait_for(lambda: (lambda e: e if len(e) >= 2 and
+                                   not e[-1]["envelope"]["relay"].get("new_state") else None)(
+            tap.messages("relay/boiler")), 20)
+        if not check(events, "two relay events on the bus (on, then off)",
+                     tap.messages("relay/boiler")):
+            return
+        n = len(events)
+        # the journal's writer counts a record once its write() is done: in the page cache,
+        # which a kill -9 of every process does not take
+        written = p.wait_counter("actuate", "journal_records", lambda v: v >= n)
+        check(written >= n, "actuate's journal holds the %d relay events" % n, written)
+        # (it commits every 2 minutes or 300 readings: normally not yet)
+        mptest.note("relay events in the database before the kill: %d" % len(relay_rows(p)))
+        kill_everything(p)
+        p.start()
+        check(p.wait_running(15) is not None, "started again on the same state_dir",
+              p.log()[-5:])
+        check(p.wait_counter("history", "relay_events", lambda v: v >= n) >= n,
+              "the new history worker read the events from actuate's journal")
+        rc = p.stop_process()
+        check(rc == 0, "SIGTERM: the pipeline stops (exit 0)", rc)
+        rows = relay_rows(p)
+        want = [("boiler", int(e["envelope"]["send_time_ns"]) // 10**6,
+                 int(bool(e["envelope"]["relay"].get("old_state"))),
+                 int(bool(e["envelope"]["relay"].get("new_state"))),
+                 e["envelope"]["relay"].get("mode")) for e in events]
+        check(all(w in rows for w in want) and len(rows) == len(set(rows)),
+              "every relay event of the bus is in the database once", (want, rows))
+    finally:
+        p.stop()
+
+
+sys.exit(mptest.script_main(ck, test_kill_history_worker, test_kill_supervisor,
+                            test_relay_events_after_crash))
