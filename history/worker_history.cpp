@@ -137,18 +137,33 @@ void HistoryWorker::add_journals() {
   };
   add("acquire", process::JournalFeed::Kind::raw_frames);
   if (!w_.cfg().relays.empty()) add("actuate", process::JournalFeed::Kind::relay_events);
-  // from now on the journal writers keep what the database does not hold yet, also when
-  // another consumer (upload) is further
   committed_marks_ = feed_.marks();
-  feed_.save(committed_marks_);
+  // A journal without history's cursor (history newly enabled, a database of a version that
+  // took the bus): one at its oldest segment, so the writer keeps from now on what the
+  // database does not hold yet, also when upload is further.
+  auto keep = feed_.saved();
+  bool missing = false;
+  for (size_t i = 0; i < keep.size(); ++i) {
+    if (keep[i].segment != 0) continue;
+    const auto segs = journal::list_segments(feed_.dir(i));
+    if (segs.empty()) continue;
+    keep[i] = journal::Position{segs.front(), journal::kSegmentHeader};
+    missing = true;
+  }
+  if (missing) feed_.save(keep);
 }
 
 void HistoryWorker::read_journals() {
   next_read_mono_ = clock::mono_ns() + kReadEveryNs;
-  // a long journal (the first start, a long stop) in batches: it is no hang
-  while (feed_.read([&](const process::JournalFeed::Item& item) { return take_item(item); },
-                    kReadBatch) >= kReadBatch)
+  // a long journal (the first start, a long stop) in batches: it is no hang, also when its
+  // frames give no readings (a wrong key, a meter renamed)
+  const auto take = [&](const process::JournalFeed::Item& item) { return take_item(item); };
+  for (;;) {
+    const uint64_t records = feed_.stats().records;
+    const size_t used = feed_.read(take, kReadBatch, 4 * kReadBatch);
+    if (used < kReadBatch && feed_.stats().records - records < 4 * kReadBatch) break;
     w_.tick();
+  }
 }
 
 int HistoryWorker::wait_ms(int64_t now_mono) const {
@@ -249,8 +264,16 @@ void HistoryWorker::flush() {
     // these cursors, says where a restarted worker reads on; they stay one commit behind it,
     // since a power cut can take the database's last commits (synchronous=NORMAL) and then
     // their journal records must still be there.
-    if (!committed_marks_.empty() && !feed_.save(committed_marks_))
-      log::warn("history: cannot save its cursor in the journals");
+    // (The writer deletes whole segments: a cursor is written, and fsynced, only when its
+    // segment changes, not at every commit.)
+    auto keep = feed_.saved();
+    bool moved = false;
+    for (size_t i = 0; i < keep.size() && i < committed_marks_.size(); ++i)
+      if (committed_marks_[i].segment > keep[i].segment) {
+        keep[i] = committed_marks_[i];
+        moved = true;
+      }
+    if (moved && !feed_.save(keep)) log::warn("history: cannot save its cursor in the journals");
     committed_marks_ = std::move(marks);
     first_contact_ = false;
     ++flushes_;

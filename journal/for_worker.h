@@ -41,7 +41,8 @@ inline std::unique_ptr<Writer> open_for(const config::Config& cfg, const std::st
   auto w = std::make_unique<Writer>();
   std::string err;
   if (!w->open(options_for(cfg, worker), err)) {
-    log::error("journal: %s (readings are not kept for upload across restarts)", err.c_str());
+    log::error("journal: %s (upload and history read it: they get nothing from %s)", err.c_str(),
+               worker.c_str());
     return nullptr;
   }
   return w;

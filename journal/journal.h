@@ -1,5 +1,5 @@
 // Durable journal: what a worker publishes, kept on disk for the consumers that must not lose
-// it (upload). docs/DURABILITY.md has the promise this serves; this file has the mechanics.
+// it (upload, history). docs/DURABILITY.md has the promise this serves; this file has the mechanics.
 //
 // Layout of a journal directory (e.g. <state_dir>/journal/acquire):
 //   <20-digit sequence>.jnl   a segment: 8-byte magic "MPJRNL01" (or "MPJRNL02": compressed

@@ -44,7 +44,18 @@ void JournalFeed::add_source(const std::string& dir, Kind kind, const journal::P
   journal::Position saved;
   const bool have_cursor = journal::load_cursor(dir, consumer_, saved);
   s.pos = from ? *from : saved;
-  if (from || have_cursor)
+  // A position past every segment there is (a database restored beside a new journal, a
+  // journal directory deleted): the reader would wait there for good while the writer goes
+  // on below it. From the oldest record instead; what was taken before is known as such.
+  const auto segs = journal::list_segments(dir);
+  if (!segs.empty() && s.pos.segment > segs.back()) {
+    log::warn(
+        "journal %s: %s's position (segment %llu) is past its newest segment (%llu): "
+        "reading from the oldest record",
+        dir.c_str(), consumer_.c_str(), static_cast<unsigned long long>(s.pos.segment),
+        static_cast<unsigned long long>(segs.back()));
+    s.pos = journal::Position{};
+  } else if (from || have_cursor)
     log::info("journal %s: %s resumes at segment %llu offset %llu", dir.c_str(), consumer_.c_str(),
               static_cast<unsigned long long>(s.pos.segment),
               static_cast<unsigned long long>(s.pos.offset));
@@ -88,16 +99,17 @@ size_t JournalFeed::take_record(Source& s, const std::string& payload, const Tak
   return take(Item{s.kind, env, &reading});
 }
 
-size_t JournalFeed::read(const Take& take, size_t max) {
-  size_t used = 0;
+size_t JournalFeed::read(const Take& take, size_t max, size_t max_records) {
+  size_t used = 0, records = 0;
   bool more = true;
   std::string payload;
-  while (more && used < max) {
+  while (more && used < max && records < max_records) {
     more = false;
     for (auto& s : sources_) {  // in turn, so one busy journal does not starve the other
-      if (used >= max) break;
+      if (used >= max || records >= max_records) break;
       if (s.reader->next(s.pos, payload) != journal::Reader::Result::record) continue;
       ++st_.records;
+      ++records;
       more = true;
       used += take_record(s, payload, take);
       if (s.partial.empty()) s.clean = s.pos;

@@ -9,6 +9,7 @@
 // its cursors (`cursor.<consumer>`) so the journal writers may delete what lies before.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -54,9 +55,10 @@ class JournalFeed {
   // (or the journal's oldest record).
   void add_source(const std::string& dir, Kind kind, const journal::Position* from = nullptr);
   // Reads records in turn from the sources (one busy journal does not starve another) and
-  // hands every reading and relay event to `take`, until what `take` returned adds up to `max`
-  // or the journals hold nothing more. Returns that sum.
-  size_t read(const Take& take, size_t max);
+  // hands every reading and relay event to `take`, until what `take` returned adds up to `max`,
+  // `max_records` records were read (frames that give nothing count there) or the journals
+  // hold nothing more. Returns that sum.
+  size_t read(const Take& take, size_t max, size_t max_records = SIZE_MAX);
   // The clean positions now (one per source, in add_source order).
   Marks marks() const;
   // Saves `m` as the sources' cursors (fsynced; the journal writers may then delete what lies

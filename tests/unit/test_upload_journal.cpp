@@ -15,6 +15,7 @@
 #include "journal/journal.h"
 #include "meterpipe.pb.h"
 #include "process/decoder.h"
+#include "process/journal_feed.h"
 #include "protocols/simulate/dsmr_sim.h"
 #include "tests/harness/temp_dir.h"
 #include "upload/journal_feed.h"
@@ -217,6 +218,51 @@ TEST_CASE("journal feed: a half-decoded Modbus poll holds the clean mark back") 
   REQUIRE(m.size() == 1);
   // after the first (complete) poll, before the half one
   CHECK(m[0] == mp::journal::Position{1, 8 + 8 + block(true).size()});
+}
+
+TEST_CASE("process journal feed: a start position, one past every segment, a record cap") {
+  // history's way in: the position its database holds (history/worker_history.cpp)
+  mp::test::TempDir d("mpupj");
+  auto cfg = config_in(d.path);
+  write_journals(cfg, 0, 5);
+  const std::string dir = d.path + "/journal/acquire";
+  const auto segs = mp::journal::list_segments(dir);
+  REQUIRE_FALSE(segs.empty());
+  using Feed = mp::process::JournalFeed;
+  std::vector<int64_t> times;
+  const Feed::Take take = [&](const Feed::Item& item) -> size_t {
+    REQUIRE(item.reading);
+    times.push_back(int64_t(item.reading->meter_time_ns()));
+    return 1;
+  };
+  mp::journal::Position after_two;
+  {
+    Feed feed(cfg, "history");
+    feed.add_source(dir, Feed::Kind::raw_frames);
+    CHECK(feed.read(take, 2) == 2);
+    after_two = feed.marks()[0];
+    CHECK(feed.read(take, 100, 1) == 1);  // at most one record
+    CHECK(feed.stats().records == 3);
+  }
+  times.clear();
+  {
+    Feed feed(cfg, "history");
+    feed.add_source(dir, Feed::Kind::raw_frames, &after_two);
+    CHECK(feed.read(take, 100) == 3);  // readings 3, 4, 5
+  }
+  REQUIRE(times.size() == 3);
+  CHECK(times[0] < times[1]);
+  const std::vector<int64_t> last_three = times;
+  times.clear();
+  {
+    // a database restored beside a new journal: its position is past every segment there
+    const mp::journal::Position ahead{segs.back() + 1000, 8};
+    Feed feed(cfg, "history");
+    feed.add_source(dir, Feed::Kind::raw_frames, &ahead);
+    CHECK(feed.read(take, 100) == 5);  // from the oldest record, not waiting for good
+  }
+  REQUIRE(times.size() == 5);
+  CHECK(std::vector<int64_t>(times.begin() + 2, times.end()) == last_three);
 }
 
 TEST_CASE("daily files from the journals: a crash before the cursor save adds no line twice") {
