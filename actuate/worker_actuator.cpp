@@ -69,10 +69,9 @@ Actuator::Actuator(Worker& w)
       journal_(journal::open_for(w.cfg(), "actuate")),
       engine_(config::to_site_spec(w.cfg()), specs(w.cfg())),
       state_file_(w.cfg().actuate.state_file) {
-  // The time zone is set once, before any thread exists: local_time() then only calls
-  // localtime_r (changing TZ per call would race with commands spawned from other threads).
-  if (!w.cfg().general.timezone.empty()) setenv("TZ", w.cfg().general.timezone.c_str(), 1);
-  tzset();
+  // The time zone is general.timezone, set once by the worker harness before any thread
+  // exists (bus/worker.cpp): local_time() only calls localtime_r (changing TZ per call would
+  // race with commands spawned from other threads).
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   wall0_ = clock::wall_ns();
   mono0_ = clock::mono_ns();

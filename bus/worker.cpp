@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -71,6 +72,11 @@ Worker::Worker(int argc, char** argv, const std::string& name) : name_(name) {
     std::exit(2);
   }
   cfg_ = std::move(*res.config);
+  // Local times (M-Bus meters' clocks, days and tariffs, the rules' schedules) are in
+  // general.timezone in every worker, whatever the system's zone; set before any thread
+  // starts (setenv is not thread-safe).
+  if (!cfg_.general.timezone.empty()) setenv("TZ", cfg_.general.timezone.c_str(), 1);
+  tzset();
   log::Level lv;
   if (log::parse_level(cfg_.general.log_level, lv) && !std::getenv("MP_LOG_LEVEL"))
     log::set_level(lv);

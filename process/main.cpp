@@ -16,10 +16,7 @@
 #include "process/reading_proto.h"
 
 int main(int argc, char** argv) {
-  mp::Worker w(argc, argv, "process");
-  // M-Bus meters send local times: the decoders convert them in general.timezone.
-  if (!w.cfg().general.timezone.empty()) setenv("TZ", w.cfg().general.timezone.c_str(), 1);
-  tzset();
+  mp::Worker w(argc, argv, "process");  // (sets TZ: M-Bus meters send local times)
   mp::process::Decoders decoders(w.cfg());
   for (const auto& e : decoders.setup_errors()) mp::log::error("%s", e.c_str());
   mp::bus::Subscriber::Options so;

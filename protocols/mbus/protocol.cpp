@@ -108,7 +108,8 @@ void make_runners(RunContext& ctx, const std::vector<const config::Meter*>& mete
 }
 
 // M-Bus times are the meter's wall clock: converted with the process's time zone (TZ, set
-// from general.timezone by the worker's main). False when the zone cannot convert it.
+// from general.timezone by the worker harness, bus/worker.cpp, in every worker that decodes:
+// process, actuate, upload, history). False when the zone cannot convert it.
 bool local_to_utc(int64_t local_seconds, int64_t& utc_seconds) {
   const time_t t = static_cast<time_t>(local_seconds);
   struct tm tm {};
