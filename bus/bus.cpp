@@ -347,7 +347,9 @@ bool Subscriber::save_positions(const std::string& path, const std::map<Key, Top
     text += key.first + " " + key.second + " " + std::to_string(st.instance) + " " +
             std::to_string(st.last_seq) + "\n";
   std::string error;
-  return fs::atomic_replace(path, text, error, durable);
+  // Not durable: run_dir, overwritten in place (cheap, atomic against a kill; see fs.h)
+  return durable ? fs::atomic_replace(path, text, error)
+                 : fs::overwrite_in_place(path, text, error);
 }
 
 size_t Subscriber::load_positions(const std::string& path) {

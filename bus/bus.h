@@ -141,9 +141,10 @@ class Subscriber {
   const std::map<Key, TopicState>& positions() const { return state_; }
   void set_position(const std::string& publisher, const std::string& topic, uint64_t instance,
                     uint64_t last_seq);
-  // Positions as text ("<publisher> <topic> <instance> <seq>" per line), written atomically
-  // (temp file, rename; fsync first when `durable`: not needed in run_dir, a tmpfs whose
-  // content dies with the publishers' rings). load_positions returns how many were restored.
+  // Positions as text ("<publisher> <topic> <instance> <seq>" per line), written atomically:
+  // `durable`, a temp file fsynced and renamed; not durable (run_dir, whose content dies
+  // with the publishers' rings), overwritten in place (fs::overwrite_in_place: a reader
+  // sees the old or the new text, space-padded). load_positions returns how many were restored.
   bool save_positions(const std::string& path, bool durable = true) const;
   // The same for positions taken earlier with positions().
   static bool save_positions(const std::string& path, const std::map<Key, TopicState>& state,

@@ -1,8 +1,10 @@
 #include "common/fs.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -84,6 +86,34 @@ bool atomic_replace(const std::string& path, std::string_view data, std::string&
   }
   if (durable && !fsync_dir(dir_of(path))) {
     error = "cannot fsync the directory of " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+bool overwrite_in_place(const std::string& path, std::string_view data, std::string& error,
+                        unsigned mode) {
+  constexpr size_t kPage = 4096;  // the smallest page size of the machines we run on
+  if (data.size() > kPage) return atomic_replace(path, data, error, false, mode);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, mode);
+  if (fd < 0) {
+    error = "cannot open " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_size < 0 || static_cast<size_t>(st.st_size) > kPage) {
+    ::close(fd);
+    return atomic_replace(path, data, error, false, mode);
+  }
+  std::string padded(data);
+  padded.resize(std::max(data.size(), static_cast<size_t>(st.st_size)), ' ');
+  const ssize_t n = ::pwrite(fd, padded.data(), padded.size(), 0);
+  const int saved = errno;
+  ::close(fd);
+  if (n != static_cast<ssize_t>(padded.size())) {
+    // a short write (a full disk) left a mix: let atomic_replace write it whole
+    if (n >= 0) return atomic_replace(path, data, error, false, mode);
+    error = "cannot write " + path + ": " + std::strerror(saved);
     return false;
   }
   return true;

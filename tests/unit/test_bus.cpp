@@ -5,6 +5,7 @@
 // delivery.
 #include <doctest/doctest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -600,10 +601,44 @@ TEST_CASE("positions survive a restart of the subscriber through save/load") {
   for (int i = 0; i < 50 && got.size() < 31; ++i) {
     publish(pub, "reading/home");
     auto more = drain(sub);
-    got.insert(got.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+    got.insert(got.end(), std::make_move_iterator(more.begin()),
+               std::make_move_iterator(more.end()));
   }
   REQUIRE(got.size() >= 31);
   for (size_t i = 0; i < got.size(); ++i) CHECK(got[i].env.seq() == last + 1 + i);
   CHECK(sub.lost() == 0);
   CHECK(sub.duplicates() == 0);
+}
+
+TEST_CASE("positions in run_dir are overwritten in place; a shorter save leaves no old line") {
+  TempDir d;
+  const std::string file = d.path + "/pos";
+  std::map<Subscriber::Key, Subscriber::TopicState> three, one;
+  for (int i = 0; i < 3; ++i)
+    three[{"acquire", "raw/meter" + std::to_string(i)}] = {1000 + uint64_t(i), 123456789};
+  one[{"acquire", "raw/meter1"}] = {2000, 7};
+  REQUIRE(Subscriber::save_positions(file, three, false));
+  struct stat before {};
+  REQUIRE(::stat(file.c_str(), &before) == 0);
+  REQUIRE(Subscriber::save_positions(file, one, false));
+  struct stat after {};
+  REQUIRE(::stat(file.c_str(), &after) == 0);
+  CHECK(after.st_ino == before.st_ino);    // the same file: no temp file renamed over it
+  CHECK(after.st_size == before.st_size);  // padded, not truncated
+  CHECK_FALSE(std::filesystem::exists(file + ".tmp"));
+  Subscriber sub(d.path, {}, {"raw/"}, {});
+  CHECK(sub.load_positions(file) == 1);
+  CHECK(state_of(sub, "acquire", "raw/meter1").instance == 2000);
+  CHECK(state_of(sub, "acquire", "raw/meter1").last_seq == 7);
+
+  // more than a page: written whole to a temp file and renamed, still read back
+  std::map<Subscriber::Key, Subscriber::TopicState> many;
+  for (int i = 0; i < 200; ++i) many[{"acquire", "raw/meter" + std::to_string(i)}] = {3000, 9};
+  REQUIRE(Subscriber::save_positions(file, many, false));
+  Subscriber sub2(d.path, {}, {"raw/"}, {});
+  CHECK(sub2.load_positions(file) == 200);
+  // and back to a small one, which replaces the large file
+  REQUIRE(Subscriber::save_positions(file, one, false));
+  Subscriber sub3(d.path, {}, {"raw/"}, {});
+  CHECK(sub3.load_positions(file) == 1);
 }
