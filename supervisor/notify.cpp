@@ -1,8 +1,12 @@
 #include "supervisor/notify.h"
 
-#include <systemd/sd-daemon.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +25,34 @@ std::string join(const std::vector<std::string>& names) {
 }
 
 }  // namespace
+
+int send_datagram(const char* socket_name, const std::string& text) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const size_t n = std::strlen(socket_name);
+  if (n < 2 || n >= sizeof addr.sun_path || (socket_name[0] != '/' && socket_name[0] != '@'))
+    return -EINVAL;
+  std::memcpy(addr.sun_path, socket_name, n);
+  if (socket_name[0] == '@') addr.sun_path[0] = '\0';  // an abstract socket
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  const socklen_t len = socklen_t(offsetof(sockaddr_un, sun_path) + n);
+  const ssize_t sent =
+      ::sendto(fd, text.data(), text.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), len);
+  const int err = sent < 0 ? errno : 0;
+  ::close(fd);
+  return -err;
+}
+
+int64_t watchdog_usec() {
+  const char* usec = std::getenv("WATCHDOG_USEC");
+  if (!usec || !*usec) return 0;
+  const char* pid = std::getenv("WATCHDOG_PID");
+  if (pid && *pid && std::strtoll(pid, nullptr, 10) != int64_t(::getpid())) return 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(usec, &end, 10);
+  return *end == '\0' && v > 0 ? v : 0;
+}
 
 std::string status_line(const std::vector<WorkerView>& workers, bool ready) {
   std::vector<std::string> up, down;
@@ -55,13 +87,12 @@ bool ready_due(const std::vector<WorkerView>& workers, int64_t since_start_ns) {
 Notifier::Notifier() : start_ns_(clock::mono_ns()) {
   const char* sock = std::getenv("NOTIFY_SOCKET");
   enabled_ = sock && *sock;
-  uint64_t usec = 0;
-  if (enabled_ && sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
-    watchdog_period_ns_ = int64_t(usec) * 1000 / 2;
+  const int64_t usec = enabled_ ? watchdog_usec() : 0;
+  if (usec > 0) watchdog_period_ns_ = usec * 1000 / 2;
 }
 
 void Notifier::send(const std::string& text) {
-  const int r = sd_notify(0, text.c_str());
+  const int r = send_datagram(std::getenv("NOTIFY_SOCKET"), text);
   if (r < 0) log::warn("systemd notification failed: %s", std::strerror(-r));
 }
 

@@ -42,6 +42,7 @@ class Broker:
         self.dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
         self.port = mptest.free_port()
         self.proc = None
+        self.started = False  # accepted connections once (a restart keeps the port)
         self.log_path = os.path.join(self.dir, "mosquitto.log")
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         lines = ["listener %d 127.0.0.1" % self.port, "persistence false",
@@ -72,19 +73,51 @@ class Broker:
             f.write("\n".join(lines) + "\n")
 
     def start(self, timeout=10):
+        """Starts mosquitto and waits until it accepts connections. The port came from
+        free_port(): another test may take it first, and then our mosquitto exits while a
+        connection to the port reaches the other test's broker (whose meterpipe shares our
+        client id and topics). So it counts only when our own log says it listens, and a
+        mosquitto that exited is started again on a new port (before the first start only:
+        a restart keeps its port, which its clients know)."""
+        for attempt in range(5):
+            self._launch()
+            if mptest.wait_for(lambda: self._listening() or self.proc.poll() is not None,
+                               timeout, 0.05) and self._listening():
+                return self
+            log = self.log()
+            mptest.kill_proc(self.proc)
+            if self.started or "Address already in use" not in log:
+                raise RuntimeError("mosquitto did not listen on port %d: %s" % (self.port, log))
+            self._set_port(mptest.free_port())
+        raise RuntimeError("mosquitto found no free port: %s" % self.log())
+
+    def _launch(self):
+        try:
+            os.unlink(self.log_path)  # the listen line below must be this start's
+        except OSError:
+            pass
         self.proc = subprocess.Popen([mosquitto_bin(), "-c", self.conf], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        mptest._live.append(self)
+        if self not in mptest._live:
+            mptest._live.append(self)
 
-        def accepting():
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
-        if not mptest.wait_for(accepting, timeout, 0.05):
-            raise RuntimeError("mosquitto did not listen on port %d: %s" % (self.port, self.log()))
-        return self
+    def _listening(self):
+        if self.proc.poll() is not None or \
+                ("listen socket on port %d." % self.port) not in self.log():
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                self.started = True
+                return True
+        except OSError:
+            return False
+
+    def _set_port(self, port):
+        with open(self.conf) as f:
+            text = f.read()
+        with open(self.conf, "w") as f:
+            f.write(text.replace("listener %d 127.0.0.1" % self.port, "listener %d 127.0.0.1" % port))
+        self.port = port
 
     def log(self):
         try:

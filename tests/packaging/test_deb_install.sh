@@ -56,8 +56,8 @@ cp "$deb" "$root/tmp/meterpipe.deb"
 check "apt-get install the .deb in a clean root" \
   in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q /tmp/meterpipe.deb
 ((fail == 0)) || { echo "$pass passed, $fail failed"; exit 1; }
-for f in /usr/bin/meterpipe /usr/lib/meterpipe/meterpipe-{acquire,process,actuate,upload,serve,remote,mqtt} \
-  /usr/lib/meterpipe/meterpipe-configured /lib/systemd/system/meterpipe.service \
+for f in /usr/bin/meterpipe /usr/lib/meterpipe/meterpipe-{acquire,process,actuate,upload,serve,remote,mqtt,history} \
+  /usr/lib/meterpipe/libmeterpipe-core.so /usr/lib/meterpipe/meterpipe-configured /lib/systemd/system/meterpipe.service \
   /usr/lib/sysusers.d/meterpipe.conf /etc/meterpipe/meterpipe.toml \
   /usr/share/man/man1/meterpipe.1.gz /usr/share/meterpipe/meterpipe.example.toml \
   /usr/share/meterpipe/grafana/meterpipe.json /usr/share/meterpipe/examples/tap_readings.py \
