@@ -143,8 +143,9 @@ class Subscriber {
                     uint64_t last_seq);
   // Positions as text ("<publisher> <topic> <instance> <seq>" per line), written atomically:
   // `durable`, a temp file fsynced and renamed; not durable (run_dir, whose content dies
-  // with the publishers' rings), overwritten in place (fs::overwrite_in_place: a reader
-  // sees the old or the new text, space-padded). load_positions returns how many were restored.
+  // with the publishers' rings), overwritten in place (fs::overwrite_in_place: after a kill
+  // of the writer the file holds the old or the new text, space-padded). load_positions
+  // returns how many were restored.
   bool save_positions(const std::string& path, bool durable = true) const;
   // The same for positions taken earlier with positions().
   static bool save_positions(const std::string& path, const std::map<Key, TopicState>& state,

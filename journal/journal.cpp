@@ -110,6 +110,19 @@ uint64_t file_size(int fd) {
   return ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }
 
+// A finished segment is "sealed": it has no write permission. The writer seals a segment
+// when it moves on to the next one and when it closes, and at open every segment an earlier
+// writer left unsealed (a crash, an older version). A reader at the end of an unsealed
+// segment knows the writer is still in it, so it need not list the directory for a later
+// one (the listing was most of a consumer's system calls per record).
+constexpr mode_t kWriteBits = S_IWUSR | S_IWGRP | S_IWOTH;
+bool sealed(const struct stat& st) { return (st.st_mode & kWriteBits) == 0; }
+void seal(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !sealed(st))
+    (void)::chmod(path.c_str(), st.st_mode & 07777 & ~kWriteBits);
+}
+
 // Length of the valid records of a segment (from the header on); `size` is the file size.
 uint64_t valid_length(int fd, uint64_t size) {
   char magic[kSegmentHeader];
@@ -245,19 +258,24 @@ bool Writer::open(const WriterOptions& opt, std::string& error) {
   }
   if (!segs_.empty()) {  // a crash may have left a torn record at the end of the newest
     auto& [seq, size] = segs_.back();
-    int fd = ::open(path_of(seq).c_str(), O_RDWR | O_CLOEXEC);
+    const std::string path = path_of(seq);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
       const uint64_t valid = valid_length(fd, size);
+      ::close(fd);
       if (valid < size) {
         log::warn("journal %s: torn or corrupt tail of %s: %llu bytes cut off", opt_.dir.c_str(),
                   segment_name(seq).c_str(), static_cast<unsigned long long>(size - valid));
         st_.truncated_bytes += size - valid;
-        if (::ftruncate(fd, static_cast<off_t>(valid)) == 0) size = valid;
-        (void)::fdatasync(fd);
+        (void)::chmod(path.c_str(), 0640);  // (sealed before a power cut took its tail)
+        fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd >= 0 && ::ftruncate(fd, static_cast<off_t>(valid)) == 0) size = valid;
+        if (fd >= 0) (void)::fdatasync(fd);
+        if (fd >= 0) ::close(fd);
       }
-      ::close(fd);
     }
   }
+  for (const auto& [seq, size] : segs_) seal(path_of(seq));
   if (!new_segment()) {
     error = "cannot create a segment in " + opt_.dir + ": " + std::strerror(errno);
     return false;
@@ -288,6 +306,7 @@ bool Writer::new_segment() {
   }
   fsync_dir(opt_.dir);
   if (fd_ >= 0) ::close(fd_);
+  if (!segs_.empty()) seal(path_of(segs_.back().first));  // after its last write and sync
   fd_ = fd;
   prev_.clear();  // a compression chain never crosses segments
   segs_.push_back({seq, kSegmentHeader});
@@ -455,6 +474,7 @@ void Writer::close() {
   if (thread_.joinable()) thread_.join();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
+  if (!segs_.empty()) seal(path_of(segs_.back().first));
   std::lock_guard lk(mu_);
   open_ = false;
 }
@@ -531,7 +551,9 @@ Reader::Result Reader::next(Position& pos, std::string& payload) {
       continue;
     }
     if (pos.offset < kSegmentHeader) pos.offset = kSegmentHeader;
-    uint64_t size = file_size(fd_);
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) st.st_mode = S_IWUSR;  // (unknown: as if still written)
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
     bool corrupt = false;
     if (!header_ok_ && size >= kSegmentHeader) {
       char magic[kSegmentHeader];
@@ -559,6 +581,13 @@ Reader::Result Reader::next(Position& pos, std::string& payload) {
       }
     }
     // The end of what is there (or a bad record): a later segment means this one is done.
+    // At the end of a segment the writer is still in (unsealed), there is none: no listing,
+    // but for one every 10 s (a segment an older version left unsealed, its writer gone).
+    const int64_t now = clock::mono_ns();
+    if (!corrupt && !sealed(st) && listed_ns_ != 0 && now - listed_ns_ < kUnsealedListNs)
+      return Result::none;
+    listed_ns_ = now;
+    ++st_.listings;
     const auto segs = list_segments(dir_);
     Position later = pos;
     if (!advance(later, segs)) return Result::none;  // still being written

@@ -1,5 +1,6 @@
 // Durable journal: what a worker publishes, kept on disk for the consumers that must not lose
-// it (upload, history). docs/DURABILITY.md has the promise this serves; this file has the mechanics.
+// it (upload, history). docs/DURABILITY.md has the promise this serves; this file has the
+// mechanics.
 //
 // Layout of a journal directory (e.g. <state_dir>/journal/acquire):
 //   <20-digit sequence>.jnl   a segment: 8-byte magic "MPJRNL01" (or "MPJRNL02": compressed
@@ -28,6 +29,10 @@
 //   segment after cutting a torn tail off the newest one. The oldest segments are deleted
 //   once every consumer's cursor is past them, and when the journal is over `max_bytes`
 //   (logged and counted, even when a consumer had not read them).
+//
+// Sealing: a finished segment has no write permission (the writer takes it away when it
+// moves on, closes, or opens after a writer that did not); a reader at the end of an
+// unsealed segment waits without listing the directory (once every 10 s it lists anyway).
 //
 // Reader (in a consumer): next() returns the record at a position and the position after it;
 // it moves from a finished segment to the next, skips to the oldest segment when the one it
@@ -141,6 +146,7 @@ struct ReaderStats {
   uint64_t records = 0;
   uint64_t lost_segments = 0;  // the reader's segment was deleted before it was read
   uint64_t corrupt = 0;        // corrupt records (the rest of their segment skipped)
+  uint64_t listings = 0;       // directory listings at the end of a segment
 };
 
 class Reader {
@@ -173,6 +179,8 @@ class Reader {
   bool compressed_ = false;  // the open segment's records are compressed
   std::string prev_;         // original payload of the record that ends at prev_end_
   uint64_t prev_end_ = 0;
+  int64_t listed_ns_ = 0;  // the last listing at the end of a segment (monotonic)
+  static constexpr int64_t kUnsealedListNs = 10'000'000'000LL;
   ReaderStats st_;
 };
 

@@ -14,6 +14,7 @@ Client keeps every message as Msg(time, topic, payload text, retain) in arrival 
 Needs Debian `mosquitto` (mosquitto, mosquitto_passwd) and `python3-paho-mqtt`.
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -87,6 +88,7 @@ class Broker:
             log = self.log()
             mptest.kill_proc(self.proc)
             if self.started or "Address already in use" not in log:
+            # (a restart keeps its port: the pipelines' configs name it)
                 raise RuntimeError("mosquitto did not listen on port %d: %s" % (self.port, log))
             self._set_port(mptest.free_port())
         raise RuntimeError("mosquitto found no free port: %s" % self.log())
@@ -102,15 +104,19 @@ class Broker:
             mptest._live.append(self)
 
     def _listening(self):
-        if self.proc.poll() is not None or \
-                ("listen socket on port %d." % self.port) not in self.log():
+        # mosquitto logs "Opening ... listen socket on port N." before it binds, and
+        # "mosquitto version ... running" once every listener is open
+        log = self.log()
+        if self.proc.poll() is not None or ("listen socket on port %d." % self.port) not in log \
+                or not re.search(r"mosquitto version \S+ running", log) or "Error:" in log:
             return False
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                self.started = True
-                return True
+                pass
         except OSError:
             return False
+        self.started = self.proc.poll() is None
+        return self.started
 
     def _set_port(self, port):
         with open(self.conf) as f:

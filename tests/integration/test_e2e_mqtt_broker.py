@@ -65,9 +65,9 @@ def mqtt_pid(p):
 
 def test_outage():
     broker = mqtt_broker.Broker()
+    broker.start()  # before a pipeline takes its port: start() may move it
     p = mptest.Pipeline(body(broker.port), prefix="mpmq.down.")
     try:
-        broker.start()
         p.start()
         check(p.wait_running(30) is not None, "pipeline running")
         check(wait_for(lambda: mqtt_broker.retained(broker.port, "meterpipe/#")
@@ -122,10 +122,10 @@ def test_outage():
 
 def test_stall():
     broker = mqtt_broker.Broker()
+    broker.start()  # before a pipeline takes its port: start() may move it
     p = mptest.Pipeline(body(broker.port, "qos = 1\nhomeassistant = false\n", rate_hz=10),
                         prefix="mpmq.stall.")
     try:
-        broker.start()
         p.start()
         check(p.wait_running(30) is not None, "pipeline running (qos 1, 10 readings/s)")
         sub = mqtt_broker.Client(broker.port, ["meterpipe/home/state"])
@@ -171,6 +171,7 @@ def test_password():
     acl = ("user meterpipe\ntopic readwrite meterpipe/#\ntopic readwrite homeassistant/#\n\n"
            "user tester\ntopic read #\ntopic write homeassistant/status\n")
     broker = mqtt_broker.Broker(users={"meterpipe": "s3cret-right", "tester": "t"}, acl=acl)
+    broker.start()  # before a pipeline takes its port: start() may move it
     d = tempfile.mkdtemp(prefix="mpmq.pw.", dir="/tmp")
     temp_dirs.append(d)
     pwfile = os.path.join(d, "mqtt.password")
@@ -180,7 +181,6 @@ def test_password():
     p = mptest.Pipeline(body(broker.port, 'username = "meterpipe"\npassword_file = "%s"\n'
                              % pwfile), prefix="mpmq.pw.")
     try:
-        broker.start()
         p.start()
         check(p.wait_running(30) is not None, "pipeline running")
         line = p.wait_log(r"mqtt: warn: cannot connect to .*refused the connection", 20)
@@ -255,12 +255,12 @@ def test_tls():
     crt, key = pki.server()
     other = Pki("some other CA")
     broker = mqtt_broker.Broker(tls=(crt, key, pki.ca))
+    broker.start()  # before a pipeline takes its port: start() may move it
     good = mptest.Pipeline(body(broker.port, 'ca_file = "%s"\n' % pki.ca, scheme="mqtts"),
                            prefix="mpmq.tls.")
     bad = mptest.Pipeline(body(broker.port, 'ca_file = "%s"\nbase_topic = "bad"\n' % other.ca,
                                scheme="mqtts"), prefix="mpmq.tlsbad.")
     try:
-        broker.start()
         good.start()
         sub = mqtt_broker.Client(broker.port, ["meterpipe/#", "bad/#"], ca=pki.ca)
         try:

@@ -1,6 +1,7 @@
 // Durable journal: framing, group commit, rotation, torn tails, corruption, bounds, cursors.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -55,7 +56,11 @@ std::vector<std::string> wait_records(Reader& r, Position& pos, size_t n) {
   return got;
 }
 
+// A test that damages a segment writes to it: finished segments are sealed (read-only).
+void unseal(const std::string& path) { REQUIRE(::chmod(path.c_str(), 0640) == 0); }
+
 void append_bytes(const std::string& path, const std::string& bytes) {
+  unseal(path);
   std::ofstream f(path, std::ios::binary | std::ios::app);
   f << bytes;
 }
@@ -175,6 +180,7 @@ TEST_CASE("journal: a corrupt record skips the rest of its segment, counted; lat
   auto segs = mp::journal::list_segments(d.path);
   REQUIRE(segs.size() == 3);
   {  // flip a byte in the payload of the 2nd record of the first segment
+    unseal(d.at(mp::journal::segment_name(segs[0])));
     int fd = ::open(d.at(mp::journal::segment_name(segs[0])).c_str(), O_RDWR);
     REQUIRE(fd >= 0);
     const off_t at = 8 + 108 + 8 + 20;
@@ -193,6 +199,7 @@ TEST_CASE("journal: a corrupt record skips the rest of its segment, counted; lat
   CHECK(r.stats().corrupt == 1);
   // a corrupt length (absurd) is treated the same way
   {
+    unseal(d.at(mp::journal::segment_name(segs[1])));
     int fd = ::open(d.at(mp::journal::segment_name(segs[1])).c_str(), O_RDWR);
     const char big[4] = {'\xff', '\xff', '\xff', '\x7f'};
     REQUIRE(::pwrite(fd, big, 4, 8) == 4);
@@ -348,4 +355,54 @@ TEST_CASE("journal: compressed segments read back exactly, also from a cursor mi
   REQUIRE(all.size() == 301);
   CHECK(all.back() == rec(300));
   CHECK(r3.stats().corrupt == 0);
+}
+
+TEST_CASE("journal: finished segments are sealed; a reader lists the directory only at their end") {
+  mp::test::TempDir d("mpjrnl");
+  auto o = opts(d.path);
+  o.segment_bytes = 1000;  // ~9 records of 108 bytes each
+  auto writable = [&](uint64_t seq) {
+    struct stat st {};
+    REQUIRE(::stat(d.at(mp::journal::segment_name(seq)).c_str(), &st) == 0);
+    return (st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) != 0;
+  };
+  Writer w;
+  REQUIRE_MESSAGE(w.open(o, open_error), open_error);
+  for (int i = 0; i < 3; ++i) w.append(payload_of(i));
+  Reader r(d.path);
+  Position pos;
+  REQUIRE(wait_records(r, pos, 3).size() == 3);
+  auto segs = mp::journal::list_segments(d.path);
+  REQUIRE(segs.size() == 1);
+  CHECK(writable(segs[0]));  // the writer is in it
+  // at its end: nothing new, and no listing of the directory however often it is asked
+  const uint64_t listings = r.stats().listings;
+  std::string p;
+  for (int i = 0; i < 50; ++i) CHECK(r.next(pos, p) == Reader::Result::none);
+  CHECK(r.stats().listings <= listings + 1);
+  // the writer moves on: the old segment is sealed, the reader follows at once
+  for (int i = 3; i < 30; ++i) w.append(payload_of(i));
+  auto more = wait_records(r, pos, 27);
+  REQUIRE(more.size() == 27);
+  CHECK(more.back() == payload_of(29));
+  segs = mp::journal::list_segments(d.path);
+  REQUIRE(segs.size() >= 3);
+  for (size_t i = 0; i + 1 < segs.size(); ++i) CHECK_FALSE(writable(segs[i]));
+  CHECK(writable(segs.back()));
+  w.close();
+  CHECK_FALSE(writable(segs.back()));  // closed: sealed too
+
+  // A segment an earlier writer left unsealed (killed, or an older version) is sealed when a
+  // writer opens the journal again; a reader there moves on to the new segment.
+  REQUIRE(::chmod(d.at(mp::journal::segment_name(segs.back())).c_str(), 0640) == 0);
+  Reader r2(d.path);
+  Position p2 = pos;
+  CHECK(r2.next(p2, p) == Reader::Result::none);  // (its first look lists: nothing later)
+  Writer w2;
+  REQUIRE_MESSAGE(w2.open(o, open_error), open_error);
+  CHECK_FALSE(writable(segs.back()));
+  w2.append(payload_of(30));
+  auto last = wait_records(r2, p2, 1);
+  REQUIRE(last.size() == 1);
+  CHECK(last[0] == payload_of(30));
 }
