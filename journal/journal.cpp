@@ -117,10 +117,13 @@ uint64_t file_size(int fd) {
 // one (the listing was most of a consumer's system calls per record).
 constexpr mode_t kWriteBits = S_IWUSR | S_IWGRP | S_IWOTH;
 bool sealed(const struct stat& st) { return (st.st_mode & kWriteBits) == 0; }
-void seal(const std::string& path) {
+// False when the file stays writable (a file system without permissions, such as vfat:
+// readers then find the next segment by their 10 s listing only).
+bool seal(const std::string& path) {
   struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && !sealed(st))
-    (void)::chmod(path.c_str(), st.st_mode & 07777 & ~kWriteBits);
+  if (::stat(path.c_str(), &st) != 0 || sealed(st)) return true;
+  return ::chmod(path.c_str(), st.st_mode & 07777 & ~kWriteBits) == 0 &&
+         ::stat(path.c_str(), &st) == 0 && sealed(st);
 }
 
 // Length of the valid records of a segment (from the header on); `size` is the file size.
@@ -263,19 +266,26 @@ bool Writer::open(const WriterOptions& opt, std::string& error) {
     if (fd >= 0) {
       const uint64_t valid = valid_length(fd, size);
       ::close(fd);
-      if (valid < size) {
-        log::warn("journal %s: torn or corrupt tail of %s: %llu bytes cut off", opt_.dir.c_str(),
-                  segment_name(seq).c_str(), static_cast<unsigned long long>(size - valid));
-        st_.truncated_bytes += size - valid;
-        (void)::chmod(path.c_str(), 0640);  // (sealed before a power cut took its tail)
+      struct stat st;
+      if (valid < size && ::stat(path.c_str(), &st) == 0) {
+        // (sealed, and a power cut took its tail: writable again for the cut)
+        if (sealed(st)) (void)::chmod(path.c_str(), (st.st_mode & 07777) | S_IWUSR);
         fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-        if (fd >= 0 && ::ftruncate(fd, static_cast<off_t>(valid)) == 0) size = valid;
-        if (fd >= 0) (void)::fdatasync(fd);
+        if (fd >= 0 && ::ftruncate(fd, static_cast<off_t>(valid)) == 0) {
+          log::warn("journal %s: torn or corrupt tail of %s: %llu bytes cut off", opt_.dir.c_str(),
+                    segment_name(seq).c_str(), static_cast<unsigned long long>(size - valid));
+          st_.truncated_bytes += size - valid;
+          size = valid;
+          (void)::fdatasync(fd);
+        } else {
+          log::error("journal %s: cannot cut the torn tail off %s: %s", opt_.dir.c_str(),
+                     segment_name(seq).c_str(), std::strerror(errno));
+        }
         if (fd >= 0) ::close(fd);
       }
     }
   }
-  for (const auto& [seq, size] : segs_) seal(path_of(seq));
+  for (const auto& [seq, size] : segs_) seal_logged(path_of(seq));
   if (!new_segment()) {
     error = "cannot create a segment in " + opt_.dir + ": " + std::strerror(errno);
     return false;
@@ -291,11 +301,25 @@ bool Writer::open(const WriterOptions& opt, std::string& error) {
   return true;
 }
 
+void Writer::seal_logged(const std::string& path) {
+  if (seal(path) || seal_failed_logged_) return;
+  seal_failed_logged_ = true;
+  log::warn(
+      "journal %s: cannot take the write permission off a finished segment (%s): "
+      "readers find the next segment within 10 s instead of at once",
+      opt_.dir.c_str(), std::strerror(errno));
+}
+
 bool Writer::new_segment() {
   uint64_t seq = segs_.empty() ? 1 : segs_.back().first + 1;
   // After a lost directory the consumers' cursors may be ahead: never reuse their numbers.
   seq = std::max(seq, newest_cursor(opt_.dir) + 1);
   const std::string path = path_of(seq);
+  // The segment left is sealed before the next exists (after its last write and sync), so a
+  // reader never sees a later segment while this one looks unfinished, not even after a
+  // kill between the two; a failed create below leaves it sealed but still written to,
+  // which only costs readers a listing per look.
+  if (!segs_.empty()) seal_logged(path_of(segs_.back().first));
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) return false;
   if (!write_full(fd, opt_.compress ? kMagicCompressed : kMagic, kSegmentHeader) ||
@@ -306,7 +330,6 @@ bool Writer::new_segment() {
   }
   fsync_dir(opt_.dir);
   if (fd_ >= 0) ::close(fd_);
-  if (!segs_.empty()) seal(path_of(segs_.back().first));  // after its last write and sync
   fd_ = fd;
   prev_.clear();  // a compression chain never crosses segments
   segs_.push_back({seq, kSegmentHeader});
@@ -474,7 +497,7 @@ void Writer::close() {
   if (thread_.joinable()) thread_.join();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
-  if (!segs_.empty()) seal(path_of(segs_.back().first));
+  if (!segs_.empty()) seal_logged(path_of(segs_.back().first));
   std::lock_guard lk(mu_);
   open_ = false;
 }
@@ -552,7 +575,7 @@ Reader::Result Reader::next(Position& pos, std::string& payload) {
     }
     if (pos.offset < kSegmentHeader) pos.offset = kSegmentHeader;
     struct stat st {};
-    if (::fstat(fd_, &st) != 0) st.st_mode = S_IWUSR;  // (unknown: as if still written)
+    if (::fstat(fd_, &st) != 0) return Result::none;  // (tried again at the next look)
     const uint64_t size = static_cast<uint64_t>(st.st_size);
     bool corrupt = false;
     if (!header_ok_ && size >= kSegmentHeader) {
@@ -584,7 +607,7 @@ Reader::Result Reader::next(Position& pos, std::string& payload) {
     // At the end of a segment the writer is still in (unsealed), there is none: no listing,
     // but for one every 10 s (a segment an older version left unsealed, its writer gone).
     const int64_t now = clock::mono_ns();
-    if (!corrupt && !sealed(st) && listed_ns_ != 0 && now - listed_ns_ < kUnsealedListNs)
+    if (!corrupt && !sealed(st) && listed_ns_ != 0 && now - listed_ns_ < unsealed_list_ns_)
       return Result::none;
     listed_ns_ = now;
     ++st_.listings;

@@ -30,15 +30,18 @@
 //   once every consumer's cursor is past them, and when the journal is over `max_bytes`
 //   (logged and counted, even when a consumer had not read them).
 //
-// Sealing: a finished segment has no write permission (the writer takes it away when it
-// moves on, closes, or opens after a writer that did not); a reader at the end of an
-// unsealed segment waits without listing the directory (once every 10 s it lists anyway).
+// Sealing: a finished segment has no write permission (the writer takes it away before it
+// creates the next segment, when it closes, and at open from what an earlier writer left);
+// a reader at the end of an unsealed segment waits there without listing the directory, but
+// once every 10 s it lists anyway (segments of an older version; a file system without
+// permissions, where a seal fails: logged by the writer). Root ignores the seal: it is a
+// sign for readers, not a protection.
 //
 // Reader (in a consumer): next() returns the record at a position and the position after it;
-// it moves from a finished segment to the next, skips to the oldest segment when the one it
-// was in has been deleted (counted as lost), waits at an incomplete record at the end of the
-// newest segment (the writer is still writing it), and skips the rest of a segment at a
-// corrupt record (counted).
+// it moves from a finished (sealed) segment to the next, skips to the oldest segment when the
+// one it was in has been deleted (counted as lost), waits at an incomplete record at the end
+// of the segment the writer is in, and skips the rest of a segment at a corrupt record
+// (counted).
 #pragma once
 
 #include <condition_variable>
@@ -124,6 +127,7 @@ class Writer {
   void sync_active();
   void enforce_bounds();
   std::string path_of(uint64_t seq) const;
+  void seal_logged(const std::string& path);  // seals a finished segment; a failure logged once
 
   WriterOptions opt_;
   mutable std::mutex mu_;
@@ -139,6 +143,7 @@ class Writer {
   std::string prev_;  // the previous record of the active segment (compression dictionary)
   bool unsynced_ = false;
   int64_t last_sync_ns_ = 0;
+  bool seal_failed_logged_ = false;
   WriterStats st_;  // under mu_
 };
 
@@ -151,7 +156,10 @@ struct ReaderStats {
 
 class Reader {
  public:
-  explicit Reader(std::string dir) : dir_(std::move(dir)) {}
+  // `unsealed_list_s`: how often the end of an unsealed segment is checked for a later one
+  // anyway (segments an older version or a file system without permissions left unsealed).
+  explicit Reader(std::string dir, double unsealed_list_s = 10)
+      : dir_(std::move(dir)), unsealed_list_ns_(int64_t(unsealed_list_s * 1e9)) {}
   ~Reader();
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
@@ -179,8 +187,8 @@ class Reader {
   bool compressed_ = false;  // the open segment's records are compressed
   std::string prev_;         // original payload of the record that ends at prev_end_
   uint64_t prev_end_ = 0;
+  int64_t unsealed_list_ns_;
   int64_t listed_ns_ = 0;  // the last listing at the end of a segment (monotonic)
-  static constexpr int64_t kUnsealedListNs = 10'000'000'000LL;
   ReaderStats st_;
 };
 

@@ -22,7 +22,8 @@ bool JournalFeed::watch() {
   for (auto& s : sources_) {
     if (!s.watched)
       s.watched =
-          inotify_add_watch(inotify_fd_, s.dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO) >= 0;
+          inotify_add_watch(inotify_fd_, s.dir.c_str(),
+                            IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_ATTRIB /* seal */) >= 0;
     all = all && s.watched;
   }
   all_watched_ = all;

@@ -369,7 +369,8 @@ TEST_CASE("journal: finished segments are sealed; a reader lists the directory o
   Writer w;
   REQUIRE_MESSAGE(w.open(o, open_error), open_error);
   for (int i = 0; i < 3; ++i) w.append(payload_of(i));
-  Reader r(d.path);
+  // (no listing of unsealed segments' ends for an hour: the reader must follow by the seals)
+  Reader r(d.path, 3600);
   Position pos;
   REQUIRE(wait_records(r, pos, 3).size() == 3);
   auto segs = mp::journal::list_segments(d.path);
@@ -395,7 +396,7 @@ TEST_CASE("journal: finished segments are sealed; a reader lists the directory o
   // A segment an earlier writer left unsealed (killed, or an older version) is sealed when a
   // writer opens the journal again; a reader there moves on to the new segment.
   REQUIRE(::chmod(d.at(mp::journal::segment_name(segs.back())).c_str(), 0640) == 0);
-  Reader r2(d.path);
+  Reader r2(d.path, 3600);
   Position p2 = pos;
   CHECK(r2.next(p2, p) == Reader::Result::none);  // (its first look lists: nothing later)
   Writer w2;
@@ -405,4 +406,22 @@ TEST_CASE("journal: finished segments are sealed; a reader lists the directory o
   auto last = wait_records(r2, p2, 1);
   REQUIRE(last.size() == 1);
   CHECK(last[0] == payload_of(30));
+  w2.close();
+
+  // Where a seal does not hold (an older version's segments, vfat), the reader still finds
+  // the next segment, by its periodic listing.
+  Writer w3;
+  REQUIRE_MESSAGE(w3.open(o, open_error), open_error);
+  for (int i = 31; i < 60; ++i) w3.append(payload_of(i));  // over several segments
+  w3.close();
+  for (auto seq : mp::journal::list_segments(d.path))
+    REQUIRE(::chmod(d.at(mp::journal::segment_name(seq)).c_str(), 0640) == 0);  // "unsealed"
+  Reader r3(d.path, 0.2);
+  Position p3;
+  auto all = wait_records(r3, p3, 60);
+  REQUIRE(all.size() == 60);
+  CHECK(all.back() == payload_of(59));
+  Reader r4(d.path, 3600);  // without the periodic listing: stuck after the first look
+  Position p4;
+  CHECK(read_all(r4, p4).size() < 60);
 }
