@@ -201,15 +201,25 @@ def make_config(d, mode, silent_port):
     return path
 
 
+def env_for(bin_dir):
+    """A build tree's executables find libmeterpipe-core.so by an absolute RUNPATH (the build
+    tree's lib/): a copy of an older build must load its own copy, in BIN_DIR/../lib."""
+    env = dict(ENV)
+    lib = os.path.join(bin_dir, "..", "lib")
+    if os.path.exists(os.path.join(lib, "libmeterpipe-core.so")):
+        env["LD_LIBRARY_PATH"] = os.path.abspath(lib)
+    return env
+
+
 def workers_up(bin_dir, cfg):
     r = subprocess.run([os.path.join(bin_dir, "meterpipe"), "status", "--json", "-c", cfg],
-                       env=ENV, capture_output=True, timeout=10)
+                       env=env_for(bin_dir), capture_output=True, timeout=10)
     try:
         st = json.loads(r.stdout) if r.returncode == 0 else None
     except ValueError:
         return False
     ws = (st or {}).get("workers") or []
-    return bool(ws) and all(w.get("state") == "up" or w.get("up") for w in ws)
+    return bool(ws) and all(w.get("state") == "running" for w in ws)
 
 
 # ------------------------------------------------------------------------------------------
@@ -221,7 +231,8 @@ def measure(label, bin_dir, mode, args):
     peer_feed = Feeder(None if mode == "silent" else telegram)
     cfg = make_config(d, mode, silent.port)
     log = open(os.path.join(d, "meterpipe.log"), "wb")
-    sup = subprocess.Popen([os.path.join(bin_dir, "meterpipe"), "run", "-c", cfg], env=ENV,
+    sup = subprocess.Popen([os.path.join(bin_dir, "meterpipe"), "run", "-c", cfg],
+                           env=env_for(bin_dir),
                            stdout=log, stderr=subprocess.STDOUT)
     peer = None
     if not args.no_peer:

@@ -87,9 +87,7 @@ void Uploader::run() {
     const int64_t now = clock::mono_ns();
     if (!fill_batch(now)) {
       commit(now, false);
-      const int64_t age_left =
-          batch_.empty() ? idle : opt_.batch_age_ms - (now - batch_since_) / 1000000;
-      if (!wait_change(std::clamp<int64_t>(age_left, 1, idle))) break;
+      if (!wait_for_batch(now, idle)) break;
       continue;
     }
     const WriteResult r = deliver_batch();
@@ -102,6 +100,17 @@ void Uploader::run() {
     commit(clock::mono_ns(), false);
   }
   commit(clock::mono_ns(), true);
+}
+
+// An empty batch waits for the journals to change; a started one only for its age: what the
+// journals get meanwhile waits there and is read when the batch is due, so points arriving
+// one by one cost one wake per batch, not one per point (issue 22).
+bool Uploader::wait_for_batch(int64_t now, int64_t idle) {
+  if (batch_.empty()) return wait_change(idle);
+  const int64_t age_left = opt_.batch_age_ms - (now - batch_since_) / 1000000;
+  if (!wait_ms(std::max<int64_t>(age_left, 1))) return false;
+  feed_.drain_changes();  // before the read: a write after it still wakes the next wait
+  return true;
 }
 
 bool Uploader::fill_batch(int64_t now) {

@@ -4,7 +4,8 @@
 //   fill     points from the journals (upload/journal_feed.h) into the batch in flight, the
 //            only copy of them upload holds (the journals are the spool);
 //   deliver  when the batch has `batch_points` points, its first point waited `batch_age_ms`,
-//            or the journals hold more (a backlog drains in full batches back to back).
+//            or the journals hold more (a backlog drains in full batches back to back). A
+//            started batch sleeps until its age is due (not woken by each new point).
 //            Per result class (upload/influx.h): ok -> the batch's marks are confirmed;
 //            bad_data -> dropped (logged, counted), confirmed; too_large -> sent in halves
 //            from then on; retry / config_error -> kept, and
@@ -73,6 +74,7 @@ class Uploader {
 
  private:
   bool fill_batch(int64_t now);  // true when the batch should go now
+  bool wait_for_batch(int64_t now, int64_t idle);  // false when stopping
   WriteResult deliver_batch();
   void confirm_batch();
   void back_off(const WriteResult& r);

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "common/clock.h"
@@ -86,13 +87,10 @@ bool UploadWorker::make_target() {
 UploaderOptions UploadWorker::uploader_options() const {
   const auto& uc = w_.cfg().upload;
   UploaderOptions o;
-  if (files_) {  // local files: every point as soon as it is read
-    o.batch_points = 1000;
-    o.batch_age_ms = 0;
-  } else {
-    o.batch_points = size_t(uc.batch_size);
-    o.batch_age_ms = int64_t(uc.batch_age_s * 1000);
-  }
+  // files too are written a batch at a time (at most batch_age_s after a point came): one
+  // wake per batch instead of one per point (issue 22)
+  o.batch_points = files_ ? std::min<size_t>(1000, size_t(uc.batch_size)) : size_t(uc.batch_size);
+  o.batch_age_ms = int64_t(uc.batch_age_s * 1000);
   return o;
 }
 

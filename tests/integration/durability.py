@@ -206,7 +206,8 @@ class Run:
         self.meter = Meter(self.t0)
         self.influx = None
         self.influx_ok = True
-        upload = '[upload]\ntarget = "file"\n'
+        # batch_age_s = 1: batches written between the kills, as with influxdb1
+        upload = '[upload]\ntarget = "file"\nbatch_age_s = 1\n'
         if target == "influxdb1":
             # started here, one seed after the other (several influxd starting at once on a
             # loaded machine can take a port another one picked); new ports on a failure

@@ -125,7 +125,7 @@ def test_retention():
                       "%s.lp.gz decompresses to the original bytes" % day(ago))
         check(read(os.path.join(data, day(1) + ".lp")) == yesterday, "yesterday's .lp unchanged")
         today = os.path.join(data, day(0) + ".lp")
-        grew = wait_for(lambda: os.path.getsize(today) > len(today_start), 10)
+        grew = wait_for(lambda: os.path.getsize(today) > len(today_start), 30)
         t = read(today)
         check(grew and t.startswith(today_start) and b"electricity,meter=home " in t,
               "today's .lp receives new lines after the old ones", len(t))

@@ -803,6 +803,15 @@ def scenario_file(ix):
         time.sleep(6)
         n_pub = p.freeze()
         reads, k = expected(L, p, n_pub)
+
+        def lines_in_files():
+            n = 0
+            for fn in glob.glob(os.path.join(data_dir, "*.lp")):
+                with open(fn) as f:
+                    n += f.read().count("\n")
+            return n
+        # points go to the files a batch at a time (batch_age_s, 5 s by default)
+        wait_for(lambda: n_pub is not None and lines_in_files() >= n_pub, 30, 0.2)
         files = sorted(glob.glob(os.path.join(data_dir, "*.lp")))
         lines = []
         for fn in files:
