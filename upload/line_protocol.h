@@ -42,7 +42,7 @@
 namespace meterpipe {
 class Reading;
 class Envelope;
-}
+}  // namespace meterpipe
 
 namespace mp::upload {
 

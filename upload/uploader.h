@@ -73,7 +73,7 @@ class Uploader {
   UploaderStats stats() const;
 
  private:
-  bool fill_batch(int64_t now);  // true when the batch should go now
+  bool fill_batch(int64_t now);                    // true when the batch should go now
   bool wait_for_batch(int64_t now, int64_t idle);  // false when stopping
   WriteResult deliver_batch();
   void confirm_batch();
