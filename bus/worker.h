@@ -3,7 +3,7 @@
 //
 // A worker's main loop waits at most `wait_ms()` for its own work and calls `tick()`; tick
 // publishes health/<worker> when due: within heartbeat_period_ns() (watchdog_s / 3, at most
-// 1.75 s in the first 10 s, at most 5 s later) after its content changed, else every
+// 1.75 s in the first 10 s, at most 10 s later) after its content changed, else every
 // idle_heartbeat_period_ns() (watchdog_s / 2, at most 10 s: the supervisor's watchdog needs
 // one per watchdog_s). A worker whose loop hangs stops
 // heartbeating and the supervisor restarts it. Threads of a worker report progress with
@@ -38,11 +38,11 @@ class Worker {
   // Milliseconds until the next heartbeat is due (0..idle heartbeat period).
   int wait_ms() const;
   // After a change of the health content: general.watchdog_s / 3, at most 1.75 s in the
-  // first 10 s (the supervisor and tests see a started worker soon), at most 5 s later
+  // first 10 s (the supervisor and tests see a started worker soon), at most 10 s later
   // (counters reach `meterpipe status` and serve that soon; each heartbeat wakes the worker's
   // and its subscribers' bus threads: docs/ARCHITECTURE.md, "Threading").
   int64_t heartbeat_period_ns(int64_t now_mono_ns) const {
-    const int64_t cap = starting(now_mono_ns) ? 1750000000LL : 5000000000LL;
+    const int64_t cap = starting(now_mono_ns) ? 1750000000LL : 10000000000LL;
     return std::min<int64_t>(cap, int64_t(cfg_.general.watchdog_s * 1e9 / 3));
   }
   // Nothing changed: general.watchdog_s / 2 (the supervisor kills after a whole watchdog_s

@@ -164,7 +164,8 @@ void ServeWorker::dispatch(const bus::Message& m) {
         env.reading().receive_time_ns() ? env.reading().receive_time_ns() : env.send_time_ns();
     std::lock_guard<std::mutex> lk(shared_.mutex);
     if (shared_.state.on_reading(env, local_day(t))) {
-      push = shared_.state.reading_event_json(env);
+      // the event for open pages only: a client that connects later gets the state first
+      if (http_.clients() > 0) push = shared_.state.reading_event_json(env);
       ++readings_;
     }
   } else if (env.has_relay()) {
