@@ -91,6 +91,7 @@ class Client {
   void drain_outbox();
   void wait_backoff();
   void goodbye();
+  void await_acks(int64_t until);
   void flush_writes(int64_t until_mono_ns);
   void await_broker_close(int64_t until_mono_ns);
   void fail(const std::string& reason, bool refused_tcp = false);
