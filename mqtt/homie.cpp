@@ -147,21 +147,34 @@ size_t HomieDevice::property_of(Node& n, const meterpipe::Value& v) {
   }
   n.by_value[v.name()] = n.props.size();
   n.props.push_back(std::move(p));
-  // a new property: the node's structure changes while the device says init
+  return n.props.size() - 1;
+}
+
+void HomieDevice::announce_new_properties(const Node& n, size_t first) {
+  if (first >= n.props.size()) return;
+  // the node's structure changes while the device says init: once for all of a reading's
+  // new properties (a meter's first reading brings dozens; one init/ready each made
+  // controllers re-read the device dozens of times)
   send(root_ + "/$state", "init");
-  announce_property(n, n.props.back());
+  for (size_t i = first; i < n.props.size(); ++i) announce_property(n, n.props[i]);
   announce_node(n);
   send(root_ + "/$state", "ready");
-  return n.props.size() - 1;
 }
 
 void HomieDevice::publish_values(const meterpipe::Reading& r) {
   Node* n = meter_node(r.meter());
   if (!n) return;
+  const size_t known = n->props.size();
+  props_of_reading_.clear();
   for (const auto& v : r.values()) {
-    if (v.name().empty() || v.value_case() == meterpipe::Value::VALUE_NOT_SET) continue;
-    const size_t i = property_of(*n, v);
+    const bool usable = !v.name().empty() && v.value_case() != meterpipe::Value::VALUE_NOT_SET;
+    props_of_reading_.push_back(usable ? property_of(*n, v) : SIZE_MAX);
+  }
+  announce_new_properties(*n, known);
+  for (int k = 0; k < r.values_size(); ++k) {
+    const size_t i = props_of_reading_[size_t(k)];
     if (i == SIZE_MAX) continue;
+    const auto& v = r.values(k);
     const std::string text =
         v.value_case() == meterpipe::Value::kNumber ? number_text(v.number()) : v.text();
     value(*n, n->props[i], text);

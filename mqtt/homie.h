@@ -92,6 +92,7 @@ class HomieDevice {
   size_t property_of(Node& n, const meterpipe::Value& v);  // adds it; SIZE_MAX past the cap
   void announce_node(const Node& n);
   void announce_property(const Node& n, const Property& p);
+  void announce_new_properties(const Node& n, size_t first);  // props[first..]: init .. ready
   void value(const Node& n, const Property& p, const std::string& text);
   void send(const std::string& topic, const std::string& payload);
   std::string nodes_list() const;
@@ -103,6 +104,7 @@ class HomieDevice {
   std::map<std::string, size_t> meter_nodes_;  // meter name -> index
   std::map<std::string, size_t> relay_nodes_;  // relay name -> index
   std::map<std::string, std::string> last_;    // property topic -> value (for announce())
+  std::vector<size_t> props_of_reading_;       // publish_values: property of each value
 };
 
 }  // namespace mp::mqtt

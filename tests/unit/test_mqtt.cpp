@@ -373,6 +373,15 @@ TEST_CASE("Homie device: attributes, nodes, properties, values, ready last") {
   CHECK(t["homie/meterpipe-pi/home/equipment-id/$datatype"] == "string");
   CHECK(t["homie/meterpipe-pi/home/$properties"] == "energy-import-t1-kwh,equipment-id");
   CHECK(order.back() == "homie/meterpipe-pi/home/equipment-id=E0040");
+  // the reading's two new properties: one init, announced, one ready, then the values
+  CHECK(std::count(order.begin(), order.end(), "homie/meterpipe-pi/$state=init") == 1);
+  CHECK(std::count(order.begin(), order.end(), "homie/meterpipe-pi/$state=ready") == 1);
+  const auto ready = std::find(order.begin(), order.end(), "homie/meterpipe-pi/$state=ready");
+  CHECK(std::find(ready, order.end(),
+                  "homie/meterpipe-pi/home/$properties=energy-import-t1-kwh,"
+                  "equipment-id") == order.end());
+  CHECK(std::find(order.begin(), ready, "homie/meterpipe-pi/home/energy-import-t1-kwh=4426.25") ==
+        ready);
   // known properties: values only
   dev.publish_values(r);
   t = drain(box, nullptr);
