@@ -208,6 +208,9 @@ def env_for(bin_dir):
     lib = os.path.join(bin_dir, "..", "lib")
     if os.path.exists(os.path.join(lib, "libmeterpipe-core.so")):
         env["LD_LIBRARY_PATH"] = os.path.abspath(lib)
+    elif os.path.abspath(bin_dir) != os.path.abspath(BIN):
+        print("# warning: no %s/libmeterpipe-core.so: %s runs with the library its RUNPATH "
+              "names (maybe another build's)" % (os.path.abspath(lib), bin_dir))
     return env
 
 
@@ -219,7 +222,9 @@ def workers_up(bin_dir, cfg):
     except ValueError:
         return False
     ws = (st or {}).get("workers") or []
-    return bool(ws) and all(w.get("state") == "running" for w in ws)
+    # running and heard from (a worker's first heartbeat comes once it is set up)
+    return bool(ws) and all(w.get("state") == "running" and
+                            w.get("last_health_age_s") is not None for w in ws)
 
 
 # ------------------------------------------------------------------------------------------

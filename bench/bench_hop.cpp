@@ -11,8 +11,11 @@
 // Messages 1 s apart find caches cold (the machine idled in between); the same hop 1 ms
 // apart shows what the work itself costs. Figures, not assertions.
 //
+// A subscriber that did not get every message (it died) shows -1.
+//
 // usage: bench_hop [--messages 20] [--period-ms 1000] [--subscribers 2] [--bytes 900]
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -61,11 +64,19 @@ struct Child {
   int done = -1;  // read end: one byte per message taken
 };
 
-void wait_byte(int fd) {
-  char c;
-  while (::read(fd, &c, 1) < 0 && errno == EINTR) {
+// Waits for the child's 'x' (it has every message); false when the child is gone.
+bool wait_done(int fd) {
+  char c = 0;
+  for (;;) {
+    const ssize_t n = ::read(fd, &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    if (c == 'x') return true;  // a late 'j' of the joins is skipped
   }
 }
+
+// In a child: dies with the parent (a benchmark killed half way leaves no child behind).
+void die_with_parent() { ::prctl(PR_SET_PDEATHSIG, SIGKILL); }
 
 // Empties a child's pipe of bytes for messages taken before the measurement.
 void drain(int fd) {
@@ -92,7 +103,12 @@ Child bus_child(const std::string& run_dir, int total) {
   int p[2];
   if (::pipe(p) != 0) std::exit(1);
   const pid_t pid = ::fork();
+  if (pid < 0) {
+    std::perror("fork");
+    std::exit(1);  // children made before die with us (die_with_parent)
+  }
   if (pid == 0) {
+    die_with_parent();
     ::close(p[0]);
     mp::bus::Subscriber sub(run_dir, {"acquire"}, {"raw/"});
     mp::bus::Message m;
@@ -122,7 +138,12 @@ Child unix_child(const std::string& path, int total, size_t bytes) {
   std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
   if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) std::exit(1);
   const pid_t pid = ::fork();
+  if (pid < 0) {
+    std::perror("fork");
+    std::exit(1);
+  }
   if (pid == 0) {
+    die_with_parent();
     ::close(p[0]);
     std::vector<char> buf(bytes + 1024);
     for (int i = 0; i < total; ++i) {
@@ -150,9 +171,9 @@ Result run(const Args& a, std::vector<Child>& kids, int warmup, Send send) {
     send();
     std::this_thread::sleep_for(std::chrono::milliseconds(a.period_ms));
   }
-  const int64_t p0 = cpu_ns(::getpid());
-  std::vector<int64_t> s0;
+  std::vector<int64_t> s0;  // the children first: reading /proc costs the reader
   for (auto& k : kids) s0.push_back(cpu_ns(k.pid));
+  const int64_t p0 = cpu_ns(::getpid());
   for (int i = 0; i < a.messages; ++i) {
     send();
     std::this_thread::sleep_for(std::chrono::milliseconds(a.period_ms));
@@ -160,15 +181,16 @@ Result run(const Args& a, std::vector<Child>& kids, int warmup, Send send) {
   Result r;
   r.pub_us = double(cpu_ns(::getpid()) - p0) / 1e3 / a.messages;
   for (size_t i = 0; i < kids.size(); ++i) {
-    wait_byte(kids[i].done);
-    r.sub_us.push_back(double(cpu_ns(kids[i].pid) - s0[i]) / 1e3 / a.messages);
+    const bool done = wait_done(kids[i].done);
+    r.sub_us.push_back(done ? double(cpu_ns(kids[i].pid) - s0[i]) / 1e3 / a.messages : -1);
   }
   return r;
 }
 
 void reap(std::vector<Child>& kids) {
   for (auto& k : kids) {
-    ::kill(k.pid, SIGKILL);  // a pid from our own fork()
+    if (k.pid <= 0) continue;
+    ::kill(k.pid, SIGKILL);  // a pid > 0 from our own fork()
     int st = 0;
     ::waitpid(k.pid, &st, 0);
     ::close(k.done);
@@ -235,6 +257,11 @@ Result unix_hop(const Args& a, const std::string& dir, int warmup) {
 
 int main(int argc, char** argv) {
   Args a;
+  if (argc % 2 == 0) {
+    std::fprintf(
+        stderr, "usage: bench_hop [--messages N] [--period-ms MS] [--subscribers N] [--bytes N]\n");
+    return 2;
+  }
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const int v = std::atoi(argv[i + 1]);

@@ -53,11 +53,16 @@ void Client::start() {
   thread_ = std::thread(&Client::run, this);
 }
 
-void Client::stop() {
+void Client::request_stop() {
   if (!thread_.joinable()) return;
   stop_ = true;
   const uint64_t one = 1;
   (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+void Client::stop() {
+  if (!thread_.joinable()) return;
+  request_stop();
   thread_.join();
 }
 
@@ -209,11 +214,14 @@ void Client::drain_outbox() {
 void Client::goodbye() {
   // "offline" ourselves: a clean DISCONNECT makes the broker drop the Will
   ++session_sent_;
-  mosquitto_publish(m_, nullptr, opt_.will_topic.c_str(), int(opt_.goodbye_payload.size()),
-                    opt_.goodbye_payload.data(), 1, true);
-  const int64_t until = clock::mono_ns() + 1'000'000'000LL;
-  await_acks(until);
+  if (mosquitto_publish(m_, nullptr, opt_.will_topic.c_str(), int(opt_.goodbye_payload.size()),
+                        opt_.goodbye_payload.data(), 1, true) != MOSQ_ERR_SUCCESS)
+    --session_sent_;
+  await_acks(clock::mono_ns() + 1'000'000'000LL);
   mosquitto_disconnect(m_);
+  // DISCONNECT gets its own time: a slow broker that used the second above must still get
+  // it, or it publishes the Will
+  const int64_t until = clock::mono_ns() + 300'000'000LL;
   flush_writes(until);
   await_broker_close(until);
   connected_ = false;

@@ -71,6 +71,9 @@ class Client {
 
   void start();
   // Publishes "offline", disconnects cleanly (at most ~1 s) and joins the thread.
+  // Tells the connection's thread to say goodbye and end, without waiting for it: a worker
+  // with two connections lets both say goodbye at once.
+  void request_stop();
   void stop();
 
   // +1 after every accepted connection (CONNACK success): the bus loop re-publishes the

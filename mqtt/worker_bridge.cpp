@@ -129,8 +129,7 @@ Bridge::Bridge(Worker& w, const std::string& password)
 }
 
 Bridge::~Bridge() {
-  if (homie_client_) homie_client_->stop();
-  client_->stop();
+  stop_clients();
   control_.reset();
   if (notify_fd_ >= 0) ::close(notify_fd_);
 }
@@ -199,9 +198,16 @@ int Bridge::run() {
     update_health();
     w_.tick();
   }
+  stop_clients();
+  return 0;
+}
+
+void Bridge::stop_clients() {
+  // both say goodbye at once (each waits up to ~1.3 s for a slow broker)
+  if (homie_client_) homie_client_->request_stop();
+  client_->request_stop();
   if (homie_client_) homie_client_->stop();
   client_->stop();
-  return 0;
 }
 
 void Bridge::on_bus(bus::Message& m) {

@@ -46,6 +46,7 @@ class Bridge {
     bool have = false;
   };
 
+  void stop_clients();  // both connections say goodbye, at once
   void on_bus(bus::Message& m);
   void on_reading(meterpipe::Envelope& env);  // may take the reading (Swap)
   void on_relay_event(const meterpipe::RelayEvent& ev);

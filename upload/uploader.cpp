@@ -99,7 +99,17 @@ void Uploader::run() {
     }
     commit(clock::mono_ns(), false);
   }
+  if (opt_.deliver_at_stop) deliver_rest();
   commit(clock::mono_ns(), true);
+}
+
+// At a clean stop, a local target gets the batch in flight and what the journals hold beyond
+// it, up to one more batch (quick: a stop returns within about a second), so today's file
+// ends with the last points; the rest waits in the journals for the next start.
+void Uploader::deliver_rest() {
+  fill_batch(clock::mono_ns());
+  if (batch_.empty()) return;
+  if (deliver_batch().cls == WriteClass::ok) confirm_batch();
 }
 
 // An empty batch waits for the journals to change; a started one only for its age: what the

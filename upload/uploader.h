@@ -13,8 +13,9 @@
 //            probed every `probe_ms` (GET /ping): the drain starts within a probe period of
 //            the server's return, however long the outage was;
 //   commit   the confirmed marks become the journals' cursors at most every `cursor_save_ms`
-//            (after the target made its data durable), and at stop. A crash re-reads what
-//            came after the saved cursors: InfluxDB overwrites it, the files skip it.
+//            (after the target made its data durable), and at stop (with deliver_at_stop,
+//            after the batch in flight and up to one more went to the target). A crash re-reads
+//            what came after the saved cursors: InfluxDB overwrites it, the files skip it.
 // stop() returns within about a second, also in a backoff or a hanging request.
 #pragma once
 
@@ -40,6 +41,7 @@ struct UploaderOptions {
   // the same when the feed wakes the uploader on changes (Feed::change_fd): only a safety net
   int64_t idle_watched_ms = 5000;
   int64_t probe_ms = 2000;
+  bool deliver_at_stop = false;  // a local target (files): the batch in flight goes at stop
   BackoffPolicy backoff;
   int64_t problem_log_interval_ms = 60000;
   uint64_t random_seed = 0;  // 0 = from the clock
@@ -75,6 +77,7 @@ class Uploader {
  private:
   bool fill_batch(int64_t now);                    // true when the batch should go now
   bool wait_for_batch(int64_t now, int64_t idle);  // false when stopping
+  void deliver_rest();
   WriteResult deliver_batch();
   void confirm_batch();
   void back_off(const WriteResult& r);

@@ -91,6 +91,7 @@ UploaderOptions UploadWorker::uploader_options() const {
   // wake per batch instead of one per point (issue 22)
   o.batch_points = files_ ? std::min<size_t>(1000, size_t(uc.batch_size)) : size_t(uc.batch_size);
   o.batch_age_ms = int64_t(uc.batch_age_s * 1000);
+  o.deliver_at_stop = files_ != nullptr;  // a stopped pipeline's day file ends with its points
   return o;
 }
 

@@ -253,7 +253,7 @@ def main():
         # B so that the pv/pvmeter counters settle, then compare the two workers' counters.
         peer_b.stop()
 
-        # the counters travel in heartbeats (within 5 s of a change, later on a loaded
+        # the counters travel in heartbeats (within 10 s of a change, later on a loaded
         # machine): wait until they balance, with a generous deadline
         def balanced():
             s = status_json(run_dir)

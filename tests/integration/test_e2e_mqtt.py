@@ -180,7 +180,7 @@ def test_states_and_discovery(broker, p):
         check(p.wait_counter("mqtt", "ha_births", lambda v: v >= 1, 20) >= 1, "ha_births counted")
         # QoS 0 messages count as in flight until libmosquitto wrote them: with a broker that
         # keeps up, none stay in flight (a lost count would stop publishing at the cap)
-        # (counters and gauges travel in mqtt's heartbeat, within 5 s of a change)
+        # (counters and gauges travel in mqtt's heartbeat, within 10 s of a change)
         wait_for(lambda: (lambda x: x.get("counters", {}).get("published", 0) >= 50 and
                           x.get("gauges", {}).get("inflight", 1e9) <= 10)(
             p.worker("mqtt") or {}), 20, 0.2)

@@ -234,7 +234,8 @@ def test_homie_will(p, sub):
     log_before = len(broker_log())
     p.stop(remove=False)
     ended = wait_for(lambda: re.search(r"Client mp-homie-homie (disconnected|closed)|"
-                                       r"mp-homie-homie.*(error|timeout)",
+                                       r"mp-homie-homie.*(error|timeout)|"
+                                       r"Socket error on client mp-homie-homie",
                                        broker_log()[log_before:]), 15)
     after = broker_log()[log_before:]
     check(ended and "Received DISCONNECT from mp-homie-homie" in after,

@@ -185,7 +185,7 @@ def main():
         check(len(rts) == 6 and 0.4 <= gap <= 2 / 3,
               "reading/rtu about every 500 ms (%.3f s apart on average over %d readings)"
               % (gap, len(rts)), rts)
-        # requests_rtu travels in acquire's heartbeat (within 5 s of a change)
+        # requests_rtu travels in acquire's heartbeat (within 10 s of a change)
         h = wait_for(lambda: (lambda w: w if w and w["counters"].get("requests_rtu", 0) >= 5
                               else None)(state_is(run_dir, "rtu", "ok")), 20, 0.2)
         h = h or state_is(run_dir, "rtu", "ok")

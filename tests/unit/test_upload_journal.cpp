@@ -285,3 +285,38 @@ TEST_CASE("daily files from the journals: a crash before the cursor save adds no
   mp::journal::Position p;
   CHECK(mp::journal::load_cursor(d.path + "/journal/acquire", "upload", p));
 }
+
+TEST_CASE("uploader: a started batch waits for its age; a local target gets it at stop") {
+  for (const bool at_stop : {false, true}) {
+    CAPTURE(at_stop);
+    mp::test::TempDir d("mpupa");
+    auto cfg = config_in(d.path);
+    cfg.upload.data_dir = d.path + "/data";
+    write_journals(cfg, 0, 3);
+    JournalFeed feed(cfg, {});
+    feed.add_source(cfg.general.state_dir + "/journal/acquire", JournalFeed::Kind::raw_frames);
+    std::mutex mu;
+    mp::upload::FileTarget files(mu);
+    REQUIRE_MESSAGE(files.open(cfg.upload.data_dir, open_error), open_error);
+    mp::upload::UploaderOptions o;
+    o.batch_age_ms = 3600 * 1000;  // never due within the test
+    o.deliver_at_stop = at_stop;
+    mp::upload::Uploader up(feed, files, o);
+    std::thread t([&] { up.run(); });
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (up.stats().points_pending < 3 && std::chrono::steady_clock::now() < end)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    CHECK(up.stats().points_pending == 3);
+    // more frames while the batch waits: not read before the batch is due (or the stop)
+    write_journals(cfg, 3, 2);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(up.stats().points_pending == 3);
+    CHECK(up.stats().points_sent == 0);
+    up.stop();
+    t.join();
+    // at stop: with deliver_at_stop the batch and what came meanwhile are in the files (and
+    // the cursors past them); else everything waits in the journal for the next start
+    CHECK(file_lines(cfg.upload.data_dir).size() == (at_stop ? 5u : 0u));
+    CHECK(up.stats().points_sent == (at_stop ? 5u : 0u));
+  }
+}
