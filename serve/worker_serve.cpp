@@ -164,7 +164,7 @@ void ServeWorker::dispatch(const bus::Message& m) {
         env.reading().receive_time_ns() ? env.reading().receive_time_ns() : env.send_time_ns();
     std::lock_guard<std::mutex> lk(shared_.mutex);
     if (shared_.state.on_reading(env, local_day(t))) {
-      // the event for open pages only: a client that connects later gets the state first
+      // the event for open pages only: a page that opens later fetches /api/last itself
       if (http_.clients() > 0) push = shared_.state.reading_event_json(env);
       ++readings_;
     }
