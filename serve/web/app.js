@@ -368,6 +368,11 @@
       if (!st.meter) st.meter = Object.keys(last)[0] || null;
       renderNow();
     } catch (e) { console.warn(e); }
+    await loadRelays();
+    await loadStatus();
+    await loadHistory();
+  }
+  async function loadRelays() {
     try {
       const rel = await get("/api/relays");
       const old = st.relays;
@@ -378,12 +383,13 @@
       }));
       renderRelays();
     } catch (e) { console.warn(e); }
-    await loadStatus();
-    await loadHistory();
   }
   async function loadStatus() {
     if (st.ended) return;
     try { renderStatus(await get("/api/status")); } catch (e) { console.warn(e); }
+    // a relay serve did not know yet when the page opened (actuate's first heartbeat still on
+    // its way, right after a start) is asked for again: no event may come for hours
+    if ([...st.relays.values()].some((r) => r.on !== true && r.on !== false)) await loadRelays();
   }
 
   for (const b of document.querySelectorAll(".tab")) {
